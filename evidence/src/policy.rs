@@ -1,0 +1,1205 @@
+//! Pool policies: one TOML file per pool (file stem = pool name), and their
+//! evaluation against verified host facts.
+//!
+//! ```toml
+//! require_measured_launch = true            # default true (fail closed): PCR 17 and 18 must not be all-FF
+//! pcrs = [0,1,2,3,4,5,6,7,17,18,19]         # sha256 PCRs quoted; default DEFAULT_PCRS; 0..=23, no duplicates
+//! require_checks = ["mac.enforcing_any"]    # hardening checks that must be "pass"
+//!
+//! [[allow]]                                 # at least one; names unique
+//! name = "golden-2026-11"
+//! pcrs = { 17 = "9851…78", 0 = "…" }        # 64 hex chars; keys inside `pcrs`; unlisted PCRs unconstrained; {} = any
+//! ```
+//!
+//! Errors carry the file, line and column of the offending item, collected
+//! across all files ([`parse_policy_set`]). Unknown keys are errors.
+
+use crate::pcr::{is_reset_drtm, DEFAULT_PCRS, MAX_PCR_INDEX};
+use crate::reason::{codes, Reason};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use toml::Spanned;
+
+/// The policy of one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPolicy {
+    /// Pool name (the file stem).
+    pub name: String,
+    /// PCR 17 and 18 must show a dynamic (TXT) launch (not all 0xFF).
+    pub require_measured_launch: bool,
+    /// sha256 PCR indices to quote, ascending.
+    pub pcrs: Vec<u8>,
+    /// Hardening check ids that must have status `pass`.
+    pub require_checks: Vec<String>,
+    /// Accepted measurement sets (golden builds); a host must match one.
+    pub allow: Vec<AllowEntry>,
+}
+
+/// One accepted measurement set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    /// Unique name within the pool (e.g. the build it describes).
+    pub name: String,
+    /// Required values; PCRs not listed are unconstrained.
+    pub pcrs: BTreeMap<u8, [u8; 32]>,
+}
+
+/// An error in a policy file, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// File name as given.
+    pub file: String,
+    /// 1-based line, if the error has a location.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), if the error has a location.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    require_measured_launch: Option<Spanned<bool>>,
+    pcrs: Option<Spanned<Vec<Spanned<i64>>>>,
+    require_checks: Option<Spanned<Vec<Spanned<String>>>>,
+    allow: Option<Spanned<Vec<Spanned<RawAllow>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    name: Spanned<String>,
+    pcrs: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+}
+
+/// Converts a byte offset into 1-based (line, column in characters).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while offset > 0 && !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+struct Errors<'a> {
+    file: &'a str,
+    text: &'a str,
+    list: Vec<PolicyError>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let (line, column) = match span {
+            Some(s) => {
+                let (l, c) = line_col(self.text, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        self.list.push(PolicyError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        line_col(self.text, span.start).0
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The pool name of a policy file: its stem (`gold.toml` → `gold`).
+pub fn pool_name_of(file_name: &str) -> String {
+    std::path::Path::new(file_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Parses one pool policy file. The pool name is the file stem and must
+/// match `[A-Za-z0-9_.-]+`. Returns every error found (a TOML syntax or type
+/// error stops the parse, so it comes alone).
+pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyError>> {
+    let mut errors = Errors {
+        file: file_name,
+        text,
+        list: Vec::new(),
+    };
+    let name = pool_name_of(file_name);
+    if !valid_name(&name) {
+        errors.at(
+            None,
+            format!(
+                "pool name '{name}' (the file name without extension) must match [A-Za-z0-9_.-]+"
+            ),
+        );
+    }
+    let raw: RawPool = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.at(e.span(), e.message().trim_end().to_string());
+            return Err(errors.list);
+        }
+    };
+
+    let require_measured_launch = raw
+        .require_measured_launch
+        .as_ref()
+        .map(|s| *s.get_ref())
+        .unwrap_or(true);
+
+    // Selection.
+    let pcrs: Vec<u8> = match &raw.pcrs {
+        None => DEFAULT_PCRS.to_vec(),
+        Some(list) => {
+            let mut seen = BTreeSet::new();
+            if list.get_ref().is_empty() {
+                errors.at(Some(list.span()), "pcrs must not be empty");
+            }
+            for item in list.get_ref() {
+                let v = *item.get_ref();
+                match u8::try_from(v) {
+                    Ok(i) if i <= MAX_PCR_INDEX => {
+                        if !seen.insert(i) {
+                            errors.at(
+                                Some(item.span()),
+                                format!("PCR {i} is listed twice in pcrs"),
+                            );
+                        }
+                    }
+                    _ => errors.at(
+                        Some(item.span()),
+                        format!("PCR index {v} is out of range (0..={MAX_PCR_INDEX})"),
+                    ),
+                }
+            }
+            seen.into_iter().collect()
+        }
+    };
+    let selected: BTreeSet<u8> = pcrs.iter().copied().collect();
+    if require_measured_launch {
+        let missing: Vec<String> = [17u8, 18]
+            .iter()
+            .filter(|p| !selected.contains(p))
+            .map(|p| p.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let span = raw
+                .pcrs
+                .as_ref()
+                .map(|s| s.span())
+                .or_else(|| raw.require_measured_launch.as_ref().map(|s| s.span()));
+            errors.at(
+                span,
+                format!(
+                    "require_measured_launch needs PCRs 17 and 18 in pcrs (missing: {}); add them or set require_measured_launch = false",
+                    missing.join(", ")
+                ),
+            );
+        }
+    }
+
+    // Required checks.
+    let mut require_checks = Vec::new();
+    if let Some(list) = &raw.require_checks {
+        let mut seen = BTreeSet::new();
+        for item in list.get_ref() {
+            let id = item.get_ref();
+            if !valid_name(id) {
+                errors.at(
+                    Some(item.span()),
+                    format!("check id '{id}' must match [A-Za-z0-9_.-]+"),
+                );
+            } else if !seen.insert(id.clone()) {
+                errors.at(Some(item.span()), format!("check '{id}' is listed twice"));
+            } else {
+                require_checks.push(id.clone());
+            }
+        }
+    }
+
+    // Allow entries.
+    let mut allow = Vec::new();
+    match &raw.allow {
+        None => errors.at(
+            None,
+            "no [[allow]] entry: a pool needs at least one accepted measurement set",
+        ),
+        Some(list) if list.get_ref().is_empty() => errors.at(
+            Some(list.span()),
+            "allow is empty: a pool needs at least one accepted measurement set",
+        ),
+        Some(list) => {
+            let mut names: BTreeMap<String, usize> = BTreeMap::new();
+            for entry in list.get_ref() {
+                if let Some(e) = parse_allow(entry.get_ref(), &selected, &mut names, &mut errors) {
+                    allow.push(e);
+                }
+            }
+        }
+    }
+
+    if errors.list.is_empty() {
+        Ok(PoolPolicy {
+            name,
+            require_measured_launch,
+            pcrs,
+            require_checks,
+            allow,
+        })
+    } else {
+        Err(errors.list)
+    }
+}
+
+fn parse_allow(
+    raw: &RawAllow,
+    selected: &BTreeSet<u8>,
+    names: &mut BTreeMap<String, usize>,
+    errors: &mut Errors<'_>,
+) -> Option<AllowEntry> {
+    let name = raw.name.get_ref().clone();
+    let mut ok = true;
+    if name.trim().is_empty() {
+        errors.at(Some(raw.name.span()), "allow entry name must not be empty");
+        ok = false;
+    } else if let Some(first_line) = names.get(&name) {
+        errors.at(
+            Some(raw.name.span()),
+            format!("duplicate allow entry name '{name}' (first defined on line {first_line})"),
+        );
+        ok = false;
+    } else {
+        let line = errors.line_of(&raw.name.span());
+        names.insert(name.clone(), line);
+    }
+    let Some(table) = &raw.pcrs else {
+        errors.at(
+            Some(raw.name.span()),
+            format!(
+                "allow entry '{name}' has no pcrs table (write pcrs = {{}} to accept any values)"
+            ),
+        );
+        return None;
+    };
+    let mut pcrs = BTreeMap::new();
+    for (key, value) in table.get_ref() {
+        let k = key.get_ref();
+        let index = match k.parse::<u8>() {
+            Ok(i) if k.chars().all(|c| c.is_ascii_digit()) => i,
+            _ => {
+                errors.at(
+                    Some(key.span()),
+                    format!("'{k}' is not a PCR index (keys are PCR numbers, e.g. 17 = \"…\")"),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if !selected.contains(&index) {
+            errors.at(
+                Some(key.span()),
+                format!("PCR {index} is not in the pool's pcrs selection, so it is never quoted"),
+            );
+            ok = false;
+            continue;
+        }
+        let hex_text = value.get_ref();
+        let parsed = if hex_text.len() == 64 {
+            hex::decode(hex_text)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        } else {
+            None
+        };
+        match parsed {
+            Some(v) => {
+                if pcrs.insert(index, v).is_some() {
+                    errors.at(Some(key.span()), format!("PCR {index} is listed twice"));
+                    ok = false;
+                }
+            }
+            None => {
+                errors.at(
+                    Some(value.span()),
+                    format!(
+                        "PCR {index} value must be 64 hex characters (a sha256 digest), got {} characters",
+                        hex_text.chars().count()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(AllowEntry { name, pcrs })
+}
+
+/// All pool policies, with a digest identifying this exact version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySet {
+    /// Pools by name.
+    pub pools: BTreeMap<String, PoolPolicy>,
+    /// SHA-256 over the files sorted by name, each as
+    /// `u32be(name len) || name || u64be(text len) || text`.
+    pub digest: [u8; 32],
+}
+
+/// Parses every policy file and collects the errors of all of them.
+/// Two files with the same stem are an error.
+pub fn parse_policy_set(files: &[(String, String)]) -> Result<PolicySet, Vec<PolicyError>> {
+    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut errors = Vec::new();
+    let mut pools = BTreeMap::new();
+    let mut files_of: BTreeMap<String, &str> = BTreeMap::new();
+    for (file, text) in &sorted {
+        let name = pool_name_of(file);
+        if let Some(first) = files_of.get(&name) {
+            errors.push(PolicyError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                message: format!("pool '{name}' is also defined by {first}"),
+            });
+            continue;
+        }
+        files_of.insert(name.clone(), file.as_str());
+        match parse_pool(file, text) {
+            Ok(p) => {
+                pools.insert(name, p);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(PolicySet {
+            pools,
+            digest: policy_digest(files),
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The policy digest of a set of files: SHA-256 over the files sorted by
+/// name, each as `u32be(name len) || name || u64be(text len) || text`.
+pub fn policy_digest(files: &[(String, String)]) -> [u8; 32] {
+    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (file, text) in sorted {
+        // File names are far below 4 GiB.
+        hasher.update((file.len() as u32).to_be_bytes());
+        hasher.update(file.as_bytes());
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+impl PolicySet {
+    /// Sorted union of every pool's PCR selection (what to quote so that every
+    /// pool can be evaluated), or [`DEFAULT_PCRS`] when there is no pool.
+    pub fn union_pcrs(&self) -> Vec<u8> {
+        if self.pools.is_empty() {
+            return DEFAULT_PCRS.to_vec();
+        }
+        let all: BTreeSet<u8> = self
+            .pools
+            .values()
+            .flat_map(|p| p.pcrs.iter().copied())
+            .collect();
+        all.into_iter().collect()
+    }
+
+    /// The digest as lowercase hex (recorded in every verdict).
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+}
+
+/// What the server knows about a host after verifying its evidence.
+#[derive(Debug, Clone, Copy)]
+pub struct HostFacts<'a> {
+    /// Verified sha256 PCR values.
+    pub pcrs: &'a BTreeMap<u8, [u8; 32]>,
+    /// Check id → status from the hardening report; None = no report.
+    pub check_status: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Every reason why the host is not trusted in this pool (empty = trusted).
+/// Never stops at the first.
+///
+/// * `pcr.missing`: a PCR of the pool's selection is not in the facts.
+/// * `pcr.not_allowed`: no allow entry matches; each mismatching PCR is named
+///   against the closest entry (fewest mismatches, first on ties) with the
+///   actual and expected values.
+/// * `launch.not_measured`: `require_measured_launch` and PCR 17 or 18 is
+///   all-FF or missing.
+/// * `check.required_failed`: each required check whose status is not
+///   `pass` (including a missing report or check).
+pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+
+    for p in &policy.pcrs {
+        if !facts.pcrs.contains_key(p) {
+            reasons.push(Reason::new(
+                codes::PCR_MISSING,
+                format!(
+                    "PCR {p} is selected by pool '{}' but is not in the verified quote",
+                    policy.name
+                ),
+            ));
+        }
+    }
+
+    evaluate_allow(policy, facts, &mut reasons);
+
+    if policy.require_measured_launch {
+        for p in [17u8, 18] {
+            match facts.pcrs.get(&p) {
+                None => reasons.push(Reason::new(
+                    codes::LAUNCH_NOT_MEASURED,
+                    format!("no TXT measured launch can be shown: PCR {p} was not quoted"),
+                )),
+                Some(v) if is_reset_drtm(v) => reasons.push(Reason::new(
+                    codes::LAUNCH_NOT_MEASURED,
+                    format!("no TXT measured launch: PCR {p} is the reset value ff…ff"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    for check in &policy.require_checks {
+        let problem = match facts.check_status {
+            None => Some("cannot be evaluated: no hardening report".to_string()),
+            Some(statuses) => match statuses.get(check) {
+                None => Some("is missing from the hardening report".to_string()),
+                Some(s) if s == "pass" => None,
+                Some(s) => Some(format!("is {s}")),
+            },
+        };
+        if let Some(p) = problem {
+            reasons.push(Reason::new(
+                codes::CHECK_REQUIRED_FAILED,
+                format!("required check '{check}' {p} (must be pass)"),
+            ));
+        }
+    }
+    reasons
+}
+
+fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts, reasons: &mut Vec<Reason>) {
+    // (entry index, mismatches: (pcr, actual or None if missing, expected))
+    type Mismatch<'e> = (u8, Option<&'e [u8; 32]>, &'e [u8; 32]);
+    let mut best: Option<(usize, Vec<Mismatch<'_>>)> = None;
+    for (i, entry) in policy.allow.iter().enumerate() {
+        let mismatches: Vec<Mismatch<'_>> = entry
+            .pcrs
+            .iter()
+            .filter_map(|(pcr, expected)| match facts.pcrs.get(pcr) {
+                Some(actual) if actual == expected => None,
+                actual => Some((*pcr, actual, expected)),
+            })
+            .collect();
+        if mismatches.is_empty() {
+            return;
+        }
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| mismatches.len() < b.len())
+        {
+            best = Some((i, mismatches));
+        }
+    }
+    let Some((i, mismatches)) = best else {
+        // No allow entries at all (cannot come from parse_pool): fail closed.
+        reasons.push(Reason::new(
+            codes::PCR_NOT_ALLOWED,
+            format!("pool '{}' allows no measurement set", policy.name),
+        ));
+        return;
+    };
+    let entry_name = policy.allow.get(i).map(|e| e.name.as_str()).unwrap_or("");
+    let suffix = if policy.allow.len() > 1 {
+        format!(" (closest of {} allowed builds)", policy.allow.len())
+    } else {
+        String::new()
+    };
+    for (pcr, actual, expected) in mismatches {
+        match actual {
+            Some(actual) => reasons.push(Reason::new(
+                codes::PCR_NOT_ALLOWED,
+                format!(
+                    "PCR {pcr} is {}; build '{entry_name}' expects {}{suffix}",
+                    hex::encode(actual),
+                    hex::encode(expected)
+                ),
+            )),
+            // Missing PCRs of the selection are already reported as
+            // pcr.missing; one outside it (hand-built policy) is reported here.
+            None if !policy.pcrs.contains(&pcr) => reasons.push(Reason::new(
+                codes::PCR_NOT_ALLOWED,
+                format!(
+                    "PCR {pcr} was not quoted; build '{entry_name}' expects {}{suffix}",
+                    hex::encode(expected)
+                ),
+            )),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcr::drtm_hash_start;
+
+    const H17: &str = "9851312028952521510e8eaab5be94e7dc24b5fc292b2e9781173cf11ffa9878";
+    const H0: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+    fn good() -> String {
+        format!(
+            r#"# trusted pool for TXT hosts
+require_measured_launch = true
+pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]
+require_checks = ["mac.enforcing_any", "kvm.present"]
+
+[[allow]]
+name = "golden-2026-11"
+pcrs = {{ 17 = "{H17}", 0 = "{H0}" }}
+
+[[allow]]
+name = "golden-2026-12"
+[allow.pcrs]
+17 = "{}"
+"#,
+            H17.to_uppercase().replace("9851", "1234")
+        )
+    }
+
+    fn one_error(name: &str, text: &str) -> PolicyError {
+        let mut e = parse_pool(name, text).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.remove(0)
+    }
+
+    #[test]
+    fn good_file_parses() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        assert_eq!(p.name, "gold");
+        assert!(p.require_measured_launch);
+        assert_eq!(p.pcrs, DEFAULT_PCRS.to_vec());
+        assert_eq!(p.require_checks, vec!["mac.enforcing_any", "kvm.present"]);
+        assert_eq!(p.allow.len(), 2);
+        assert_eq!(p.allow[0].name, "golden-2026-11");
+        assert_eq!(p.allow[0].pcrs[&17], drtm_hash_start(b"hello"));
+        assert_eq!(p.allow[0].pcrs[&0][31], 1);
+        assert_eq!(p.allow[1].pcrs.len(), 1);
+        assert_eq!(p.allow[1].pcrs[&17][..2], [0x12, 0x34]);
+    }
+
+    #[test]
+    fn defaults() {
+        let p = parse_pool("dir/min.v2.toml", "[[allow]]\nname = \"any\"\npcrs = {}\n").unwrap();
+        assert_eq!(p.name, "min.v2");
+        assert!(p.require_measured_launch, "fails closed by default");
+        assert_eq!(p.pcrs, DEFAULT_PCRS.to_vec());
+        assert!(p.require_checks.is_empty());
+        assert!(p.allow[0].pcrs.is_empty());
+        // Selection is sorted and may omit 17/18 without measured launch.
+        let p = parse_pool(
+            "srtm.toml",
+            "require_measured_launch = false\npcrs = [7, 0]\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+        )
+        .unwrap();
+        assert_eq!(p.pcrs, vec![0, 7]);
+        assert!(!p.require_measured_launch);
+    }
+
+    #[test]
+    fn unknown_key_has_its_line() {
+        let e = one_error("p.toml", "pcrs = [0, 17, 18]\nrequire_launch = true\n");
+        assert_eq!((e.line, e.column), (Some(2), Some(1)));
+        assert!(e.message.contains("unknown field `require_launch`"), "{e}");
+        assert_eq!(e.to_string().split(": ").next().unwrap(), "p.toml:2:1");
+        // Inside an allow entry.
+        let e = one_error(
+            "p.toml",
+            "[[allow]]\nname = \"a\"\npcrs = {}\n\n[[allow]]\nname = \"b\"\npcr = {}\n",
+        );
+        assert_eq!(e.line, Some(7));
+        assert!(e.message.contains("unknown field `pcr`"), "{e}");
+    }
+
+    #[test]
+    fn bad_hex_length_has_its_line() {
+        let text = "[[allow]]\nname = \"a\"\npcrs = { 17 = \"abcd\" }\n";
+        let e = one_error("p.toml", text);
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.column, Some(15));
+        assert!(
+            e.message.contains("PCR 17 value must be 64 hex characters"),
+            "{e}"
+        );
+        assert!(e.message.contains("got 4"), "{e}");
+        // 64 characters but not hex.
+        let text = format!(
+            "[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n17 = \"{}\"\n",
+            "zz".repeat(32)
+        );
+        let e = one_error("p.toml", &text);
+        assert_eq!(e.line, Some(5));
+    }
+
+    #[test]
+    fn pcr_index_out_of_range_and_duplicates() {
+        let e = one_error(
+            "p.toml",
+            "require_measured_launch = false\npcrs = [0,\n  24]\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+        );
+        assert_eq!((e.line, e.column), (Some(3), Some(3)));
+        assert!(e.message.contains("PCR index 24 is out of range"), "{e}");
+        let errs = parse_pool(
+            "p.toml",
+            "require_measured_launch = false\npcrs = [1, -1, 1]\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+        )
+        .unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("p.toml:2:12: PCR index -1 is out of range"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("p.toml:2:16: PCR 1 is listed twice"),
+            "{msgs:?}"
+        );
+        // Empty selection.
+        let e = parse_pool(
+            "p.toml",
+            "require_measured_launch = false\npcrs = []\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("must not be empty"));
+        assert_eq!(e[0].line, Some(2));
+    }
+
+    #[test]
+    fn duplicate_allow_name_has_its_line() {
+        let e = one_error(
+            "p.toml",
+            "[[allow]]\nname = \"gold\"\npcrs = {}\n\n[[allow]]\nname = \"gold\"\npcrs = {}\n",
+        );
+        assert_eq!(e.line, Some(6));
+        assert!(
+            e.message
+                .contains("duplicate allow entry name 'gold' (first defined on line 2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn allow_key_outside_selection_has_its_line() {
+        let text = format!(
+            "pcrs = [0, 17, 18]\n[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n19 = \"{H17}\"\n"
+        );
+        let e = one_error("p.toml", &text);
+        assert_eq!((e.line, e.column), (Some(6), Some(1)));
+        assert!(
+            e.message
+                .contains("PCR 19 is not in the pool's pcrs selection"),
+            "{e}"
+        );
+        // Non-numeric key.
+        let e = one_error(
+            "p.toml",
+            &format!("[[allow]]\nname = \"a\"\npcrs = {{ pcr17 = \"{H17}\" }}\n"),
+        );
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("'pcr17' is not a PCR index"), "{e}");
+        // Same PCR written twice ("17" and "017").
+        let e = one_error(
+            "p.toml",
+            &format!("[[allow]]\nname = \"a\"\n[allow.pcrs]\n17 = \"{H17}\"\n017 = \"{H17}\"\n"),
+        );
+        assert!(e.message.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn empty_or_missing_allow() {
+        let e = one_error("p.toml", "pcrs = [0, 17, 18]\nallow = []\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("allow is empty"), "{e}");
+        let e = one_error("p.toml", "pcrs = [0, 17, 18]\n");
+        assert_eq!(e.line, None);
+        assert!(e.message.contains("no [[allow]] entry"), "{e}");
+        assert_eq!(e.to_string(), format!("p.toml: {}", e.message));
+        // An entry without a pcrs table is not "allow anything".
+        let e = one_error("p.toml", "[[allow]]\nname = \"a\"\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("pcrs = {}"), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_and_type_errors_have_their_line() {
+        let e = one_error("p.toml", "pcrs = [0, 17, 18]\n\n[[allow]\nname = \"a\"\n");
+        assert_eq!(e.line, Some(3));
+        let e = one_error("p.toml", "require_measured_launch = \"yes\"\n");
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("expected a boolean"), "{e}");
+        let e = one_error("p.toml", "pcrs = [0]\npcrs = [1]\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("duplicate key"), "{e}");
+    }
+
+    #[test]
+    fn measured_launch_needs_17_and_18() {
+        let e = one_error(
+            "p.toml",
+            "pcrs = [0, 17]\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+        );
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("missing: 18"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_and_checks() {
+        let errs = parse_pool(
+            "bad pool!.toml",
+            "require_checks = [\"ok\", \"not ok\", \"ok\"]\n[[allow]]\nname = \"\"\npcrs = {}\n",
+        )
+        .unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("bad pool!.toml: pool name 'bad pool!'"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("bad pool!.toml:1:25: check id 'not ok'"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[2].starts_with("bad pool!.toml:1:35: check 'ok' is listed twice"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[3].starts_with("bad pool!.toml:3:8: allow entry name must not be empty"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        assert_eq!(line_col("aé\nxyz", 4), (2, 1));
+        assert_eq!(line_col("aéb", 3), (1, 3));
+        assert_eq!(line_col("aé", 2), (1, 2)); // inside the é: clamped to its start
+        assert_eq!(line_col("", 10), (1, 1));
+    }
+
+    #[test]
+    fn policy_set_collects_errors_from_all_files_and_digests() {
+        let files = vec![
+            (
+                "b.toml".to_string(),
+                "pcrs = [0, 17, 18]\nbogus = 1\n".to_string(),
+            ),
+            ("a.toml".to_string(), good()),
+            (
+                "c.toml".to_string(),
+                "[[allow]]\nname = \"x\"\npcrs = { 17 = \"ab\" }\n".to_string(),
+            ),
+        ];
+        let errs = parse_policy_set(&files).unwrap_err();
+        let where_: Vec<(String, Option<usize>)> =
+            errs.iter().map(|e| (e.file.clone(), e.line)).collect();
+        assert_eq!(
+            where_,
+            vec![("b.toml".into(), Some(2)), ("c.toml".into(), Some(3))]
+        );
+
+        let ok_files = vec![
+            ("z.toml".to_string(), "require_measured_launch = false\npcrs = [0, 23]\n[[allow]]\nname = \"a\"\npcrs = {}\n".to_string()),
+            ("a.toml".to_string(), good()),
+        ];
+        let set = parse_policy_set(&ok_files).unwrap();
+        assert_eq!(set.pools.keys().collect::<Vec<_>>(), vec!["a", "z"]);
+        assert_eq!(
+            set.union_pcrs(),
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19, 23]
+        );
+        assert_eq!(set.digest_hex().len(), 64);
+        // Order of the input does not matter; content does.
+        let mut rev = ok_files.clone();
+        rev.reverse();
+        assert_eq!(parse_policy_set(&rev).unwrap().digest, set.digest);
+        let mut changed = ok_files.clone();
+        changed[0].1.push_str("# comment\n");
+        assert_ne!(parse_policy_set(&changed).unwrap().digest, set.digest);
+        // Moving a byte between name and content changes the digest.
+        assert_ne!(
+            policy_digest(&[("x.toml".into(), "".into())]),
+            policy_digest(&[("x.tom".into(), "l".into())])
+        );
+        // Independent check of the digest definition.
+        let mut h = Sha256::new();
+        for (name, text) in [&ok_files[1], &ok_files[0]] {
+            h.update((name.len() as u32).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update((text.len() as u64).to_be_bytes());
+            h.update(text.as_bytes());
+        }
+        assert_eq!(set.digest, <[u8; 32]>::from(h.finalize()));
+        // No pools.
+        let empty = parse_policy_set(&[]).unwrap();
+        assert_eq!(empty.union_pcrs(), DEFAULT_PCRS.to_vec());
+        assert_eq!(
+            empty.digest_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // Same stem twice.
+        let errs =
+            parse_policy_set(&[("gold.toml".into(), good()), ("x/gold.toml".into(), good())])
+                .unwrap_err();
+        assert!(
+            errs[0].message.contains("also defined by gold.toml"),
+            "{errs:?}"
+        );
+    }
+
+    // ---- evaluate ----
+
+    fn launched_pcrs() -> BTreeMap<u8, [u8; 32]> {
+        let mut m: BTreeMap<u8, [u8; 32]> = DEFAULT_PCRS.iter().map(|&i| (i, [i; 32])).collect();
+        m.insert(0, {
+            let mut v = [0u8; 32];
+            v[31] = 1;
+            v
+        });
+        m.insert(17, drtm_hash_start(b"hello"));
+        m
+    }
+
+    fn checks(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn codes_of(r: &[Reason]) -> Vec<&str> {
+        r.iter().map(|r| r.code.as_str()).collect()
+    }
+
+    #[test]
+    fn trusted_host_has_no_reasons() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        let pcrs = launched_pcrs();
+        let st = checks(&[
+            ("mac.enforcing_any", "pass"),
+            ("kvm.present", "pass"),
+            ("other", "fail"),
+        ]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+            },
+        );
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn second_allow_entry_can_match() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        let mut pcrs = launched_pcrs();
+        pcrs.insert(17, p.allow[1].pcrs[&17]);
+        pcrs.insert(0, [9; 32]); // unconstrained by entry 2
+        let st = checks(&[("mac.enforcing_any", "pass"), ("kvm.present", "pass")]);
+        assert!(evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st)
+            }
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn pcr_not_allowed_names_pcr_17_against_the_closest_build() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        let mut pcrs = launched_pcrs();
+        pcrs.insert(17, [0xab; 32]);
+        let st = checks(&[("mac.enforcing_any", "pass"), ("kvm.present", "pass")]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+            },
+        );
+        assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
+        // Both entries have one mismatch (PCR 17): the first one wins the tie.
+        assert_eq!(
+            r[0].message,
+            format!(
+                "PCR 17 is {}; build 'golden-2026-11' expects {H17} (closest of 2 allowed builds)",
+                "ab".repeat(32)
+            )
+        );
+        // PCR 0 and 17 wrong: entry 2 (only 17) is closer.
+        pcrs.insert(0, [0xcd; 32]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+            },
+        );
+        assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
+        assert!(
+            r[0].message.contains("build 'golden-2026-12' expects 1234"),
+            "{r:?}"
+        );
+        // Single entry, two mismatches: one reason per PCR.
+        let single = PoolPolicy {
+            allow: vec![p.allow[0].clone()],
+            ..p.clone()
+        };
+        let r = evaluate(
+            &single,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+            },
+        );
+        assert_eq!(
+            codes_of(&r),
+            vec![codes::PCR_NOT_ALLOWED, codes::PCR_NOT_ALLOWED]
+        );
+        assert!(r[0].message.starts_with("PCR 0 is cdcd"), "{r:?}");
+        assert!(r[1].message.starts_with("PCR 17 is abab"), "{r:?}");
+        assert!(!r[1].message.contains("closest"), "{r:?}");
+    }
+
+    #[test]
+    fn launch_not_measured() {
+        let p = parse_pool("gold.toml", "[[allow]]\nname = \"any\"\npcrs = {}\n").unwrap();
+        let mut pcrs = launched_pcrs();
+        pcrs.insert(17, [0xff; 32]);
+        pcrs.insert(18, [0xff; 32]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(
+            codes_of(&r),
+            vec![codes::LAUNCH_NOT_MEASURED, codes::LAUNCH_NOT_MEASURED]
+        );
+        assert_eq!(
+            r[0].message,
+            "no TXT measured launch: PCR 17 is the reset value ff…ff"
+        );
+        assert!(r[1].message.contains("PCR 18"));
+        // Not required: no reason.
+        let relaxed = PoolPolicy {
+            require_measured_launch: false,
+            ..p.clone()
+        };
+        assert!(evaluate(
+            &relaxed,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None
+            }
+        )
+        .is_empty());
+        // Missing PCR 17: missing and not measured.
+        pcrs.remove(&17);
+        pcrs.insert(18, [0; 32]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(
+            codes_of(&r),
+            vec![codes::PCR_MISSING, codes::LAUNCH_NOT_MEASURED]
+        );
+        assert!(r[0].message.contains("PCR 17"));
+        assert!(r[1].message.contains("PCR 17 was not quoted"));
+    }
+
+    #[test]
+    fn required_checks() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        let pcrs = launched_pcrs();
+        let st = checks(&[("mac.enforcing_any", "fail")]);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+            },
+        );
+        assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED; 2]);
+        assert_eq!(
+            r[0].message,
+            "required check 'mac.enforcing_any' is fail (must be pass)"
+        );
+        assert_eq!(
+            r[1].message,
+            "required check 'kvm.present' is missing from the hardening report (must be pass)"
+        );
+        for status in ["unknown", "error", "notchecked", "PASS", ""] {
+            let st = checks(&[("mac.enforcing_any", status), ("kvm.present", "pass")]);
+            let r = evaluate(
+                &p,
+                &HostFacts {
+                    pcrs: &pcrs,
+                    check_status: Some(&st),
+                },
+            );
+            assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED], "{status}");
+        }
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(r.len(), 2);
+        assert!(r[0].message.contains("no hardening report"));
+    }
+
+    #[test]
+    fn every_reason_at_once() {
+        let p = parse_pool("gold.toml", &good()).unwrap();
+        let mut pcrs = launched_pcrs();
+        pcrs.insert(17, [0xff; 32]);
+        pcrs.remove(&19);
+        let r = evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(
+            codes_of(&r),
+            vec![
+                codes::PCR_MISSING,
+                codes::PCR_NOT_ALLOWED,
+                codes::LAUNCH_NOT_MEASURED,
+                codes::CHECK_REQUIRED_FAILED,
+                codes::CHECK_REQUIRED_FAILED
+            ]
+        );
+        assert!(r[0].message.contains("PCR 19"));
+        assert!(r[1].message.contains("PCR 17 is ffff"));
+    }
+
+    #[test]
+    fn hand_built_policies_fail_closed() {
+        let pcrs = launched_pcrs();
+        let none = PoolPolicy {
+            name: "x".into(),
+            require_measured_launch: false,
+            pcrs: vec![0],
+            require_checks: vec![],
+            allow: vec![],
+        };
+        let r = evaluate(
+            &none,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
+        // Entry constrains a PCR outside the selection that is not in the facts.
+        let outside = PoolPolicy {
+            allow: vec![AllowEntry {
+                name: "e".into(),
+                pcrs: [(9u8, [1u8; 32])].into_iter().collect(),
+            }],
+            ..none
+        };
+        let r = evaluate(
+            &outside,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: None,
+            },
+        );
+        assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
+        assert!(r[0].message.contains("PCR 9 was not quoted"));
+    }
+
+    #[test]
+    fn parser_never_panics_on_odd_input() {
+        let samples = [
+            "",
+            "\u{0}",
+            "[[allow]]",
+            "allow = 5",
+            "pcrs = 5",
+            "pcrs = [1.5]",
+            "pcrs = [99999999999999]",
+            "[allow]\nname=\"a\"",
+            "[[allow]]\nname = \"a\"\npcrs = { 17 = 1 }",
+            "[[allow]]\nname = \"é\"\npcrs = { \"\" = \"\" }",
+            "require_checks = [1]",
+            "\n\n\n\u{feff}pcrs = [",
+        ];
+        for s in samples {
+            let _ = parse_pool("x.toml", s);
+            let _ = parse_pool("", s);
+            let _ = parse_pool(".toml", s);
+        }
+        // Every prefix of a good file.
+        let g = good();
+        for (i, _) in g.char_indices() {
+            let _ = parse_pool("g.toml", &g[..i]);
+        }
+    }
+}
