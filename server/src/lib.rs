@@ -1,1 +1,26 @@
-//! placeholder
+//! trustpool attestation server.
+//!
+//! Modules, one job each:
+//! - [`config`], [`duration`]: command line and configuration file;
+//! - [`loaders`]: reading the policy directory and EK roots;
+//! - [`identity`]: host names in client certificates;
+//! - [`store`]: durable state in SQLite;
+//! - [`registry`]: the in-memory fleet view and pool membership;
+//! - [`challenge`]: nonces of one stream;
+//! - [`verdict`]: the trust decision for one piece of evidence (pure);
+//! - [`session`]: the gRPC agent stream;
+//! - [`feed`]: the HTTP JSON feed;
+//! - [`server`]: start-up and tasks.
+
+pub mod challenge;
+pub mod config;
+pub mod duration;
+pub mod feed;
+pub mod identity;
+pub mod loaders;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod verdict;

@@ -1,1 +1,42 @@
-fn main() {}
+//! `trustpool-server`: see `trustpool-server --help`.
+
+use clap::Parser;
+use trustpool_server::config::{ServerArgs, ServerConfig};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRUSTPOOL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = ServerArgs::parse();
+    let outcome = ServerConfig::resolve(args).and_then(|cfg| {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(trustpool_server::server::run(cfg, shutdown_signal()))
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trustpool-server: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

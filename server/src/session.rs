@@ -1,0 +1,488 @@
+//! One agent stream (`Attestation.Session`): identity check against the
+//! client certificate, enrolment with credential activation, then paced
+//! challenges and verdicts. Any protocol violation ends only this stream,
+//! with an `Error` message that says why.
+
+use crate::challenge::ChallengeBook;
+use crate::identity::{valid_hostname, PeerIdentity};
+use crate::state::{now_ms, AppState};
+use crate::store::{Enrolment, StoredVerdict};
+use crate::verdict::{evaluate_evidence, EvidenceRef};
+use rand::RngCore;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+use trustpool_evidence::credential::make_credential;
+use trustpool_evidence::ekcert::verify_ek_certificate;
+use trustpool_evidence::reason::Reason;
+use trustpool_evidence::tpm::{parse_public, TpmPublic};
+use trustpool_proto::v1::agent_message::Msg as AgentMsg;
+use trustpool_proto::v1::attestation_server::Attestation;
+use trustpool_proto::v1::server_message::Msg as ServerMsg;
+use trustpool_proto::v1::{
+    AgentMessage, AttestChallenge, CredentialChallenge, Enrolled, Error as ErrorMsg, Evidence,
+    PoolVerdict, Reason as ReasonMsg, ServerMessage, Verdict,
+};
+
+/// How long the server waits for `Hello` and for the activation proof.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Minimum time between two challenges asked for by the agent.
+const MIN_REQUESTED_GAP: Duration = Duration::from_millis(500);
+
+/// The gRPC service.
+pub struct AttestationService {
+    state: Arc<AppState>,
+}
+
+impl AttestationService {
+    /// A service over the shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        AttestationService { state }
+    }
+}
+
+/// Why a session ended early: a stable code and a message for the agent.
+#[derive(Debug)]
+pub struct SessionError {
+    /// Stable code, e.g. `identity.mismatch`.
+    pub code: &'static str,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl SessionError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        SessionError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<ServerMessage, Status>>;
+
+#[tonic::async_trait]
+impl Attestation for AttestationService {
+    type SessionStream =
+        Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send + 'static>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let peer = PeerIdentity::from_der(leaf.as_ref()).map_err(Status::unauthenticated)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let mut session = Session {
+                state,
+                peer,
+                inbound,
+                tx,
+                hostname: None,
+            };
+            let outcome = session.run().await;
+            session.finish(outcome).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    state: Arc<AppState>,
+    peer: PeerIdentity,
+    inbound: Streaming<AgentMessage>,
+    tx: Outbound,
+    hostname: Option<String>,
+}
+
+impl Session {
+    async fn send(&self, msg: ServerMsg) -> Result<(), SessionError> {
+        self.tx
+            .send(Ok(ServerMessage { msg: Some(msg) }))
+            .await
+            .map_err(|_| SessionError::new("stream.closed", "the agent closed the stream"))
+    }
+
+    /// Next message from the agent; `None` when the agent closed the stream.
+    async fn next(&mut self) -> Result<Option<AgentMsg>, SessionError> {
+        match self.inbound.message().await {
+            Ok(Some(AgentMessage { msg: Some(m) })) => Ok(Some(m)),
+            Ok(Some(AgentMessage { msg: None })) => Err(SessionError::new(
+                "protocol.malformed",
+                "empty message from the agent",
+            )),
+            Ok(None) => Ok(None),
+            Err(status) => Err(SessionError::new(
+                "protocol.malformed",
+                format!("unreadable message from the agent: {}", status.message()),
+            )),
+        }
+    }
+
+    async fn next_within(&mut self, what: &str) -> Result<AgentMsg, SessionError> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.next()).await {
+            Ok(Ok(Some(m))) => Ok(m),
+            Ok(Ok(None)) => Err(SessionError::new(
+                "stream.closed",
+                format!("the agent closed the stream before {what}"),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SessionError::new(
+                "protocol.timeout",
+                format!("no {what} within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), SessionError> {
+        let hello = match self.next_within("Hello").await? {
+            AgentMsg::Hello(h) => h,
+            _ => {
+                return Err(SessionError::new(
+                    "protocol.unexpected",
+                    "the first message must be Hello",
+                ))
+            }
+        };
+        let hostname = hello.hostname.to_ascii_lowercase();
+        if !valid_hostname(&hostname) {
+            return Err(SessionError::new(
+                "identity.invalid",
+                format!("'{}' is not a valid host name", hello.hostname),
+            ));
+        }
+        if !self.peer.speaks_for(&hostname) {
+            warn!(claimed = %hostname, certificate = %self.peer.subject, "refused a stream speaking for another host");
+            return Err(SessionError::new(
+                "identity.mismatch",
+                format!(
+                    "this client certificate ({}) does not name host '{hostname}'",
+                    self.peer.subject
+                ),
+            ));
+        }
+        let ek = parse_public(&hello.ek_public).map_err(|e| {
+            SessionError::new(
+                "enrolment.malformed",
+                format!("EK public does not parse: {e}"),
+            )
+        })?;
+        let ak = parse_public(&hello.ak_public).map_err(|e| {
+            SessionError::new(
+                "enrolment.malformed",
+                format!("AK public does not parse: {e}"),
+            )
+        })?;
+        ak.check_ak_attributes().map_err(|e| {
+            SessionError::new("enrolment.ak_attributes", format!("AK refused: {e}"))
+        })?;
+
+        let new_enrolment = match self.state.registry.enrolment(&hostname) {
+            Some(existing) => {
+                if existing.ek_public != hello.ek_public || existing.ak_public != hello.ak_public {
+                    let which = if existing.ek_public != hello.ek_public {
+                        "EK"
+                    } else {
+                        "AK"
+                    };
+                    warn!(host = %hostname, which, "refused a re-enrolment with a different key");
+                    return Err(SessionError::new(
+                        "enrolment.conflict",
+                        format!(
+                            "host '{hostname}' is enrolled with a different {which} (TPM replaced or cleared?): an operator must re-admit it"
+                        ),
+                    ));
+                }
+                false
+            }
+            None => {
+                self.enrol(&hostname, &hello, &ek, &ak).await?;
+                true
+            }
+        };
+        self.hostname = Some(hostname.clone());
+        self.state.registry.set_connected(&hostname, true);
+        self.send(ServerMsg::Enrolled(Enrolled {
+            new_enrolment,
+            report_interval_secs: u32::try_from(self.state.report_interval.as_secs())
+                .unwrap_or(u32::MAX),
+        }))
+        .await?;
+        info!(host = %hostname, new_enrolment, "agent session open");
+        self.attest_loop(&hostname, &ak).await
+    }
+
+    async fn enrol(
+        &mut self,
+        hostname: &str,
+        hello: &trustpool_proto::v1::Hello,
+        ek: &TpmPublic,
+        ak: &TpmPublic,
+    ) -> Result<(), SessionError> {
+        if hello.ek_certificate.is_empty() {
+            return Err(SessionError::new(
+                "enrolment.ek_certificate_missing",
+                "the TPM presented no EK certificate: the EK cannot be tied to a TPM vendor",
+            ));
+        }
+        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        let info = verify_ek_certificate(
+            &self.state.ek_trust,
+            &hello.ek_certificate,
+            &hello.ek_chain,
+            ek,
+            now,
+        )
+        .map_err(|e| {
+            warn!(host = %hostname, error = %e, "refused an EK certificate");
+            SessionError::new(
+                "enrolment.ek_untrusted",
+                format!("EK certificate refused: {e}"),
+            )
+        })?;
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let credential = make_credential(ek, &ak.name(), &secret, &mut rand::thread_rng())
+            .map_err(|e| {
+                SessionError::new(
+                    "enrolment.ek_unusable",
+                    format!("cannot make a credential for this EK: {e}"),
+                )
+            })?;
+        self.send(ServerMsg::CredentialChallenge(CredentialChallenge {
+            credential_blob: credential.credential_blob,
+            encrypted_secret: credential.encrypted_secret,
+        }))
+        .await?;
+        let proof = match self.next_within("the activation proof").await? {
+            AgentMsg::Activation(p) => p,
+            _ => {
+                return Err(SessionError::new(
+                    "protocol.unexpected",
+                    "expected the activation proof",
+                ))
+            }
+        };
+        if !constant_time_eq(&proof.secret, &secret) {
+            warn!(host = %hostname, "credential activation failed");
+            return Err(SessionError::new(
+                "enrolment.activation_failed",
+                "the activated credential is wrong: the AK is not resident in the TPM that holds this EK",
+            ));
+        }
+        let enrolment = Enrolment {
+            hostname: hostname.to_string(),
+            ek_public: hello.ek_public.clone(),
+            ek_certificate: Some(hello.ek_certificate.clone()),
+            ak_public: hello.ak_public.clone(),
+            ak_name: ak.name(),
+            cert_fingerprint: self.peer.fingerprint.clone(),
+            cert_subject: self.peer.subject.clone(),
+            enrolled_at_ms: now_ms(),
+        };
+        self.state
+            .store
+            .insert_enrolment(&enrolment)
+            .await
+            .map_err(|e| {
+                warn!(host = %hostname, error = %format!("{e:#}"), "could not store an enrolment");
+                SessionError::new(
+                    "enrolment.not_stored",
+                    "the enrolment could not be stored; try again",
+                )
+            })?;
+        self.state.registry.add_enrolment(enrolment);
+        info!(host = %hostname, ek_certificate = %info.subject, ek_issuer = %info.issuer, "host enrolled");
+        Ok(())
+    }
+
+    async fn attest_loop(&mut self, hostname: &str, ak: &TpmPublic) -> Result<(), SessionError> {
+        let mut book = ChallengeBook::default();
+        let mut ticker = tokio::time::interval(self.state.report_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_requested: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if !book.has_pending(Instant::now()) {
+                        self.challenge(&mut book).await?;
+                    }
+                }
+                msg = self.next() => match msg? {
+                    None => return Ok(()),
+                    Some(AgentMsg::Evidence(evidence)) => self.judge(hostname, ak, &mut book, evidence).await?,
+                    Some(AgentMsg::ChallengeRequest(req)) => {
+                        let now = Instant::now();
+                        let too_soon = last_requested.is_some_and(|t| now.duration_since(t) < MIN_REQUESTED_GAP);
+                        if !book.has_pending(now) && !too_soon {
+                            info!(host = %hostname, reason = %req.reason, "agent asked for a challenge");
+                            last_requested = Some(now);
+                            self.challenge(&mut book).await?;
+                        }
+                    }
+                    Some(_) => return Err(SessionError::new("protocol.unexpected", "unexpected message after enrolment")),
+                }
+            }
+        }
+    }
+
+    async fn challenge(&self, book: &mut ChallengeBook) -> Result<(), SessionError> {
+        let pcrs = self.state.policy().union_pcrs();
+        let c = book.issue(pcrs, Instant::now(), &mut rand::thread_rng());
+        self.send(ServerMsg::Challenge(AttestChallenge {
+            nonce: c.nonce.to_vec(),
+            pcrs: c.pcrs.iter().map(|p| u32::from(*p)).collect(),
+            expires_in_ms: u32::try_from(crate::challenge::CHALLENGE_TTL.as_millis())
+                .unwrap_or(u32::MAX),
+        }))
+        .await
+    }
+
+    async fn judge(
+        &self,
+        hostname: &str,
+        ak: &TpmPublic,
+        book: &mut ChallengeBook,
+        evidence: Evidence,
+    ) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let challenge = book.take(&evidence.nonce, started);
+        let pcr_values: Vec<(u32, Vec<u8>)> = evidence
+            .pcr_values
+            .into_iter()
+            .map(|p| (p.index, p.digest))
+            .collect();
+        let policy = self.state.policy();
+        let evaluation = evaluate_evidence(
+            ak,
+            challenge.as_ref().map_err(Clone::clone),
+            EvidenceRef {
+                nonce: &evidence.nonce,
+                attest: &evidence.attest,
+                signature: &evidence.signature,
+                pcr_values: &pcr_values,
+                report: &evidence.hardening_report,
+            },
+            &policy,
+            self.state.registry.clock(hostname),
+        );
+        let attested_at_ms = now_ms();
+        let valid_until_ms = attested_at_ms
+            + i64::try_from(self.state.down_time.as_millis()).unwrap_or(i64::MAX / 2);
+        let digest = policy.digest_hex();
+        let mut verdicts: Vec<StoredVerdict> = evaluation
+            .pools
+            .iter()
+            .map(|(pool, reasons)| StoredVerdict {
+                hostname: hostname.to_string(),
+                pool: pool.clone(),
+                trusted: reasons.is_empty(),
+                attested_at_ms,
+                valid_until_ms,
+                reasons: reasons.clone(),
+                policy_digest: digest.clone(),
+            })
+            .collect();
+        // Durable before published: a trusted verdict that is not stored is not trusted.
+        if let Err(e) = self.state.store.put_verdicts(&verdicts).await {
+            warn!(host = %hostname, error = %format!("{e:#}"), "could not store verdicts: host marked untrusted");
+            for v in &mut verdicts {
+                v.trusted = false;
+                v.reasons.push(Reason::new(
+                    "server.store_unavailable",
+                    "the verdict could not be stored durably",
+                ));
+            }
+        }
+        if let Some(clock) = evaluation.clock {
+            if evaluation.rebooted {
+                info!(host = %hostname, reset_count = clock.reset_count, restart_count = clock.restart_count, "host rebooted or its TPM restarted");
+            }
+            if let Err(e) = self.state.store.put_clock(hostname, clock).await {
+                warn!(host = %hostname, error = %format!("{e:#}"), "could not store the TPM clock");
+            }
+            self.state.registry.set_clock(hostname, clock);
+        }
+        let reply = Verdict {
+            attested_at_ms,
+            reasons: evaluation.common.iter().map(reason_msg).collect(),
+            pools: verdicts
+                .iter()
+                .map(|v| PoolVerdict {
+                    pool: v.pool.clone(),
+                    trusted: v.trusted,
+                    reasons: v.reasons.iter().map(reason_msg).collect(),
+                    valid_until_ms: if v.trusted { v.valid_until_ms } else { 0 },
+                })
+                .collect(),
+        };
+        let trusted_in: Vec<String> = verdicts
+            .iter()
+            .filter(|v| v.trusted)
+            .map(|v| v.pool.clone())
+            .collect();
+        let first_reason = verdicts
+            .iter()
+            .flat_map(|v| v.reasons.first())
+            .next()
+            .map(|r| r.code.clone());
+        self.state
+            .registry
+            .record_verdicts(verdicts, attested_at_ms);
+        info!(
+            host = %hostname,
+            trusted_in = ?trusted_in,
+            first_reason = ?first_reason,
+            micros = started.elapsed().as_micros() as u64,
+            "verdict"
+        );
+        self.send(ServerMsg::Verdict(reply)).await
+    }
+
+    async fn finish(&mut self, outcome: Result<(), SessionError>) {
+        if let Some(host) = &self.hostname {
+            self.state.registry.set_connected(host, false);
+        }
+        let host = self.hostname.clone().unwrap_or_else(|| "?".into());
+        match outcome {
+            Ok(()) => info!(host = %host, "agent closed its session"),
+            Err(e) if e.code == "stream.closed" => info!(host = %host, "{}", e.message),
+            Err(e) => {
+                warn!(host = %host, code = e.code, "session ended: {}", e.message);
+                let _ = self
+                    .tx
+                    .send(Ok(ServerMessage {
+                        msg: Some(ServerMsg::Error(ErrorMsg {
+                            code: e.code.into(),
+                            message: e.message,
+                        })),
+                    }))
+                    .await;
+            }
+        }
+    }
+}
+
+fn reason_msg(r: &Reason) -> ReasonMsg {
+    ReasonMsg {
+        code: r.code.clone(),
+        message: r.message.clone(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,273 @@
+//! Durable state in SQLite (WAL, synchronous=FULL): enrolments (the binding
+//! host ↔ certificate ↔ EK ↔ AK), the latest verdict of each host in each pool,
+//! and the last TPM clock seen per host.
+//!
+//! An enrolment is committed before the agent is told it is enrolled; a trusted
+//! verdict is committed before the host is published as trusted. Every error
+//! carries the operation that failed.
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use trustpool_evidence::reason::Reason;
+
+/// The stored identity of an enrolled host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// Host name (hypervisor hostname).
+    pub hostname: String,
+    /// Marshalled TPMT_PUBLIC of the EK.
+    pub ek_public: Vec<u8>,
+    /// DER EK certificate, if the TPM had one.
+    pub ek_certificate: Option<Vec<u8>>,
+    /// Marshalled TPMT_PUBLIC of the AK.
+    pub ak_public: Vec<u8>,
+    /// TPM name of the AK.
+    pub ak_name: Vec<u8>,
+    /// SHA-256 of the agent's client certificate at enrolment.
+    pub cert_fingerprint: String,
+    /// Subject of that certificate.
+    pub cert_subject: String,
+    /// Unix milliseconds of the enrolment.
+    pub enrolled_at_ms: i64,
+}
+
+/// The latest verdict of a host in one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVerdict {
+    /// Host name.
+    pub hostname: String,
+    /// Pool name.
+    pub pool: String,
+    /// Whether the evidence satisfied the pool.
+    pub trusted: bool,
+    /// Unix ms of the evaluation.
+    pub attested_at_ms: i64,
+    /// Unix ms until which a trusted verdict stays valid.
+    pub valid_until_ms: i64,
+    /// Every reason against trust.
+    pub reasons: Vec<Reason>,
+    /// Digest of the policy the verdict was evaluated under (hex).
+    pub policy_digest: String,
+}
+
+/// The last TPM clock information accepted for a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredClock {
+    /// TPM resetCount.
+    pub reset_count: u32,
+    /// TPM restartCount.
+    pub restart_count: u32,
+    /// TPM clock (ms).
+    pub clock: u64,
+}
+
+/// Handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS enrolments (
+        hostname TEXT PRIMARY KEY,
+        ek_public BLOB NOT NULL,
+        ek_certificate BLOB,
+        ak_public BLOB NOT NULL,
+        ak_name BLOB NOT NULL,
+        cert_fingerprint TEXT NOT NULL,
+        cert_subject TEXT NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS verdicts (
+        hostname TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        trusted INTEGER NOT NULL,
+        attested_at_ms INTEGER NOT NULL,
+        valid_until_ms INTEGER NOT NULL,
+        reasons TEXT NOT NULL,
+        policy_digest TEXT NOT NULL,
+        PRIMARY KEY (hostname, pool)
+    )",
+    "CREATE TABLE IF NOT EXISTS tpm_clocks (
+        hostname TEXT PRIMARY KEY,
+        reset_count INTEGER NOT NULL,
+        restart_count INTEGER NOT NULL,
+        clock INTEGER NOT NULL
+    )",
+];
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file and its schema.
+    pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .with_context(|| format!("bad database path {}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        for statement in SCHEMA {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .with_context(|| format!("cannot create schema in {}", path.display()))?;
+        }
+        Ok(Store { pool })
+    }
+
+    /// Reads every enrolment.
+    pub async fn enrolments(&self) -> anyhow::Result<Vec<Enrolment>> {
+        let rows = sqlx::query(
+            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms FROM enrolments",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading enrolments")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Enrolment {
+                    hostname: r.try_get("hostname")?,
+                    ek_public: r.try_get("ek_public")?,
+                    ek_certificate: r.try_get("ek_certificate")?,
+                    ak_public: r.try_get("ak_public")?,
+                    ak_name: r.try_get("ak_name")?,
+                    cert_fingerprint: r.try_get("cert_fingerprint")?,
+                    cert_subject: r.try_get("cert_subject")?,
+                    enrolled_at_ms: r.try_get("enrolled_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .context("decoding enrolments")
+    }
+
+    /// Stores a new enrolment; fails if the host is already enrolled
+    /// (a conflicting binding is never overwritten silently).
+    pub async fn insert_enrolment(&self, e: &Enrolment) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.hostname)
+        .bind(&e.ek_public)
+        .bind(&e.ek_certificate)
+        .bind(&e.ak_public)
+        .bind(&e.ak_name)
+        .bind(&e.cert_fingerprint)
+        .bind(&e.cert_subject)
+        .bind(e.enrolled_at_ms)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("storing the enrolment of {}", e.hostname))?;
+        Ok(())
+    }
+
+    /// Replaces the latest verdicts of a host (all pools at once, one transaction).
+    pub async fn put_verdicts(&self, verdicts: &[StoredVerdict]) -> anyhow::Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("starting a verdict transaction")?;
+        for v in verdicts {
+            let reasons = serde_json::to_string(&v.reasons).context("encoding reasons")?;
+            sqlx::query(
+                "INSERT INTO verdicts (hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (hostname, pool) DO UPDATE SET trusted = excluded.trusted,
+                   attested_at_ms = excluded.attested_at_ms, valid_until_ms = excluded.valid_until_ms,
+                   reasons = excluded.reasons, policy_digest = excluded.policy_digest",
+            )
+            .bind(&v.hostname)
+            .bind(&v.pool)
+            .bind(v.trusted)
+            .bind(v.attested_at_ms)
+            .bind(v.valid_until_ms)
+            .bind(reasons)
+            .bind(&v.policy_digest)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("storing the verdict of {} in pool {}", v.hostname, v.pool))?;
+        }
+        tx.commit().await.context("committing verdicts")?;
+        Ok(())
+    }
+
+    /// Reads every stored latest verdict.
+    pub async fn verdicts(&self) -> anyhow::Result<Vec<StoredVerdict>> {
+        let rows = sqlx::query(
+            "SELECT hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest FROM verdicts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading verdicts")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let reasons: String = r.try_get("reasons").context("decoding a verdict")?;
+            out.push(StoredVerdict {
+                hostname: r.try_get("hostname").context("decoding a verdict")?,
+                pool: r.try_get("pool").context("decoding a verdict")?,
+                trusted: r.try_get("trusted").context("decoding a verdict")?,
+                attested_at_ms: r.try_get("attested_at_ms").context("decoding a verdict")?,
+                valid_until_ms: r.try_get("valid_until_ms").context("decoding a verdict")?,
+                reasons: serde_json::from_str(&reasons).context("decoding verdict reasons")?,
+                policy_digest: r.try_get("policy_digest").context("decoding a verdict")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the TPM clock of the latest accepted quote.
+    pub async fn put_clock(&self, hostname: &str, c: StoredClock) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO tpm_clocks (hostname, reset_count, restart_count, clock) VALUES (?, ?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET reset_count = excluded.reset_count,
+               restart_count = excluded.restart_count, clock = excluded.clock",
+        )
+        .bind(hostname)
+        .bind(i64::from(c.reset_count))
+        .bind(i64::from(c.restart_count))
+        .bind(i64::try_from(c.clock).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("storing the TPM clock of {hostname}"))?;
+        Ok(())
+    }
+
+    /// Reads every stored TPM clock.
+    pub async fn clocks(&self) -> anyhow::Result<Vec<(String, StoredClock)>> {
+        let rows =
+            sqlx::query("SELECT hostname, reset_count, restart_count, clock FROM tpm_clocks")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading TPM clocks")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let reset: i64 = r.try_get("reset_count").context("decoding a TPM clock")?;
+            let restart: i64 = r.try_get("restart_count").context("decoding a TPM clock")?;
+            let clock: i64 = r.try_get("clock").context("decoding a TPM clock")?;
+            out.push((
+                r.try_get("hostname").context("decoding a TPM clock")?,
+                StoredClock {
+                    reset_count: u32::try_from(reset).context("TPM resetCount out of range")?,
+                    restart_count: u32::try_from(restart)
+                        .context("TPM restartCount out of range")?,
+                    clock: u64::try_from(clock).context("TPM clock out of range")?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn healthy(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
