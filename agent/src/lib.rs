@@ -1,1 +1,53 @@
-//! placeholder
+//! trustpool agent library: TPM access, hardening reports and the
+//! attestation client. The binary `trustpool-agent` is a thin wrapper.
+//!
+//! - [`tpm`]: the TPM through tss-esapi, on a dedicated thread;
+//! - [`report`]: hardening checks bound into each quote, and `check`;
+//! - [`client`]: the gRPC stream, enrolment, quotes, back-off;
+//! - [`config`]: command line and configuration file.
+
+pub mod client;
+pub mod config;
+pub mod report;
+pub mod tpm;
+
+use crate::client::{render_verdict, Backoff, SessionEnd};
+use crate::config::AgentConfig;
+use crate::report::Reporter;
+use crate::tpm::{AkAlg, EkAlg, Tpm, TpmWorker};
+use anyhow::Context;
+
+/// Runs the agent; returns the process exit code.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            cfg.state_dir.display()
+        )
+    })?;
+    let tcti = cfg.tcti.clone();
+    let state_dir = cfg.state_dir.clone();
+    let tpm = tokio::task::spawn_blocking(move || {
+        Tpm::open(&tcti, &state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048)
+    })
+    .await
+    .context("TPM thread failed")?
+    .with_context(|| format!("cannot open the TPM at {}", cfg.tcti))?;
+    let tpm = TpmWorker::spawn(tpm);
+    let reporter = Reporter::new(&cfg.root, &cfg.role, !cfg.once)?;
+    if !cfg.once {
+        client::run_forever(&cfg, &tpm, &reporter).await?;
+        return Ok(0);
+    }
+    match client::session(&cfg, &tpm, &reporter, &mut Backoff::default()).await? {
+        SessionEnd::Verdict(v) => {
+            print!("{}", render_verdict(&cfg.hostname, &v));
+            let trusted = match &cfg.pool {
+                Some(pool) => v.pools.iter().any(|p| &p.pool == pool && p.trusted),
+                None => v.pools.iter().any(|p| p.trusted),
+            };
+            Ok(if trusted { 0 } else { 1 })
+        }
+        SessionEnd::Closed => anyhow::bail!("the server closed the stream before a verdict"),
+    }
+}
