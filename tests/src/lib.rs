@@ -1,1 +1,8 @@
-//! placeholder
+//! Test and lab harness of trustpool: swtpm hosts with EK certificates, a
+//! test PKI, and the server and agents started as real processes.
+
+pub mod http;
+pub mod lab;
+pub mod pki;
+pub mod procs;
+pub mod swtpm;

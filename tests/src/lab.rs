@@ -1,0 +1,215 @@
+//! A whole local lab in one directory: a test PKI, an swtpm EK CA, swtpm
+//! hosts with EK certificates and (simulated) TXT measured launches, the
+//! pool policy written from the golden values, the server and the agents.
+//! Shared by the integration tests and the `trustpool-lab` command.
+
+use crate::pki::{CertFiles, TestCa};
+use crate::procs::{AgentOptions, ServerOptions, ServerProcess};
+use crate::swtpm::{EkCa, Swtpm, SwtpmState};
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use trustpool_evidence::pcr::{drtm_hash_start, extend};
+
+/// The SINIT ACM of the golden build (its bytes stand for the real module).
+pub const GOLDEN_SINIT: &[u8] = b"trustpool-lab golden SINIT ACM 2026-11";
+/// A SINIT that is not in the policy.
+pub const ROGUE_SINIT: &[u8] = b"trustpool-lab unknown SINIT ACM";
+/// Names of the MLE measurements of the golden build (tboot).
+pub const GOLDEN_MLE: &[&str] = &["tboot-1.11.1"];
+/// Names of the launched modules of the golden build (kernel, initrd).
+pub const GOLDEN_MODULES: &[&str] = &["vmlinuz-6.1.0-28-amd64", "initrd.img-6.1.0-28-amd64"];
+
+/// How a lab host boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// TXT measured launch of the golden SINIT, MLE and modules.
+    Golden,
+    /// TXT measured launch of a SINIT the policy does not know.
+    Rogue,
+    /// No measured launch: PCR 17-19 stay all-FF.
+    None,
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Digests of the MLE and module measurements of the golden build.
+pub fn golden_measurements() -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    (
+        GOLDEN_MLE.iter().map(|m| sha256(m.as_bytes())).collect(),
+        GOLDEN_MODULES
+            .iter()
+            .map(|m| sha256(m.as_bytes()))
+            .collect(),
+    )
+}
+
+/// PCR values (sha256) a host has after `launch` on a fresh swtpm, following
+/// the layout of [`Swtpm::simulate_measured_launch`]: PCR 17 = SINIT hash
+/// start, PCR 18 = MLE digests, PCR 19 = module digests. PCR 0-7 stay zero
+/// (swtpm has no firmware that measures).
+pub fn expected_pcrs(launch: Launch) -> BTreeMap<u8, [u8; 32]> {
+    let mut pcrs: BTreeMap<u8, [u8; 32]> = (0..8).map(|i| (i, [0u8; 32])).collect();
+    let (mle, modules) = golden_measurements();
+    let sinit = match launch {
+        Launch::Golden => Some(GOLDEN_SINIT),
+        Launch::Rogue => Some(ROGUE_SINIT),
+        Launch::None => None,
+    };
+    match sinit {
+        None => {
+            for i in 17..=19 {
+                pcrs.insert(i, [0xff; 32]);
+            }
+        }
+        Some(sinit) => {
+            pcrs.insert(17, drtm_hash_start(sinit));
+            pcrs.insert(18, mle.iter().fold([0u8; 32], |acc, d| extend(&acc, d)));
+            pcrs.insert(19, modules.iter().fold([0u8; 32], |acc, d| extend(&acc, d)));
+        }
+    }
+    pcrs
+}
+
+/// The `default` pool policy admitting the golden build only.
+pub fn golden_policy() -> String {
+    let mut text = String::from(
+        "# Pool 'default': hosts that went through the golden TXT measured launch.\n\
+         require_measured_launch = true\n\
+         pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n\
+         [[allow]]\n\
+         name = \"golden-2026-11\"\n\
+         pcrs = { ",
+    );
+    let entries: Vec<String> = expected_pcrs(Launch::Golden)
+        .iter()
+        .map(|(i, v)| format!("{i} = \"{}\"", hex::encode(v)))
+        .collect();
+    let _ = writeln!(text, "{} }}", entries.join(", "));
+    text
+}
+
+/// The lab's fixed parts: PKI, EK CA, EK roots and policy directories.
+pub struct Lab {
+    /// Lab directory.
+    pub dir: PathBuf,
+    /// CA for the server and agent certificates.
+    pub ca: TestCa,
+    /// PEM of that CA on disk.
+    pub ca_pem: PathBuf,
+    /// Server certificate and key.
+    pub server_certs: CertFiles,
+    /// The swtpm local CA that signs EK certificates.
+    pub ek_ca: EkCa,
+    /// Directory given to `--ek-roots`.
+    pub ek_roots: PathBuf,
+    /// Directory given to `--policy-dir`.
+    pub policy_dir: PathBuf,
+}
+
+/// One simulated compute host: its swtpm and its agent's files.
+pub struct LabHost {
+    /// Host name.
+    pub name: String,
+    /// Its running swtpm.
+    pub swtpm: Swtpm,
+    /// Its TPM state.
+    pub tpm_state: SwtpmState,
+    /// Its client certificate.
+    pub certs: CertFiles,
+    /// Its agent state directory.
+    pub state_dir: PathBuf,
+}
+
+impl Lab {
+    /// Creates the PKI, the EK CA and the directories under `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<Lab> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca = TestCa::new("trustpool lab CA")?;
+        let ca_pem = ca.write_cert(&dir.join("ca.pem"))?;
+        let server_certs = ca.issue_server(&dir.join("server"))?;
+        let ek_ca = EkCa::create(&dir.join("ek-ca"))?;
+        let ek_roots = dir.join("ek-roots");
+        std::fs::create_dir_all(&ek_roots)?;
+        std::fs::copy(ek_ca.root_cert_pem_path(), ek_roots.join("swtpm-root.pem"))
+            .context("copying the EK root certificate")?;
+        std::fs::copy(
+            ek_ca.intermediate_cert_pem_path(),
+            ek_roots.join("swtpm-intermediate.pem"),
+        )
+        .context("copying the EK intermediate certificate")?;
+        let policy_dir = dir.join("policy");
+        std::fs::create_dir_all(&policy_dir)?;
+        Ok(Lab {
+            dir: dir.to_path_buf(),
+            ca,
+            ca_pem,
+            server_certs,
+            ek_ca,
+            ek_roots,
+            policy_dir,
+        })
+    }
+
+    /// Writes `<pool>.toml` into the policy directory.
+    pub fn write_policy(&self, pool: &str, text: &str) -> anyhow::Result<()> {
+        std::fs::write(self.policy_dir.join(format!("{pool}.toml")), text)
+            .context("writing a policy")
+    }
+
+    /// Provisions an swtpm with EK certificates, starts it, performs `launch`
+    /// and issues the host's client certificate.
+    pub fn add_host(&self, name: &str, launch: Launch) -> anyhow::Result<LabHost> {
+        let host_dir = self.dir.join("hosts").join(name);
+        let tpm_state = SwtpmState::provision(&host_dir.join("tpm"), Some(&self.ek_ca))?;
+        let swtpm = Swtpm::start(&tpm_state)?;
+        let (mle, modules) = golden_measurements();
+        match launch {
+            Launch::Golden => swtpm.simulate_measured_launch(GOLDEN_SINIT, &mle, &modules)?,
+            Launch::Rogue => swtpm.simulate_measured_launch(ROGUE_SINIT, &mle, &modules)?,
+            Launch::None => {}
+        }
+        let certs = self.ca.issue_client(&host_dir.join("certs"), name)?;
+        let state_dir = host_dir.join("agent");
+        std::fs::create_dir_all(&state_dir)?;
+        Ok(LabHost {
+            name: name.to_string(),
+            swtpm,
+            tpm_state,
+            certs,
+            state_dir,
+        })
+    }
+
+    /// Server options over this lab's files.
+    pub fn server_options(&self, report_interval: &str, down_time: &str) -> ServerOptions {
+        ServerOptions {
+            dir: self.dir.join("server"),
+            ca: self.ca_pem.clone(),
+            cert: self.server_certs.cert.clone(),
+            key: self.server_certs.key.clone(),
+            policy_dir: self.policy_dir.clone(),
+            ek_roots: self.ek_roots.clone(),
+            report_interval: report_interval.into(),
+            down_time: down_time.into(),
+        }
+    }
+
+    /// Agent options for `host` talking to `server`.
+    pub fn agent_options(&self, host: &LabHost, server: &ServerProcess) -> AgentOptions {
+        AgentOptions {
+            server: server.url(),
+            ca: self.ca_pem.clone(),
+            cert: host.certs.cert.clone(),
+            key: host.certs.key.clone(),
+            tcti: host.swtpm.tcti(),
+            hostname: host.name.clone(),
+            state_dir: host.state_dir.clone(),
+            root: None,
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The server and agents as real processes, exactly as an operator starts
+//! them (the options of the README). Logs go to files next to their state so
+//! a failing test can show them. Dropping a handle kills and reaps the process.
+
+use crate::http;
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (built by `cargo test --workspace` / `cargo build`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TRUSTPOOL_BIN_DIR") {
+        return Ok(PathBuf::from(dir).join(name));
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} not found next to {}: run `cargo build --workspace` first",
+        exe.display()
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; the listener is closed at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Files and options of one server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Working directory for the database and logs.
+    pub dir: PathBuf,
+    /// CA of the agents' client certificates.
+    pub ca: PathBuf,
+    /// Server certificate.
+    pub cert: PathBuf,
+    /// Server key.
+    pub key: PathBuf,
+    /// Policy directory.
+    pub policy_dir: PathBuf,
+    /// EK roots directory.
+    pub ek_roots: PathBuf,
+    /// `--report-interval`.
+    pub report_interval: String,
+    /// `--down-time`.
+    pub down_time: String,
+}
+
+/// A running `trustpool-server`.
+pub struct ServerProcess {
+    child: Option<Child>,
+    /// Options it was started with.
+    pub options: ServerOptions,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// HTTP feed port.
+    pub http_port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts a server on free ports and waits until the feed answers.
+    pub fn start(options: ServerOptions) -> anyhow::Result<ServerProcess> {
+        Self::start_on(options, free_port(), free_port())
+    }
+
+    /// Starts a server on the given ports and waits until the feed answers.
+    pub fn start_on(
+        options: ServerOptions,
+        grpc_port: u16,
+        http_port: u16,
+    ) -> anyhow::Result<ServerProcess> {
+        std::fs::create_dir_all(&options.dir)?;
+        let log = options.dir.join("server.log");
+        let log_file = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(binary("trustpool-server")?)
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--db")
+            .arg(options.dir.join("trustpool.db"))
+            .arg("--ca")
+            .arg(&options.ca)
+            .arg("--cert")
+            .arg(&options.cert)
+            .arg("--key")
+            .arg(&options.key)
+            .arg("--policy-dir")
+            .arg(&options.policy_dir)
+            .arg("--ek-roots")
+            .arg(&options.ek_roots)
+            .arg("--report-interval")
+            .arg(&options.report_interval)
+            .arg("--down-time")
+            .arg(&options.down_time)
+            .env("TRUSTPOOL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting trustpool-server")?;
+        let mut server = ServerProcess {
+            child: Some(child),
+            options,
+            grpc_port,
+            http_port,
+            log,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "trustpool-server exited early ({status}):\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            if http::get(self.http_port, "/healthz").is_ok_and(|r| r.status == 200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("trustpool-server not ready after 20s:\n{}", self.log_text())
+    }
+
+    /// The gRPC URL agents use.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The server log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the feed.
+    pub fn get(&self, path: &str) -> anyhow::Result<http::HttpResponse> {
+        http::get(self.http_port, path)
+    }
+
+    /// Hostnames currently in `pool` according to the feed.
+    pub fn pool_members(&self, pool: &str) -> anyhow::Result<Vec<String>> {
+        let body = self.get(&format!("/v1/pools/{pool}/hosts"))?.json()?;
+        Ok(body["hosts"]
+            .as_array()
+            .map(|hosts| {
+                hosts
+                    .iter()
+                    .filter_map(|h| h["hostname"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        terminate(&mut child)
+    }
+
+    /// Stops and starts again on the same ports and files.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        let fresh = Self::start_on(self.options.clone(), self.grpc_port, self.http_port)?;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = terminate(&mut child);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> anyhow::Result<Option<ExitStatus>> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    Ok(Some(child.wait()?))
+}
+
+/// Files and options of one agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Server URL.
+    pub server: String,
+    /// CA of the server certificate.
+    pub ca: PathBuf,
+    /// Client certificate.
+    pub cert: PathBuf,
+    /// Client key.
+    pub key: PathBuf,
+    /// TCTI.
+    pub tcti: String,
+    /// Host name claimed.
+    pub hostname: String,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Root for hardening checks (`--root`), if any.
+    pub root: Option<PathBuf>,
+}
+
+impl AgentOptions {
+    fn command(&self) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(binary("trustpool-agent")?);
+        cmd.arg("--server")
+            .arg(&self.server)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--cert")
+            .arg(&self.cert)
+            .arg("--key")
+            .arg(&self.key)
+            .arg("--tcti")
+            .arg(&self.tcti)
+            .arg("--hostname")
+            .arg(&self.hostname)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env("TRUSTPOOL_LOG", "info");
+        if let Some(root) = &self.root {
+            cmd.arg("--root").arg(root);
+        }
+        Ok(cmd)
+    }
+
+    /// Runs `trustpool-agent --once` to completion.
+    pub fn run_once(&self) -> anyhow::Result<Output> {
+        let mut cmd = self.command()?;
+        cmd.arg("--once");
+        cmd.output().context("running trustpool-agent --once")
+    }
+
+    /// Starts the long-running agent; its log goes to `log`.
+    pub fn spawn(&self, log: &Path) -> anyhow::Result<AgentProcess> {
+        let file = File::options().create(true).append(true).open(log)?;
+        let child = self
+            .command()?
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("starting trustpool-agent")?;
+        Ok(AgentProcess {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+}
+
+/// A running long-lived agent.
+pub struct AgentProcess {
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Stops the agent (SIGTERM, then SIGKILL) and reaps it.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child)?;
+        }
+        Ok(())
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The agent log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,581 @@
+//! swtpm lab harness: TPM 2.0 simulators for simulated compute hosts.
+//!
+//! * [`EkCa`]: a `swtpm_localca` certificate authority in a directory (root CA
+//!   and intermediate "swtpm-localca"), configured through private config
+//!   files (no /etc or /var involved), shared by several hosts.
+//! * [`SwtpmState`]: a manufactured TPM state directory (`swtpm_setup`), with
+//!   EK certificates (RSA-2048 at NV 0x01c00002, ECC P-384 at 0x01c00016) and
+//!   a platform certificate, or a plain one without EK certificates.
+//! * [`Swtpm`]: a running `swtpm socket` on free TCP ports (data P, control
+//!   P+1, both on 127.0.0.1), killed and reaped on drop.
+//! * TXT/DRTM simulation: [`Swtpm::txt_hash_start`], [`Swtpm::extend_pcr`],
+//!   [`Swtpm::simulate_measured_launch`], with pure expectations in
+//!   [`expected_launch_pcrs`].
+//!
+//! Pure `std::process` + `std::net`; safe to use from concurrently running
+//! tests. swtpm serves ONE data connection at a time: while a TPM context
+//! (e.g. an agent `Tpm`) is open on [`Swtpm::tcti`], another client (tpm2-tools,
+//! [`Swtpm::extend_pcr`]) blocks until the first one disconnects. The control
+//! channel ([`Swtpm::txt_hash_start`], locality) is independent of it.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// swtpm control channel commands (swtpm's `tpm_ioctl.h`, big-endian u32).
+const CMD_SHUTDOWN: u32 = 3;
+const CMD_SET_LOCALITY: u32 = 5;
+
+/// How long to wait for swtpm to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts to find free ports and start swtpm (port races with other processes).
+const START_ATTEMPTS: usize = 10;
+
+/// Ports handed out by this process and not yet released (two concurrently
+/// starting tests never get the same pair).
+static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+fn reserve(port: u16) -> bool {
+    let mut g = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
+    let set = g.get_or_insert_with(HashSet::new);
+    if set.contains(&port) || set.contains(&(port + 1)) || set.contains(&port.wrapping_sub(1)) {
+        return false;
+    }
+    set.insert(port);
+    true
+}
+
+/// Releases a pair handed out by [`free_port_pair`].
+pub fn release_port_pair(port: u16) {
+    let mut g = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(set) = g.as_mut() {
+        set.remove(&port);
+    }
+}
+
+fn bindable(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// A port P such that P and P+1 are both free on 127.0.0.1 right now, chosen
+/// at random in 20000-32700 (below Linux's default ephemeral range, so client
+/// sockets rarely take it). Reserved for this process until
+/// [`release_port_pair`] (a [`Swtpm`] releases its pair on drop). Another
+/// process may still grab it: [`Swtpm::start`] retries.
+pub fn free_port_pair() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    loop {
+        let p: u16 = rng.gen_range(20000..32700) & !1;
+        if bindable(p) && bindable(p + 1) && reserve(p) {
+            return p;
+        }
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what} (is it installed?)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::canonicalize(dir).with_context(|| format!("canonicalize {}", dir.display()))
+}
+
+/// A `swtpm_localca` EK CA living in `dir`: the CA state (root key and
+/// certificate, intermediate signing key `signkey.pem` and certificate
+/// `issuercert.pem`, serial) plus the config files `swtpm_setup.conf`,
+/// `swtpm-localca.conf` and `swtpm-localca.options` that point `swtpm_setup`
+/// to it. Any number of hosts may be provisioned with it, also concurrently
+/// (`swtpm_localca` locks its state directory).
+#[derive(Debug, Clone)]
+pub struct EkCa {
+    pub dir: PathBuf,
+}
+
+impl EkCa {
+    /// Creates the CA in `dir` (created if missing). `swtpm_localca` creates
+    /// its root and intermediate lazily on first use, so this provisions a
+    /// throwaway TPM state once (~1.5 s): afterwards both PEM files exist.
+    pub fn create(dir: &Path) -> Result<EkCa> {
+        let dir = absolute(dir)?;
+        let d = dir.display();
+        fs::write(
+            dir.join("swtpm_setup.conf"),
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\n\
+                 create_certs_tool_config = {d}/swtpm-localca.conf\n\
+                 create_certs_tool_options = {d}/swtpm-localca.options\n\
+                 active_pcr_banks = sha256\n"
+            ),
+        )?;
+        fs::write(
+            dir.join("swtpm-localca.conf"),
+            format!(
+                "statedir = {d}\n\
+                 signingkey = {d}/signkey.pem\n\
+                 issuercert = {d}/issuercert.pem\n\
+                 certserial = {d}/certserial\n"
+            ),
+        )?;
+        fs::write(
+            dir.join("swtpm-localca.options"),
+            "--platform-manufacturer trustpool --platform-version 2.1 --platform-model QEMU\n",
+        )?;
+        let ca = EkCa { dir };
+        let throwaway = tempfile::Builder::new()
+            .prefix("ekca-init")
+            .tempdir_in(&ca.dir)?;
+        SwtpmState::provision(throwaway.path(), Some(&ca))
+            .context("provisioning the throwaway TPM that makes swtpm_localca create its CA")?;
+        for p in [ca.root_cert_pem_path(), ca.intermediate_cert_pem_path()] {
+            if !p.exists() {
+                bail!("swtpm_localca did not create {}", p.display());
+            }
+        }
+        Ok(ca)
+    }
+
+    /// The self-signed root CA certificate (`swtpm-localca-rootca-cert.pem`).
+    pub fn root_cert_pem_path(&self) -> PathBuf {
+        self.dir.join("swtpm-localca-rootca-cert.pem")
+    }
+
+    /// The intermediate CA certificate that signs EK certificates (`issuercert.pem`).
+    pub fn intermediate_cert_pem_path(&self) -> PathBuf {
+        self.dir.join("issuercert.pem")
+    }
+
+    fn setup_conf(&self) -> PathBuf {
+        self.dir.join("swtpm_setup.conf")
+    }
+}
+
+/// A manufactured swtpm TPM 2.0 state directory (only the SHA-256 PCR bank
+/// is active).
+#[derive(Debug, Clone)]
+pub struct SwtpmState {
+    pub dir: PathBuf,
+}
+
+impl SwtpmState {
+    /// Runs `swtpm_setup --tpm2` into `dir` (created if missing; an existing
+    /// state is overwritten). With a CA: persistent SRK 0x81000001, RSA-2048
+    /// EK 0x81010001 with certificate in NV 0x01c00002, ECC P-384 EK
+    /// 0x81010016 with certificate in NV 0x01c00016, platform certificate in
+    /// NV 0x01c08000, NV locked (`--lock-nvram`). Without a CA: an empty TPM
+    /// (no EKs, no certificates) with the SHA-256 bank.
+    pub fn provision(dir: &Path, ca: Option<&EkCa>) -> Result<SwtpmState> {
+        let dir = absolute(dir)?;
+        let mut cmd = Command::new("swtpm_setup");
+        cmd.arg("--tpm2").arg("--tpmstate").arg(&dir).args([
+            "--overwrite",
+            "--pcr-banks",
+            "sha256",
+        ]);
+        // keep the config file alive until swtpm_setup is done
+        let _plain_conf;
+        match ca {
+            Some(ca) => {
+                cmd.args([
+                    "--create-ek-cert",
+                    "--create-platform-cert",
+                    "--create-spk",
+                    "--lock-nvram",
+                ])
+                .arg("--config")
+                .arg(ca.setup_conf());
+            }
+            None => {
+                let mut f = tempfile::NamedTempFile::new()?;
+                f.write_all(b"active_pcr_banks = sha256\n")?;
+                cmd.arg("--config").arg(f.path());
+                _plain_conf = f;
+            }
+        }
+        run(&mut cmd, "swtpm_setup")?;
+        Ok(SwtpmState { dir })
+    }
+}
+
+/// A running `swtpm socket --tpm2` on 127.0.0.1 (data port `port`, control
+/// port `ctrl_port` = `port + 1`, as the tpm2-tss swtpm TCTI requires), with
+/// `--flags not-need-init,startup-clear` (ready for commands, TPM2_Startup
+/// done). Stopped (control-channel shutdown, else SIGKILL) and reaped on
+/// drop: no process is left behind.
+#[derive(Debug)]
+pub struct Swtpm {
+    pub port: u16,
+    pub ctrl_port: u16,
+    state_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Swtpm {
+    /// Starts swtpm on `state` on a free port pair and waits until it accepts
+    /// connections. Retries with other ports if one was taken meanwhile.
+    pub fn start(state: &SwtpmState) -> Result<Swtpm> {
+        let (port, child) = start_on_free_ports(&state.dir)?;
+        Ok(Swtpm {
+            port,
+            ctrl_port: port + 1,
+            state_dir: state.dir.clone(),
+            child: Some(child),
+        })
+    }
+
+    /// The tpm2-tss TCTI string: `swtpm:host=127.0.0.1,port=P`.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// The state directory this swtpm runs on.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// True while the swtpm process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops swtpm: control-channel CMD_SHUTDOWN (graceful; swtpm exits),
+    /// SIGKILL if it has not exited after 3 s; always reaps the process.
+    /// Idempotent. Open TPM connections break.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = ctrl_command(self.ctrl_port, CMD_SHUTDOWN, &[]);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+        }
+        let _ = child.wait();
+        release_port_pair(self.port);
+    }
+
+    /// Stops and starts swtpm again on the same state: a host reboot (PCRs
+    /// back to their reset values, resetCount + 1, keys and NV kept). Tries
+    /// to keep the same ports; if they were taken meanwhile, other ports are
+    /// used: call [`Swtpm::tcti`] again.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let port = self.port;
+        for _ in 0..20 {
+            if bindable(port) && bindable(port + 1) && reserve(port) {
+                match spawn_on(&self.state_dir, port) {
+                    Ok(child) => {
+                        self.child = Some(child);
+                        return Ok(());
+                    }
+                    Err(_) => release_port_pair(port),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (port, child) = start_on_free_ports(&self.state_dir)?;
+        self.port = port;
+        self.ctrl_port = port + 1;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// TXT-style dynamic launch start: `swtpm_ioctl --tcp 127.0.0.1:CTRL -h -`
+    /// with `data` on stdin runs TPM_HASH_START/DATA/END at locality 4:
+    /// PCR17 := SHA-256(0^32 || SHA-256(data)) and PCRs 18-22 := 0 (from
+    /// their all-FF reset value). See [`drtm_hash_start`].
+    pub fn txt_hash_start(&self, data: &[u8]) -> Result<()> {
+        let mut child = Command::new("swtpm_ioctl")
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{}", self.ctrl_port))
+            .args(["-h", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run swtpm_ioctl")?;
+        {
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("swtpm_ioctl stdin"))?;
+            stdin.write_all(data)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "swtpm_ioctl -h failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets the locality of the following data-channel commands (swtpm
+    /// control command CMD_SET_LOCALITY). A new TCTI connection resets it to 0.
+    pub fn set_locality(&self, locality: u8) -> Result<()> {
+        ctrl_command(self.ctrl_port, CMD_SET_LOCALITY, &[locality])
+    }
+
+    /// Extends the SHA-256 bank of `pcr` with `digest`: PCRs 17-22 at
+    /// locality 2 (where the PC Client profile allows the DRTM PCRs to be
+    /// extended), the others at locality 0. Opens (and closes) its own TPM
+    /// connection: no other client may be connected at the same time.
+    pub fn extend_pcr(&self, pcr: u8, digest: [u8; 32]) -> Result<()> {
+        let locality = if (17..=22).contains(&pcr) { 2 } else { 0 };
+        self.extend_pcr_at_locality(pcr, digest, locality)
+    }
+
+    /// Like [`Swtpm::extend_pcr`] at an explicit locality; returns the TPM's
+    /// error (e.g. TPM_RC_LOCALITY) if the extend is not allowed there.
+    /// Locality is set back to 0 afterwards in any case.
+    pub fn extend_pcr_at_locality(&self, pcr: u8, digest: [u8; 32], locality: u8) -> Result<()> {
+        use tss_esapi::{
+            handles::PcrHandle,
+            interface_types::{algorithm::HashingAlgorithm, session_handles::AuthSession},
+            structures::{Digest, DigestValues},
+            tcti_ldr::TctiNameConf,
+            tss2_esys::ESYS_TR_PCR0,
+        };
+        if pcr > 23 {
+            bail!("PCR {pcr} does not exist");
+        }
+        let handle = PcrHandle::try_from(ESYS_TR_PCR0 + u32::from(pcr))?;
+        let mut values = DigestValues::new();
+        values.set(HashingAlgorithm::Sha256, Digest::try_from(digest.to_vec())?);
+        let mut ctx = tss_esapi::Context::new(TctiNameConf::from_str(&self.tcti())?)
+            .context("open a TPM context on swtpm")?;
+        self.set_locality(locality)?;
+        let res = ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.pcr_extend(handle, values)
+        });
+        let reset = self.set_locality(0);
+        drop(ctx);
+        res.with_context(|| format!("PCR_Extend({pcr}) at locality {locality}"))?;
+        reset
+    }
+
+    /// A tboot-like measured launch on this (freshly started) TPM, with this
+    /// simple layout:
+    ///
+    /// 1. `txt_hash_start(sinit)`: PCR17 = SHA-256(0^32 || SHA-256(sinit)),
+    ///    PCRs 18-22 = 0 (what the CPU and the SINIT ACM do at GETSEC[SENTER]);
+    ///    PCR17 gets nothing else (the SINIT "details" measurement);
+    /// 2. PCR18 extended with each MLE digest, in order (the MLE = tboot and
+    ///    what it measures first, as in tboot's legacy PCR mapping);
+    /// 3. PCR19 extended with each module digest, in order (kernel, initrd,
+    ///    ... as named by tboot's launch policy).
+    ///
+    /// Steps 2 and 3 run at locality 2. [`expected_launch_pcrs`] computes the
+    /// resulting values. Opens its own TPM connection (see [`Swtpm::extend_pcr`]).
+    pub fn simulate_measured_launch(
+        &self,
+        sinit: &[u8],
+        mle: &[[u8; 32]],
+        modules: &[[u8; 32]],
+    ) -> Result<()> {
+        self.txt_hash_start(sinit)?;
+        for d in mle {
+            self.extend_pcr(18, *d)?;
+        }
+        for d in modules {
+            self.extend_pcr(19, *d)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_on_free_ports(state_dir: &Path) -> Result<(u16, Child)> {
+    let mut last_err = anyhow!("no attempt made");
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port_pair();
+        match spawn_on(state_dir, port) {
+            Ok(child) => return Ok((port, child)),
+            Err(e) => {
+                release_port_pair(port);
+                last_err = e;
+            }
+        }
+    }
+    Err(last_err.context(format!(
+        "swtpm did not start after {START_ATTEMPTS} attempts"
+    )))
+}
+
+/// Starts swtpm on `port`/`port+1` and waits until both ports accept
+/// connections from it (and it is still alive shortly after: a swtpm that
+/// failed to bind exits at once).
+fn spawn_on(state_dir: &Path, port: u16) -> Result<Child> {
+    let log_path = state_dir.join("swtpm.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut child = Command::new("swtpm")
+        .arg("socket")
+        .arg("--tpm2")
+        .arg("--server")
+        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state_dir.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("cannot run swtpm (is the swtpm package installed?)")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            bail!("swtpm on port {port} exited ({status}): {tail}");
+        }
+        let ready = TcpStream::connect_timeout(&addr(port + 1), Duration::from_millis(200)).is_ok()
+            && TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).is_ok();
+        if ready {
+            // a swtpm that lost the race for a port exits right away; the
+            // listener we reached might belong to someone else then
+            std::thread::sleep(Duration::from_millis(30));
+            if child.try_wait()?.is_none() {
+                return Ok(child);
+            }
+            continue;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("swtpm on port {port} did not accept connections within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a control-channel command (u32 BE code + payload) and checks the
+/// 4-byte result code.
+fn ctrl_command(ctrl_port: u16, cmd: u32, payload: &[u8]) -> Result<()> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, ctrl_port))
+        .with_context(|| format!("connect to swtpm control port {ctrl_port}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut msg = cmd.to_be_bytes().to_vec();
+    msg.extend_from_slice(payload);
+    s.write_all(&msg)?;
+    let mut res = [0u8; 4];
+    s.read_exact(&mut res)
+        .with_context(|| format!("swtpm control command {cmd}: no answer"))?;
+    let code = u32::from_be_bytes(res);
+    if code != 0 {
+        bail!("swtpm control command {cmd} failed with {code:#x}");
+    }
+    Ok(())
+}
+
+/// PCR arithmetic of the evidence crate (`extend(old, d)` = SHA-256(old || d);
+/// `drtm_hash_start(data)` = PCR17 after `swtpm_ioctl -h data` =
+/// SHA-256(0^32 || SHA-256(data))), re-exported so that the expectations of
+/// this harness are exactly what the verifier computes.
+pub use trustpool_evidence::pcr::{drtm_hash_start, extend};
+
+/// Expected SHA-256 PCR 17, 18, 19 after
+/// [`Swtpm::simulate_measured_launch`]`(sinit, mle, modules)` on a freshly
+/// started TPM.
+pub fn expected_launch_pcrs(
+    sinit: &[u8],
+    mle: &[[u8; 32]],
+    modules: &[[u8; 32]],
+) -> [(u32, [u8; 32]); 3] {
+    let pcr17 = drtm_hash_start(sinit);
+    let pcr18 = mle.iter().fold([0u8; 32], |p, d| extend(&p, d));
+    let pcr19 = modules.iter().fold([0u8; 32], |p, d| extend(&p, d));
+    [(17, pcr17), (18, pcr18), (19, pcr19)]
+}
+
+/// SHA-256 PCR values right after TPM2_Startup(CLEAR) without a dynamic
+/// launch: 0..=16 and 23 all-zero, 17..=22 all-FF.
+pub fn reset_value(pcr: u32) -> [u8; 32] {
+    if (17..=22).contains(&pcr) {
+        [0xff; 32]
+    } else {
+        [0; 32]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_start_matches_measured_value() {
+        // TPM-NOTES §5: swtpm_ioctl -h hello, sha256 bank
+        assert_eq!(
+            hex::encode(drtm_hash_start(b"hello")),
+            "9851312028952521510e8eaab5be94e7dc24b5fc292b2e9781173cf11ffa9878"
+        );
+    }
+
+    #[test]
+    fn launch_expectation_without_components() {
+        let [(_, p17), (_, p18), (_, p19)] = expected_launch_pcrs(b"x", &[], &[]);
+        assert_eq!(p17, drtm_hash_start(b"x"));
+        assert_eq!(p18, [0; 32]);
+        assert_eq!(p19, [0; 32]);
+    }
+
+    #[test]
+    fn port_pairs_are_distinct() {
+        let a = free_port_pair();
+        let b = free_port_pair();
+        assert!(a.abs_diff(b) >= 2);
+        release_port_pair(a);
+        release_port_pair(b);
+    }
+}
