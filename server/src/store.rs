@@ -266,8 +266,114 @@ impl Store {
         Ok(out)
     }
 
+    /// Closes every connection; later operations fail with an error.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// True when the database answers a trivial query.
     pub async fn healthy(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolment(host: &str) -> Enrolment {
+        Enrolment {
+            hostname: host.into(),
+            ek_public: vec![1, 2, 3],
+            ek_certificate: Some(vec![4]),
+            ak_public: vec![5, 6],
+            ak_name: vec![0, 11, 7],
+            cert_fingerprint: "ab".into(),
+            cert_subject: "CN=host-a".into(),
+            enrolled_at_ms: 42,
+        }
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.expect("open");
+        store
+            .insert_enrolment(&enrolment("host-a"))
+            .await
+            .expect("insert");
+        let verdict = StoredVerdict {
+            hostname: "host-a".into(),
+            pool: "default".into(),
+            trusted: true,
+            attested_at_ms: 1,
+            valid_until_ms: 2,
+            reasons: vec![Reason::new("x.y", "why")],
+            policy_digest: "d".into(),
+        };
+        store
+            .put_verdicts(std::slice::from_ref(&verdict))
+            .await
+            .expect("verdicts");
+        store
+            .put_clock(
+                "host-a",
+                StoredClock {
+                    reset_count: 3,
+                    restart_count: 4,
+                    clock: 5,
+                },
+            )
+            .await
+            .expect("clock");
+        store.close().await;
+        let store = Store::open(&path).await.expect("reopen");
+        assert_eq!(
+            store.enrolments().await.expect("read"),
+            vec![enrolment("host-a")]
+        );
+        assert_eq!(store.verdicts().await.expect("read"), vec![verdict]);
+        assert_eq!(store.clocks().await.expect("read")[0].1.reset_count, 3);
+    }
+
+    #[tokio::test]
+    async fn a_second_enrolment_never_overwrites_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        store
+            .insert_enrolment(&enrolment("host-a"))
+            .await
+            .expect("insert");
+        let mut other = enrolment("host-a");
+        other.ek_public = vec![9];
+        let err = store.insert_enrolment(&other).await.expect_err("conflict");
+        assert!(
+            format!("{err:#}").contains("storing the enrolment of host-a"),
+            "{err:#}"
+        );
+        assert_eq!(
+            store.enrolments().await.expect("read")[0].ek_public,
+            vec![1, 2, 3]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_database_gives_errors_not_panics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Store::open(&dir.path().join("missing-dir/t.db"))
+            .await
+            .err()
+            .expect("cannot open");
+        assert!(
+            format!("{err:#}").contains("cannot open database"),
+            "{err:#}"
+        );
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        store.close().await;
+        assert!(!store.healthy().await);
+        assert!(store.put_verdicts(&[]).await.is_err());
+        assert!(store.enrolments().await.is_err());
+        assert!(store.insert_enrolment(&enrolment("h")).await.is_err());
     }
 }

@@ -272,3 +272,38 @@ fn a_bad_policy_stops_start_up_with_file_and_line() {
     let text = format!("{err:#}");
     assert!(text.contains("broken.toml:5"), "{text}");
 }
+
+#[test]
+fn the_agent_reconnects_when_the_server_comes_back() {
+    let (_dir, lab) = lab();
+    let host = lab.add_host("host-a", Launch::Golden).expect("host");
+    let mut server = ServerProcess::start(lab.server_options("1s", "3s")).expect("server");
+    let mut agent = lab
+        .agent_options(&host, &server)
+        .spawn(&lab.dir.join("agent.log"))
+        .expect("agent");
+    assert!(wait_until(Duration::from_secs(30), || server
+        .pool_members("default")
+        .is_ok_and(|m| m == ["host-a"])));
+    server.stop().expect("stop");
+    // The agent keeps running and retries with back-off while the server is away.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.is_running(), "{}", agent.log_text());
+    server.restart().expect("start again on the same ports");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            server
+                .get("/v1/hosts/host-a")
+                .and_then(|r| r.json())
+                .is_ok_and(|v| v["connected"] == true && v["pools"][0]["trusted"] == true)
+        }),
+        "agent did not come back:\n{}",
+        agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(log.contains("reconnecting after back-off"), "{log}");
+    assert!(
+        log.contains("new_enrolment=false"),
+        "no re-enrolment after reconnecting: {log}"
+    );
+}
