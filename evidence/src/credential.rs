@@ -466,7 +466,7 @@ mod tests {
                 let mut r = Reader::new(&cred.encrypted_secret);
                 let ex = r.tpm2b().map_err(|e| e.to_string())?.to_vec();
                 let ey = r.tpm2b().map_err(|e| e.to_string())?.to_vec();
-                r.finish("TPMS_ECC_POINT").map_err(|e| e.to_string())?;
+                r.finish_as("TPMS_ECC_POINT").map_err(|e| e.to_string())?;
                 let mut sec1 = vec![4];
                 sec1.extend_from_slice(&ex);
                 sec1.extend_from_slice(&ey);
@@ -527,7 +527,7 @@ mod tests {
         }
         let mut r = Reader::new(&plain);
         let secret = r.tpm2b().map_err(|e| e.to_string())?.to_vec();
-        r.finish("TPM2B_DIGEST").map_err(|e| e.to_string())?;
+        r.finish_as("TPM2B_DIGEST").map_err(|e| e.to_string())?;
         Ok(secret)
     }
 
@@ -704,6 +704,39 @@ mod tests {
             modulus.iter_mut().for_each(|b| *b = 0);
         }
         assert!(make_credential(&bad_rsa, &name, b"s", &mut r).is_err());
+    }
+
+    #[test]
+    fn odd_ek_keys_give_errors_not_panics() {
+        use rand::{Rng, RngCore};
+        let name = ak_name();
+        let all = cases();
+        let mut r = rng(5);
+        for round in 0..200 {
+            let mut ek = all[round % 4].1.clone();
+            match &mut ek.key {
+                PublicKey::Rsa {
+                    modulus, exponent, ..
+                } => {
+                    r.fill_bytes(modulus);
+                    let zeros = r.gen_range(0..=modulus.len());
+                    modulus.iter_mut().take(zeros).for_each(|b| *b = 0);
+                    *exponent = [3, 65537, u32::MAX, 1, 0][round % 5];
+                }
+                PublicKey::Ecc { x, y, .. } => {
+                    r.fill_bytes(x);
+                    if round % 3 == 0 {
+                        y.clear();
+                    } else {
+                        r.fill_bytes(y);
+                    }
+                    if round % 7 == 0 {
+                        x.push(1);
+                    }
+                }
+            }
+            let _ = make_credential(&ek, &name, b"secret", &mut r);
+        }
     }
 
     #[test]

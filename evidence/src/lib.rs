@@ -19,14 +19,35 @@
 //! * [`policy`]: pool policy files (TOML) and their evaluation.
 //! * [`reason`]: reasons and their stable codes.
 //!
-//! API notes relative to the agreed sketch (additions only, nothing renamed):
-//! * `tpm::WireError` has a `NotAQuote` variant (`is_not_a_quote()`) so
-//!   `parse_attest` distinguishes "not a quote" from "malformed".
-//! * `quote::ClockChange::Reboot` carries `previous_reset_count` and
-//!   `reset_count`; `check_clock(None, _)` returns `Same`.
+//! API notes relative to the agreed sketch (additions only; nothing was
+//! renamed or removed):
+//! * `wire::WireError` (also re-exported as `tpm::WireError`) has a
+//!   `NotAQuote` variant (`is_not_a_quote()`) so `parse_attest`
+//!   distinguishes "not a quote" (bad magic/type) from "malformed".
+//!   `Reader::finish()` plus `finish_as(name)`; `WireResultExt::ctx(field)`
+//!   names the field in errors.
+//! * `tpm::Scheme` is the type of `TpmPublic::scheme`; `SymDef` holds the
+//!   raw algorithm/keyBits/mode ids (`SymDef::aes_cfb_bits()`); extra helpers
+//!   `TpmPublic::check_ek_attributes`, `has_attributes`, `tpm::attr`, `tpm::alg`.
+//! * `quote::ClockChange` = `Same | Reboot { previous_reset_count, reset_count } | Restart`;
+//!   `check_clock(None, _)` returns `Same`.
+//! * `verify_quote` also checks the AK attributes (code `ak.attributes`) and
+//!   that a signature uses the AK's scheme when the AK fixes one. It does not
+//!   compare `qualifiedSigner` (the signature already binds the AK).
 //! * Extra reason codes: `ak.attributes`, `pcr.missing`,
-//!   `host.identity_mismatch`, `policy.unavailable`.
-//! * `kdfa`/`kdfe` take the output size in bits as `u16`.
+//!   `host.identity_mismatch`, `policy.unavailable`; `codes::ALL` lists all.
+//! * `credential::kdfa(hash, key, label, context_u, context_v, bits: u16)`,
+//!   `credential::kdfe(hash, z, label, party_u, party_v, bits: u16)`: labels
+//!   without their NUL (appended), plus `credential::hmac`.
+//! * `policy::policy_digest(files)` (the `PolicySet::digest` definition) and
+//!   `policy::pool_name_of(file_name)`.
+//! * `marshal`: encoders for TPMT_PUBLIC / TPMS_ATTEST (quote) /
+//!   TPMT_SIGNATURE, for tests and simulated TPMs (load generator).
+//!
+//! Signatures are verified with *ring* through rustls-webpki's algorithm
+//! objects (release build: ~25 µs per RSA quote, ~55 µs per P-256 quote,
+//! parse + signature + digest), with RustCrypto fallbacks for RSA-PSS salt
+//! lengths other than the digest length and ECDSA with SHA-512.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),

@@ -10,7 +10,8 @@
 //! would never produce, and never panic. [`crate::marshal`] produces the same
 //! layouts (for tests and simulated TPMs).
 
-use crate::wire::{Reader, WireError, WireResultExt};
+pub use crate::wire::WireError;
+use crate::wire::{Reader, WireResultExt};
 use std::fmt;
 
 /// TPM algorithm identifiers (`TPM_ALG_ID`, TPM 2.0 Part 2 §6.3) used by this crate.
@@ -668,7 +669,7 @@ impl TpmPublic {
 pub fn parse_public(bytes: &[u8]) -> Result<TpmPublic, WireError> {
     let mut r = Reader::new(bytes);
     let public = read_public(&mut r)?;
-    r.finish("TPMT_PUBLIC")?;
+    r.finish_as("TPMT_PUBLIC")?;
     Ok(public)
 }
 
@@ -677,10 +678,10 @@ pub fn parse_public(bytes: &[u8]) -> Result<TpmPublic, WireError> {
 pub fn parse_public_2b(bytes: &[u8]) -> Result<TpmPublic, WireError> {
     let mut r = Reader::new(bytes);
     let inner = r.tpm2b().ctx("TPM2B_PUBLIC")?;
-    r.finish("TPM2B_PUBLIC")?;
+    r.finish_as("TPM2B_PUBLIC")?;
     let mut inner_reader = Reader::new(inner);
     let public = read_public(&mut inner_reader)?;
-    inner_reader.finish("TPMT_PUBLIC (inside TPM2B_PUBLIC)")?;
+    inner_reader.finish_as("TPMT_PUBLIC (inside TPM2B_PUBLIC)")?;
     Ok(public)
 }
 
@@ -943,7 +944,7 @@ pub fn parse_attest(bytes: &[u8]) -> Result<Attest, WireError> {
         .tpm2b_max(MAX_DIGEST)
         .ctx("TPMS_ATTEST.attested.quote.pcrDigest")?
         .to_vec();
-    r.finish("TPMS_ATTEST")?;
+    r.finish_as("TPMS_ATTEST")?;
     Ok(Attest {
         raw: bytes.to_vec(),
         qualified_signer,
@@ -1140,7 +1141,7 @@ pub fn parse_signature(bytes: &[u8]) -> Result<TpmSignature, WireError> {
             })
         }
     };
-    r.finish("TPMT_SIGNATURE")?;
+    r.finish_as("TPMT_SIGNATURE")?;
     Ok(sig)
 }
 

@@ -215,9 +215,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Succeeds only if every byte was consumed; `structure` names what was
-    /// parsed for the error message.
-    pub fn finish(&self, structure: &'static str) -> Result<(), WireError> {
+    /// Succeeds only if every byte was consumed.
+    pub fn finish(&self) -> Result<(), WireError> {
+        self.finish_as("structure")
+    }
+
+    /// Like [`Reader::finish`], naming the structure in the error message.
+    pub fn finish_as(&self, structure: &'static str) -> Result<(), WireError> {
         match self.remaining() {
             0 => Ok(()),
             count => Err(WireError::TrailingBytes {
@@ -247,7 +251,8 @@ mod tests {
         assert_eq!(r.remaining(), 0);
         assert_eq!(r.position(), 15);
         assert_eq!(r.consumed(), &data[..]);
-        r.finish("x").unwrap();
+        r.finish().unwrap();
+        r.finish_as("x").unwrap();
     }
 
     #[test]
@@ -301,7 +306,8 @@ mod tests {
     fn finish_rejects_trailing_bytes() {
         let mut r = Reader::new(&[1, 2, 3]);
         r.u8().unwrap();
-        let e = r.finish("TPMT_PUBLIC").unwrap_err();
+        assert!(r.finish().is_err());
+        let e = r.finish_as("TPMT_PUBLIC").unwrap_err();
         assert_eq!(
             e,
             WireError::TrailingBytes {

@@ -1,0 +1,84 @@
+//! Benchmark of quote verification on real swtpm quotes (RSASSA, RSAPSS,
+//! ECDSA P-256): `cargo run --release -p trustpool-evidence --example bench_verify`.
+//! Prints the median and p99 of 25 batches of 400 verifications each.
+
+use std::time::{Duration, Instant};
+use trustpool_evidence::pcr::DEFAULT_PCRS;
+use trustpool_evidence::quote::{verify_quote, QuoteCheck};
+use trustpool_evidence::tpm::parse_public_2b;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/swtpm/",
+            $name
+        ))
+        .as_slice()
+    };
+}
+
+const NONCE: [u8; 32] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+    27, 28, 29, 30, 31, 32,
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let values: Vec<(u32, Vec<u8>)> = DEFAULT_PCRS
+        .iter()
+        .zip(fixture!("pcrs.bin").chunks_exact(32))
+        .map(|(i, v)| (u32::from(*i), v.to_vec()))
+        .collect();
+    let cases = [
+        (
+            "RSASSA-2048",
+            fixture!("ak_rsa.pub"),
+            fixture!("quote_rsa.attest"),
+            fixture!("quote_rsa.sig"),
+        ),
+        (
+            "RSAPSS-2048",
+            fixture!("ak_pss.pub"),
+            fixture!("quote_pss.attest"),
+            fixture!("quote_pss.sig"),
+        ),
+        (
+            "ECDSA-P256",
+            fixture!("ak_ecc.pub"),
+            fixture!("quote_ecc.attest"),
+            fixture!("quote_ecc.sig"),
+        ),
+    ];
+    for (label, ak, attest, signature) in cases {
+        let ak = parse_public_2b(ak)?;
+        let check = QuoteCheck {
+            attest,
+            signature,
+            ak: &ak,
+            expected_extra_data: &NONCE,
+            expected_pcrs: &DEFAULT_PCRS,
+            pcr_values: &values,
+        };
+        let batch = 400u32;
+        let mut per_quote: Vec<Duration> = (0..25)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..batch {
+                    if verify_quote(&check).is_err() {
+                        eprintln!("{label}: verification failed");
+                        std::process::exit(1);
+                    }
+                }
+                start.elapsed() / batch
+            })
+            .collect();
+        per_quote.sort();
+        println!(
+            "verify_quote {label:12} median {:>8.1?}  p99 {:>8.1?}  ({} batches x {batch})",
+            per_quote[per_quote.len() / 2],
+            per_quote[per_quote.len() - 1],
+            per_quote.len()
+        );
+    }
+    Ok(())
+}
