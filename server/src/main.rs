@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
     let args = ServerArgs::parse();
     let outcome = ServerConfig::resolve(args).and_then(|cfg| {
         let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(trustpool_server::server::run(cfg, shutdown_signal()))
+        runtime.block_on(trustpool_server::server::run(cfg, shutdown_signal(), || {}))
     });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

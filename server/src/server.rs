@@ -21,10 +21,13 @@ use trustpool_proto::v1::attestation_server::AttestationServer;
 /// Period of the sweeper that drops expired members from the pools.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 
-/// Runs the server until `shutdown` completes.
+/// Runs the server until `shutdown` completes. `on_ready` is called once the
+/// database is open, the policy loaded and both listeners bound (the point at
+/// which a service manager may consider the server started).
 pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
     let policy = load_policy_dir(&cfg.policy_dir)?;
     info!(pools = ?policy.pools.keys().collect::<Vec<_>>(), digest = %policy.digest_hex(), "policy loaded");
@@ -71,6 +74,7 @@ pub async fn run(
         down_time = ?cfg.down_time,
         "trustpool-server listening"
     );
+    on_ready();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
