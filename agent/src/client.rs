@@ -152,12 +152,13 @@ pub async fn session(
         .into_inner();
     let mut watch = reporter.watch_interval().map(tokio::time::interval);
     let mut last_statuses = None;
+    let mut check_params = String::new();
     loop {
         let message = tokio::select! {
             m = inbound.message() => m.context("reading from the server")?,
             _ = async { match watch.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                 // Ask for a challenge at once when a hardening check changes status.
-                let statuses = reporter.statuses().await;
+                let statuses = reporter.statuses(&check_params).await;
                 if let (Some(before), Some(now)) = (&last_statuses, &statuses) {
                     if before != now {
                         info!("a hardening check changed status: asking for a challenge");
@@ -193,6 +194,7 @@ pub async fn session(
                 backoff.reset();
             }
             Some(ServerMsg::Challenge(challenge)) => {
+                check_params.clone_from(&challenge.check_params_json);
                 let (evidence, statuses) = answer(tpm, reporter, challenge).await?;
                 last_statuses = statuses;
                 tx.send(agent_msg(AgentMsg::Evidence(evidence)))
@@ -229,7 +231,7 @@ async fn answer(
     reporter: &Reporter,
     challenge: AttestChallenge,
 ) -> anyhow::Result<(Evidence, Option<std::collections::BTreeMap<String, String>>)> {
-    let (report, statuses) = reporter.collect().await;
+    let (report, statuses) = reporter.collect(&challenge.check_params_json).await;
     let qd = qualifying_data(&challenge.nonce, &report);
     let quote = tpm
         .quote(qd.to_vec(), challenge.pcrs.clone())

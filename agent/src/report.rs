@@ -5,6 +5,7 @@
 
 use crate::config::CheckArgs;
 use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,25 +46,42 @@ impl Reporter {
         self.watch.then_some(WATCH_INTERVAL)
     }
 
-    fn run(&self) -> anyhow::Result<Report> {
+    fn run(&self, requested: &str) -> anyhow::Result<Report> {
+        let (params, digest) = if requested.is_empty() {
+            (self.params.clone(), None)
+        } else {
+            let params: CheckParams = serde_json::from_str(requested)
+                .context("the server's check parameters do not parse")?;
+            params
+                .validate()
+                .context("the server's check parameters are invalid")?;
+            (
+                params,
+                Some(hex::encode(Sha256::digest(requested.as_bytes()))),
+            )
+        };
         let host = trustpool_hardening::host::open(&self.root).map_err(|e| {
             anyhow::anyhow!("cannot open the host view at {}: {e}", self.root.display())
         })?;
-        Ok(run_checks(host.as_ref(), self.role, &self.params))
+        let mut report = run_checks(host.as_ref(), self.role, &params);
+        report.params_digest = digest;
+        Ok(report)
     }
 
-    async fn run_blocking(&self) -> anyhow::Result<Report> {
+    async fn run_blocking(&self, requested: &str) -> anyhow::Result<Report> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.run())
+        let requested = requested.to_string();
+        tokio::task::spawn_blocking(move || me.run(&requested))
             .await
             .context("the checks thread failed")?
     }
 
-    /// Runs the checks: the canonical report bytes and the statuses. When the
-    /// checks cannot run at all, the report is empty, which fails every
-    /// required check on the server (fail closed).
-    pub async fn collect(&self) -> (Vec<u8>, Option<Statuses>) {
-        match self.run_blocking().await {
+    /// Runs the checks with the check parameters of the challenge (canonical
+    /// JSON; empty = the defaults): the canonical report bytes and the
+    /// statuses. When the checks cannot run at all, the report is empty, which
+    /// fails every required check on the server (fail closed).
+    pub async fn collect(&self, check_params_json: &str) -> (Vec<u8>, Option<Statuses>) {
+        match self.run_blocking(check_params_json).await {
             Ok(report) => (report.canonical_bytes(), Some(report.status_map())),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "hardening checks could not run; sending no report");
@@ -73,8 +91,11 @@ impl Reporter {
     }
 
     /// Only the statuses (for the change watch).
-    pub async fn statuses(&self) -> Option<Statuses> {
-        self.run_blocking().await.ok().map(|r| r.status_map())
+    pub async fn statuses(&self, check_params_json: &str) -> Option<Statuses> {
+        self.run_blocking(check_params_json)
+            .await
+            .ok()
+            .map(|r| r.status_map())
     }
 }
 

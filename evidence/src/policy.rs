@@ -34,6 +34,10 @@ pub struct PoolPolicy {
     pub pcrs: Vec<u8>,
     /// Hardening check ids that must have status `pass`.
     pub require_checks: Vec<String>,
+    /// Parameters of the hardening checks (`[check_params]`), as canonical
+    /// JSON, if the pool sets them. The agent runs one set of checks per
+    /// round, so every pool that sets them must set the same ones.
+    pub check_params: Option<String>,
     /// Accepted measurement sets (golden builds); a host must match one.
     pub allow: Vec<AllowEntry>,
 }
@@ -78,6 +82,7 @@ struct RawPool {
     require_measured_launch: Option<Spanned<bool>>,
     pcrs: Option<Spanned<Vec<Spanned<i64>>>>,
     require_checks: Option<Spanned<Vec<Spanned<String>>>>,
+    check_params: Option<Spanned<toml::Table>>,
     allow: Option<Spanned<Vec<Spanned<RawAllow>>>>,
 }
 
@@ -247,6 +252,22 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
         }
     }
 
+    // Check parameters: validated by the server against the check catalogue;
+    // here only kept in a canonical form.
+    let check_params = match &raw.check_params {
+        None => None,
+        Some(table) => match serde_json::to_string(table.get_ref()) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                errors.at(
+                    Some(table.span()),
+                    format!("check_params cannot be represented: {e}"),
+                );
+                None
+            }
+        },
+    };
+
     // Allow entries.
     let mut allow = Vec::new();
     match &raw.allow {
@@ -274,6 +295,7 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
             require_measured_launch,
             pcrs,
             require_checks,
+            check_params,
             allow,
         })
     } else {
@@ -400,6 +422,24 @@ pub fn parse_policy_set(files: &[(String, String)]) -> Result<PolicySet, Vec<Pol
             Err(e) => errors.extend(e),
         }
     }
+    let mut params_of: Option<(&str, &str)> = None;
+    for pool in pools.values() {
+        let Some(params) = pool.check_params.as_deref() else {
+            continue;
+        };
+        match params_of {
+            None => params_of = Some((pool.name.as_str(), params)),
+            Some((first, theirs)) if theirs != params => errors.push(PolicyError {
+                file: files_of.get(&pool.name).map(|f| f.to_string()).unwrap_or_default(),
+                line: None,
+                column: None,
+                message: format!(
+                    "[check_params] differ from those of pool '{first}': the agent runs one set of checks per round, so pools must agree on them"
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
     if errors.is_empty() {
         Ok(PolicySet {
             pools,
@@ -427,6 +467,11 @@ pub fn policy_digest(files: &[(String, String)]) -> [u8; 32] {
 }
 
 impl PolicySet {
+    /// The hardening check parameters (canonical JSON) that the pools set, if any.
+    pub fn check_params(&self) -> Option<&str> {
+        self.pools.values().find_map(|p| p.check_params.as_deref())
+    }
+
     /// Sorted union of every pool's PCR selection (what to quote so that every
     /// pool can be evaluated), or [`DEFAULT_PCRS`] when there is no pool.
     pub fn union_pcrs(&self) -> Vec<u8> {
@@ -454,6 +499,9 @@ pub struct HostFacts<'a> {
     pub pcrs: &'a BTreeMap<u8, [u8; 32]>,
     /// Check id → status from the hardening report; None = no report.
     pub check_status: Option<&'a BTreeMap<String, String>>,
+    /// Check id → the report's own reason for that status, quoted in the
+    /// verdict so an operator sees why a required check failed.
+    pub check_reason: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Every reason why the host is not trusted in this pool (empty = trusted).
@@ -510,9 +558,15 @@ pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
             },
         };
         if let Some(p) = problem {
+            let why = facts
+                .check_reason
+                .and_then(|r| r.get(check))
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             reasons.push(Reason::new(
                 codes::CHECK_REQUIRED_FAILED,
-                format!("required check '{check}' {p} (must be pass)"),
+                format!("required check '{check}' {p} (must be pass){why}"),
             ));
         }
     }
@@ -936,6 +990,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: Some(&st),
+                check_reason: None,
             },
         );
         assert!(r.is_empty(), "{r:?}");
@@ -952,7 +1007,8 @@ name = "golden-2026-12"
             &p,
             &HostFacts {
                 pcrs: &pcrs,
-                check_status: Some(&st)
+                check_status: Some(&st),
+                check_reason: None,
             }
         )
         .is_empty());
@@ -969,6 +1025,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: Some(&st),
+                check_reason: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -987,6 +1044,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: Some(&st),
+                check_reason: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -1004,6 +1062,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: Some(&st),
+                check_reason: None,
             },
         );
         assert_eq!(
@@ -1026,6 +1085,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(
@@ -1046,7 +1106,8 @@ name = "golden-2026-12"
             &relaxed,
             &HostFacts {
                 pcrs: &pcrs,
-                check_status: None
+                check_status: None,
+                check_reason: None,
             }
         )
         .is_empty());
@@ -1058,6 +1119,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(
@@ -1078,6 +1140,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: Some(&st),
+                check_reason: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED; 2]);
@@ -1096,6 +1159,7 @@ name = "golden-2026-12"
                 &HostFacts {
                     pcrs: &pcrs,
                     check_status: Some(&st),
+                    check_reason: None,
                 },
             );
             assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED], "{status}");
@@ -1105,6 +1169,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(r.len(), 2);
@@ -1122,6 +1187,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(
@@ -1146,6 +1212,7 @@ name = "golden-2026-12"
             require_measured_launch: false,
             pcrs: vec![0],
             require_checks: vec![],
+            check_params: None,
             allow: vec![],
         };
         let r = evaluate(
@@ -1153,6 +1220,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -1169,6 +1237,7 @@ name = "golden-2026-12"
             &HostFacts {
                 pcrs: &pcrs,
                 check_status: None,
+                check_reason: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -1201,5 +1270,75 @@ name = "golden-2026-12"
         for (i, _) in g.char_indices() {
             let _ = parse_pool("g.toml", &g[..i]);
         }
+    }
+
+    #[test]
+    fn check_params_are_kept_canonically_and_pools_must_agree() {
+        let a = "require_measured_launch = false\nrequire_checks = [\"nova.instances_space\"]\n[check_params]\ninstances_free_pass_percent = 20.0\nmac = \"apparmor\"\n[[allow]]\nname = \"any\"\npcrs = {}\n";
+        let p = parse_pool("a.toml", a).expect("parses");
+        assert_eq!(
+            p.check_params.as_deref(),
+            Some(r#"{"instances_free_pass_percent":20.0,"mac":"apparmor"}"#)
+        );
+        // Same parameters written in another order: same canonical form, accepted.
+        let b = a.replace(
+            "instances_free_pass_percent = 20.0\nmac = \"apparmor\"",
+            "mac = \"apparmor\"\ninstances_free_pass_percent = 20.0",
+        );
+        let set = parse_policy_set(&[("a.toml".into(), a.to_string()), ("b.toml".into(), b)])
+            .expect("agree");
+        assert_eq!(set.check_params(), p.check_params.as_deref());
+        // A pool without parameters is fine; one with other parameters is refused.
+        let c = "require_measured_launch = false\n[[allow]]\nname = \"any\"\npcrs = {}\n";
+        let d = a.replace("20.0", "30.0");
+        assert!(parse_policy_set(&[
+            ("a.toml".into(), a.to_string()),
+            ("c.toml".into(), c.to_string())
+        ])
+        .is_ok());
+        let errors = parse_policy_set(&[("a.toml".into(), a.to_string()), ("d.toml".into(), d)])
+            .expect_err("disagree");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, "d.toml");
+        assert!(
+            errors[0].message.contains("differ from those of pool 'a'"),
+            "{}",
+            errors[0]
+        );
+        // Not a table: an error with its line.
+        let e = parse_pool("e.toml", "require_measured_launch = false\ncheck_params = 3\n[[allow]]\nname = \"x\"\npcrs = {}\n")
+            .expect_err("not a table");
+        assert_eq!(e[0].line, Some(2), "{:?}", e);
+    }
+
+    #[test]
+    fn a_failed_required_check_quotes_the_report_reason() {
+        let policy = parse_pool(
+            "p.toml",
+            "require_measured_launch = false\nrequire_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"any\"\npcrs = {}\n",
+        )
+        .expect("parses");
+        let pcrs: BTreeMap<u8, [u8; 32]> = DEFAULT_PCRS.iter().map(|i| (*i, [0u8; 32])).collect();
+        let status: BTreeMap<String, String> =
+            [("mac.enforcing_any".to_string(), "fail".to_string())].into();
+        let why: BTreeMap<String, String> = [(
+            "mac.enforcing_any".to_string(),
+            "AppArmor is disabled and SELinux absent".to_string(),
+        )]
+        .into();
+        let r = evaluate(
+            &policy,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&status),
+                check_reason: Some(&why),
+            },
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].code, codes::CHECK_REQUIRED_FAILED);
+        assert_eq!(
+            r[0].message,
+            "required check 'mac.enforcing_any' is fail (must be pass): AppArmor is disabled and SELinux absent"
+        );
     }
 }

@@ -277,6 +277,12 @@ pub struct Report {
     pub results: Vec<CheckResult>,
     /// Count per state; always holds all seven states.
     pub summary: BTreeMap<String, usize>,
+    /// SHA-256 (hex) of the check parameters the server asked for in the
+    /// challenge (their canonical JSON), when the checks ran with them. Absent
+    /// when the agent used its own defaults. Lets the server prove the
+    /// statuses were judged with the pool's thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_digest: Option<String>,
 }
 
 /// Error of [`Report::from_slice`].
@@ -319,6 +325,7 @@ impl Report {
             root: root.into(),
             results,
             summary,
+            params_digest: None,
         }
     }
 
@@ -685,6 +692,7 @@ mod tests {
                 res("a", Status::Pass, Severity::High),
                 res("a", Status::Pass, Severity::High),
             ]),
+            params_digest: None,
         };
         assert!(matches!(
             Report::from_slice(&dup.canonical_bytes()),

@@ -340,13 +340,15 @@ impl Session {
     }
 
     async fn challenge(&self, book: &mut ChallengeBook) -> Result<(), SessionError> {
-        let pcrs = self.state.policy().union_pcrs();
+        let policy = self.state.policy();
+        let pcrs = policy.union_pcrs();
         let c = book.issue(pcrs, Instant::now(), &mut rand::thread_rng());
         self.send(ServerMsg::Challenge(AttestChallenge {
             nonce: c.nonce.to_vec(),
             pcrs: c.pcrs.iter().map(|p| u32::from(*p)).collect(),
             expires_in_ms: u32::try_from(crate::challenge::CHALLENGE_TTL.as_millis())
                 .unwrap_or(u32::MAX),
+            check_params_json: policy.check_params().unwrap_or_default().to_string(),
         }))
         .await
     }

@@ -4,16 +4,17 @@
 
 use crate::challenge::Outstanding;
 use crate::store::StoredClock;
-use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use trustpool_evidence::binding::qualifying_data;
 use trustpool_evidence::policy::{evaluate, HostFacts, PolicySet};
 use trustpool_evidence::quote::{check_clock, verify_quote, QuoteCheck};
 use trustpool_evidence::reason::{codes, Reason};
 use trustpool_evidence::tpm::{ClockInfo, TpmPublic};
+use trustpool_hardening::Report;
 
-/// Largest hardening report accepted.
-pub const MAX_REPORT_BYTES: usize = 1 << 20;
+/// Reason code: the report was not produced with the parameters the policy asked for.
+pub const REPORT_PARAMS_MISMATCH: &str = "report.params_mismatch";
 
 /// The evidence an agent sent for one challenge.
 #[derive(Debug, Clone, Copy)]
@@ -45,42 +46,41 @@ pub struct Evaluation {
     pub pcrs: BTreeMap<u8, [u8; 32]>,
 }
 
-/// Minimal view of a hardening report: only the status of each check id.
-#[derive(Deserialize)]
-struct ReportView {
-    results: Vec<ResultView>,
+/// What the verdict needs from a hardening report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFacts {
+    /// Status of each check id.
+    pub statuses: BTreeMap<String, String>,
+    /// The report's reason for each check's status.
+    pub reasons: BTreeMap<String, String>,
+    /// Digest of the check parameters the report says it was produced with.
+    pub params_digest: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ResultView {
-    id: String,
-    status: String,
-}
-
-/// Parses the check statuses out of a hardening report. An empty report means
-/// "no report"; anything unparsable is an error reason.
-pub fn report_statuses(report: &[u8]) -> Result<Option<BTreeMap<String, String>>, Reason> {
+/// Parses a hardening report (strictly: schema, sorted unique ids, summary
+/// consistent, size-capped). An empty report means "no report"; anything
+/// unparsable is an error reason.
+pub fn parse_report(report: &[u8]) -> Result<Option<ReportFacts>, Reason> {
     if report.is_empty() {
         return Ok(None);
     }
-    if report.len() > MAX_REPORT_BYTES {
-        return Err(Reason::new(
-            codes::REPORT_MALFORMED,
-            format!(
-                "hardening report of {} bytes exceeds the {MAX_REPORT_BYTES}-byte limit",
-                report.len()
-            ),
-        ));
-    }
-    let view: ReportView = serde_json::from_slice(report).map_err(|e| {
-        Reason::new(
-            codes::REPORT_MALFORMED,
-            format!("hardening report does not parse: {e}"),
-        )
-    })?;
-    Ok(Some(
-        view.results.into_iter().map(|r| (r.id, r.status)).collect(),
-    ))
+    let parsed = Report::from_slice(report)
+        .map_err(|e| Reason::new(codes::REPORT_MALFORMED, e.to_string()))?;
+    let reasons = parsed
+        .results
+        .iter()
+        .map(|r| (r.id.clone(), r.reason.clone()))
+        .collect();
+    Ok(Some(ReportFacts {
+        statuses: parsed.status_map(),
+        reasons,
+        params_digest: parsed.params_digest,
+    }))
+}
+
+/// SHA-256 (hex) of the check parameters sent in challenges, as the report must echo it.
+pub fn params_digest(check_params_json: &str) -> String {
+    hex::encode(Sha256::digest(check_params_json.as_bytes()))
 }
 
 /// Evaluates evidence from an enrolled host.
@@ -102,8 +102,22 @@ pub fn evaluate_evidence(
             policy.union_pcrs()
         }
     };
-    let statuses = match report_statuses(evidence.report) {
-        Ok(s) => s,
+    let statuses = match parse_report(evidence.report) {
+        Ok(Some(facts)) => {
+            let expected = policy.check_params().map(params_digest);
+            if facts.params_digest != expected {
+                common.push(Reason::new(
+                    REPORT_PARAMS_MISMATCH,
+                    format!(
+                        "the hardening report was produced with check parameters {} instead of the policy's {}",
+                        facts.params_digest.as_deref().unwrap_or("(agent defaults)"),
+                        expected.as_deref().unwrap_or("(agent defaults)")
+                    ),
+                ));
+            }
+            Some(facts)
+        }
+        Ok(None) => None,
         Err(reason) => {
             common.push(reason);
             None
@@ -157,7 +171,8 @@ pub fn evaluate_evidence(
             if let Some(pcrs) = &pcrs {
                 let facts = HostFacts {
                     pcrs,
-                    check_status: statuses.as_ref(),
+                    check_status: statuses.as_ref().map(|f| &f.statuses),
+                    check_reason: statuses.as_ref().map(|f| &f.reasons),
                 };
                 reasons.extend(evaluate(pool, &facts));
             }
@@ -176,30 +191,52 @@ pub fn evaluate_evidence(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trustpool_hardening::{CheckResult, Role, Severity, Status};
+
+    fn report(status: Status) -> Report {
+        Report::new(
+            Role::Compute,
+            "/",
+            vec![CheckResult {
+                id: "mac.enforcing_any".into(),
+                status,
+                severity: Severity::High,
+                title: "t".into(),
+                reason: "r".into(),
+                evidence: vec![],
+                items: vec![],
+                remediation: String::new(),
+                refs: vec![],
+            }],
+        )
+    }
 
     #[test]
     fn report_parsing() {
-        assert_eq!(report_statuses(b""), Ok(None));
-        let map = report_statuses(br#"{"role":"compute","results":[{"id":"mac.enforcing_any","status":"pass","extra":1}]}"#)
+        assert_eq!(parse_report(b""), Ok(None));
+        let mut r = report(Status::Pass);
+        r.params_digest = Some(params_digest("{}"));
+        let facts = parse_report(&r.canonical_bytes())
             .expect("parses")
             .expect("some");
         assert_eq!(
-            map.get("mac.enforcing_any").map(String::as_str),
+            facts.statuses.get("mac.enforcing_any").map(String::as_str),
             Some("pass")
         );
+        assert_eq!(facts.params_digest, Some(params_digest("{}")));
+        for bad in [
+            &b"{not json"[..],
+            br#"{"results":[{"id":1}]}"#,
+            br#"{"role":"compute","root":"/","results":[],"summary":{},"extra":1}"#,
+        ] {
+            assert_eq!(
+                parse_report(bad).expect_err("bad").code,
+                codes::REPORT_MALFORMED
+            );
+        }
+        let huge = vec![b' '; (1 << 20) + 1];
         assert_eq!(
-            report_statuses(b"{not json").expect_err("bad").code,
-            codes::REPORT_MALFORMED
-        );
-        assert_eq!(
-            report_statuses(br#"{"results":[{"id":1}]}"#)
-                .expect_err("bad")
-                .code,
-            codes::REPORT_MALFORMED
-        );
-        let huge = vec![b' '; MAX_REPORT_BYTES + 1];
-        assert_eq!(
-            report_statuses(&huge).expect_err("big").code,
+            parse_report(&huge).expect_err("big").code,
             codes::REPORT_MALFORMED
         );
     }

@@ -22,6 +22,17 @@ pub const GOLDEN_MLE: &[&str] = &["tboot-1.11.1"];
 /// Names of the launched modules of the golden build (kernel, initrd).
 pub const GOLDEN_MODULES: &[&str] = &["vmlinuz-6.1.0-28-amd64", "initrd.img-6.1.0-28-amd64"];
 
+/// What the host's hardening checks see (`--root` of its agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardening {
+    /// The machine the lab runs on (`--root /`).
+    Live,
+    /// A fixture tree of a well-hardened compute node (AppArmor, sVirt, KVM…).
+    GoodCompute,
+    /// The same node with AppArmor disabled.
+    AppArmorDisabled,
+}
+
 /// How a lab host boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launch {
@@ -75,15 +86,30 @@ pub fn expected_pcrs(launch: Launch) -> BTreeMap<u8, [u8; 32]> {
     pcrs
 }
 
+/// The hardening checks the lab's `default` pool requires.
+pub const LAB_REQUIRED_CHECKS: &[&str] = &[
+    "mac.enforcing_any",
+    "svirt.guests_confined",
+    "libvirt.qemu_nonroot",
+];
+
 /// The `default` pool policy admitting the golden build only.
 pub fn golden_policy() -> String {
-    let mut text = String::from(
+    policy_with_checks(&[])
+}
+
+/// The golden policy that also requires `checks` to pass.
+pub fn policy_with_checks(checks: &[&str]) -> String {
+    let required: Vec<String> = checks.iter().map(|c| format!("\"{c}\"")).collect();
+    let mut text = format!(
         "# Pool 'default': hosts that went through the golden TXT measured launch.\n\
          require_measured_launch = true\n\
-         pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n\
+         pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\
+         require_checks = [{}]\n\n\
          [[allow]]\n\
          name = \"golden-2026-11\"\n\
-         pcrs = { ",
+         pcrs = {{ ",
+        required.join(", ")
     );
     let entries: Vec<String> = expected_pcrs(Launch::Golden)
         .iter()
@@ -123,6 +149,8 @@ pub struct LabHost {
     pub certs: CertFiles,
     /// Its agent state directory.
     pub state_dir: PathBuf,
+    /// Root of the host view its hardening checks read (`None` = `/`).
+    pub root: Option<PathBuf>,
 }
 
 impl Lab {
@@ -164,6 +192,16 @@ impl Lab {
     /// Provisions an swtpm with EK certificates, starts it, performs `launch`
     /// and issues the host's client certificate.
     pub fn add_host(&self, name: &str, launch: Launch) -> anyhow::Result<LabHost> {
+        self.add_host_with(name, launch, Hardening::Live)
+    }
+
+    /// Like [`Lab::add_host`], with the hardening view of the host's agent.
+    pub fn add_host_with(
+        &self,
+        name: &str,
+        launch: Launch,
+        hardening: Hardening,
+    ) -> anyhow::Result<LabHost> {
         let host_dir = self.dir.join("hosts").join(name);
         let tpm_state = SwtpmState::provision(&host_dir.join("tpm"), Some(&self.ek_ca))?;
         let swtpm = Swtpm::start(&tpm_state)?;
@@ -176,12 +214,26 @@ impl Lab {
         let certs = self.ca.issue_client(&host_dir.join("certs"), name)?;
         let state_dir = host_dir.join("agent");
         std::fs::create_dir_all(&state_dir)?;
+        let root = match hardening {
+            Hardening::Live => None,
+            Hardening::GoodCompute | Hardening::AppArmorDisabled => {
+                let root = host_dir.join("root");
+                let built = if hardening == Hardening::GoodCompute {
+                    trustpool_hardening::fixture::good_compute_host(&root)
+                } else {
+                    trustpool_hardening::fixture::apparmor_disabled_host(&root)
+                };
+                built.map_err(|e| anyhow::anyhow!("building the fixture host of {name}: {e}"))?;
+                Some(root)
+            }
+        };
         Ok(LabHost {
             name: name.to_string(),
             swtpm,
             tpm_state,
             certs,
             state_dir,
+            root,
         })
     }
 
@@ -209,7 +261,7 @@ impl Lab {
             tcti: host.swtpm.tcti(),
             hostname: host.name.clone(),
             state_dir: host.state_dir.clone(),
-            root: None,
+            root: host.root.clone(),
         }
     }
 }

@@ -11,7 +11,9 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
-use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
+use trustpool_tests::lab::{
+    policy_with_checks, Hardening, Lab, LabHost, Launch, LAB_REQUIRED_CHECKS,
+};
 use trustpool_tests::procs::{wait_until, AgentProcess, ServerProcess};
 
 #[derive(Parser)]
@@ -57,23 +59,31 @@ fn run(args: Args) -> anyhow::Result<u8> {
     println!("- making the CA, the server certificate and the swtpm EK CA");
     let lab = Lab::create(&args.dir)?;
     let plan = [
-        ("host-a", Launch::Golden),
-        ("host-b", Launch::Golden),
-        ("host-c", Launch::None),
+        ("host-a", Launch::Golden, Hardening::GoodCompute),
+        ("host-b", Launch::Golden, Hardening::GoodCompute),
+        ("host-c", Launch::None, Hardening::GoodCompute),
+        ("host-d", Launch::Golden, Hardening::AppArmorDisabled),
     ];
     let mut hosts = Vec::new();
-    for (name, launch) in plan {
+    for (name, launch, hardening) in plan {
         println!(
-            "- provisioning {name}: swtpm with EK certificates, {}",
-            describe(launch)
+            "- provisioning {name}: swtpm with EK certificates, {}, {}",
+            describe(launch),
+            match hardening {
+                Hardening::Live => "hardening checks of this machine",
+                Hardening::GoodCompute => "the file tree of a hardened compute node",
+                Hardening::AppArmorDisabled =>
+                    "the file tree of a compute node with AppArmor disabled",
+            }
         );
-        hosts.push((lab.add_host(name, launch)?, launch));
+        hosts.push((lab.add_host_with(name, launch, hardening)?, launch));
     }
     println!(
-        "- writing the pool policy {} from the golden values",
-        lab.policy_dir.join("default.toml").display()
+        "- writing the pool policy {} from the golden values, requiring {}",
+        lab.policy_dir.join("default.toml").display(),
+        LAB_REQUIRED_CHECKS.join(", ")
     );
-    lab.write_policy("default", &golden_policy())?;
+    lab.write_policy("default", &policy_with_checks(LAB_REQUIRED_CHECKS))?;
     let server = ServerProcess::start(lab.server_options(&args.report_interval, &args.down_time))?;
     println!(
         "- server up: gRPC {} (mutual TLS), feed http://127.0.0.1:{}",
