@@ -5,6 +5,7 @@
 use crate::config::AgentConfig;
 use crate::report::Reporter;
 use crate::tpm::TpmWorker;
+use crate::watch::ChangeWatch;
 use anyhow::{anyhow, Context};
 use rand::Rng;
 use std::time::Duration;
@@ -81,7 +82,7 @@ pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
     };
     let ca = read(&cfg.ca, "server CA")?;
     let cert = read(&cfg.cert, "client certificate")?;
-    let key = read(&cfg.key, "client key")?;
+    let key = crate::secrets::read_private_key(&cfg.key, "client key")?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key));
@@ -150,24 +151,29 @@ pub async fn session(
         .await
         .context("opening the attestation stream")?
         .into_inner();
-    let mut watch = reporter.watch_interval().map(tokio::time::interval);
-    let mut last_statuses = None;
+    // Change watch between rounds (not with --once).
+    let mut ticker = (!cfg.once).then(|| {
+        let mut t = tokio::time::interval(cfg.watch_interval);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut watch = ChangeWatch::default();
     let mut check_params = String::new();
     loop {
         let message = tokio::select! {
             m = inbound.message() => m.context("reading from the server")?,
-            _ = async { match watch.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                // Ask for a challenge at once when a hardening check changes status.
-                let statuses = reporter.statuses(&check_params).await;
-                if let (Some(before), Some(now)) = (&last_statuses, &statuses) {
-                    if before != now {
-                        info!("a hardening check changed status: asking for a challenge");
-                        let _ = tx.send(agent_msg(AgentMsg::ChallengeRequest(ChallengeRequest {
-                            reason: "hardening check status changed".into(),
-                        }))).await;
-                    }
+            _ = async {
+                match ticker.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending().await,
                 }
-                if statuses.is_some() { last_statuses = statuses; }
+            } => {
+                if let Some(reason) = watch.poll(tpm, reporter, &check_params).await {
+                    info!(%reason, "the host changed: asking for a challenge");
+                    let _ = tx
+                        .send(agent_msg(AgentMsg::ChallengeRequest(ChallengeRequest { reason })))
+                        .await;
+                }
                 continue;
             }
         };
@@ -196,7 +202,12 @@ pub async fn session(
             Some(ServerMsg::Challenge(challenge)) => {
                 check_params.clone_from(&challenge.check_params_json);
                 let (evidence, statuses) = answer(tpm, reporter, challenge).await?;
-                last_statuses = statuses;
+                let observed: Vec<(u32, Vec<u8>)> = evidence
+                    .pcr_values
+                    .iter()
+                    .map(|p| (p.index, p.digest.clone()))
+                    .collect();
+                watch.observed(&observed, statuses);
                 tx.send(agent_msg(AgentMsg::Evidence(evidence)))
                     .await
                     .map_err(|_| anyhow!("stream closed before the evidence was sent"))?;

@@ -6,6 +6,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use trustpool_evidence::duration::{parse_duration, serde_human};
 
 /// Command line of `trustpool-agent`.
 #[derive(Debug, Parser)]
@@ -49,7 +51,8 @@ pub struct CheckArgs {
 /// Options of the attesting agent.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with any of these options (keys in snake_case, e.g. state_dir).
+    /// TOML file with any of these options (keys in snake_case, e.g. state_dir);
+    /// without --config, /etc/trustpool/agent.toml is read if it exists.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Attestation server URL, e.g. https://attest.example.org:7443.
@@ -85,6 +88,10 @@ pub struct RunArgs {
     /// Role of the node for the hardening checks: compute or other (default compute).
     #[arg(long)]
     pub role: Option<String>,
+    /// How often the running agent re-reads its PCRs and re-runs its checks
+    /// between rounds, asking for a challenge at once when one changes (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,8 +104,12 @@ struct AgentFile {
     tcti: Option<String>,
     hostname: Option<String>,
     state_dir: Option<PathBuf>,
+    once: Option<bool>,
+    pool: Option<String>,
     root: Option<PathBuf>,
     role: Option<String>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    watch_interval: Option<Duration>,
 }
 
 /// The resolved configuration of the attesting agent.
@@ -126,14 +137,34 @@ pub struct AgentConfig {
     pub root: PathBuf,
     /// Role for hardening checks.
     pub role: String,
+    /// Period of the change watch between rounds.
+    pub watch_interval: Duration,
 }
 
+/// Default period of the change watch.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The configuration file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/agent.toml";
+
 impl AgentConfig {
-    /// Merges flags over the optional file; names any missing option.
+    /// Merges flags over the `--config` file (or [`DEFAULT_CONFIG_FILE`] if it
+    /// exists); names any missing option.
     pub fn resolve(args: RunArgs) -> anyhow::Result<AgentConfig> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => AgentFile::default(),
+        // Unit tests never pick up the machine's installed configuration.
+        let default = (!cfg!(test)).then_some(Path::new(DEFAULT_CONFIG_FILE));
+        Self::resolve_with_default(args, default)
+    }
+
+    /// [`AgentConfig::resolve`] with another default file (`None`: no default).
+    pub fn resolve_with_default(
+        args: RunArgs,
+        default: Option<&Path>,
+    ) -> anyhow::Result<AgentConfig> {
+        let file = match (&args.config, default) {
+            (Some(path), _) => read_file(path)?,
+            (None, Some(path)) if path.exists() => read_file(path)?,
+            (None, _) => AgentFile::default(),
         };
         fn need<T>(flag: Option<T>, file: Option<T>, name: &str) -> anyhow::Result<T> {
             flag.or(file).with_context(|| {
@@ -152,13 +183,17 @@ impl AgentConfig {
             tcti: need(args.tcti, file.tcti, "tcti")?,
             hostname: need(args.hostname, file.hostname, "hostname")?.to_ascii_lowercase(),
             state_dir: need(args.state_dir, file.state_dir, "state_dir")?,
-            once: args.once,
-            pool: args.pool,
+            once: args.once || file.once.unwrap_or(false),
+            pool: args.pool.or(file.pool),
             root: args
                 .root
                 .or(file.root)
                 .unwrap_or_else(|| PathBuf::from("/")),
             role: args.role.or(file.role).unwrap_or_else(|| "compute".into()),
+            watch_interval: args
+                .watch_interval
+                .or(file.watch_interval)
+                .unwrap_or(DEFAULT_WATCH_INTERVAL),
         })
     }
 }
@@ -233,6 +268,88 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, "hostname = \"a\"\nsevrer = \"x\"\n").expect("write");
         let err = read_file(&path).expect_err("typo");
-        assert!(err.to_string().contains(":2:"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("{}:2:", path.display())), "{msg}");
+        assert!(msg.contains("sevrer"), "{msg}");
+    }
+
+    #[test]
+    fn every_option_is_a_key_and_flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://file:1\"\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             tcti = \"device:/dev/tpmrm0\"\nhostname = \"From-File\"\nstate_dir = \"/s\"\n\
+             once = true\npool = \"gold\"\nroot = \"/host\"\nrole = \"other\"\n",
+        )
+        .expect("write");
+        let p = path.display().to_string();
+        let cfg = AgentConfig::resolve(cli(&["--config", &p]).run).expect("file alone");
+        assert_eq!(cfg.server, "https://file:1");
+        assert_eq!(cfg.hostname, "from-file");
+        assert_eq!(cfg.tcti, "device:/dev/tpmrm0");
+        assert!(cfg.once);
+        assert_eq!(cfg.pool.as_deref(), Some("gold"));
+        assert_eq!(cfg.root, PathBuf::from("/host"));
+        assert_eq!(cfg.role, "other");
+        let cfg = AgentConfig::resolve(
+            cli(&[
+                "--config",
+                &p,
+                "--server",
+                "https://flag:2",
+                "--role",
+                "compute",
+            ])
+            .run,
+        )
+        .expect("flags over file");
+        assert_eq!(cfg.server, "https://flag:2");
+        assert_eq!(cfg.role, "compute");
+        assert_eq!(cfg.state_dir, PathBuf::from("/s"));
+    }
+
+    #[test]
+    fn default_file_is_read_only_when_present_and_config_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default = dir.path().join("agent.toml");
+        let flags = [
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--tcti",
+            "swtpm:host=127.0.0.1,port=1",
+            "--hostname",
+            "h",
+            "--state-dir",
+            "s",
+        ];
+        let err = AgentConfig::resolve_with_default(cli(&flags).run, Some(&default))
+            .expect_err("no default file: server missing");
+        assert!(err.to_string().contains("--server"), "{err}");
+        std::fs::write(&default, "server = \"https://default:1\"\n").expect("write");
+        let cfg = AgentConfig::resolve_with_default(cli(&flags).run, Some(&default))
+            .expect("default file fills in");
+        assert_eq!(cfg.server, "https://default:1");
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "server = \"https://other:1\"\n").expect("write");
+        let o = other.display().to_string();
+        let mut list = flags.to_vec();
+        list.extend(["--config", o.as_str()]);
+        let cfg = AgentConfig::resolve_with_default(cli(&list).run, Some(&default))
+            .expect("--config instead of the default");
+        assert_eq!(cfg.server, "https://other:1");
+        std::fs::write(&default, "\n\nbogus = 1\n").expect("write");
+        let err = AgentConfig::resolve_with_default(cli(&flags).run, Some(&default))
+            .expect_err("unknown key in the default file");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3:", default.display())),
+            "{err}"
+        );
     }
 }

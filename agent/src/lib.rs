@@ -4,12 +4,17 @@
 //! - [`tpm`]: the TPM through tss-esapi, on a dedicated thread;
 //! - [`report`]: hardening checks bound into each quote, and `check`;
 //! - [`client`]: the gRPC stream, enrolment, quotes, back-off;
-//! - [`config`]: command line and configuration file.
+//! - [`watch`]: change-driven re-attestation between rounds;
+//! - [`config`]: command line and configuration file;
+//! - [`secrets`], [`sd_notify`]: private-key file modes, systemd readiness.
 
 pub mod client;
 pub mod config;
 pub mod report;
+pub mod sd_notify;
+pub mod secrets;
 pub mod tpm;
+pub mod watch;
 
 use crate::client::{render_verdict, Backoff, SessionEnd};
 use crate::config::AgentConfig;
@@ -19,6 +24,8 @@ use anyhow::Context;
 
 /// Runs the agent; returns the process exit code.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
+    // A key that others may read stops start-up at once, before the TPM.
+    secrets::read_private_key(&cfg.key, "client key")?;
     std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}",
@@ -34,7 +41,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
     .context("TPM thread failed")?
     .with_context(|| format!("cannot open the TPM at {}", cfg.tcti))?;
     let tpm = TpmWorker::spawn(tpm);
-    let reporter = Reporter::new(&cfg.root, &cfg.role, !cfg.once)?;
+    sd_notify::ready();
+    let reporter = Reporter::new(&cfg.root, &cfg.role)?;
     if !cfg.once {
         client::run_forever(&cfg, &tpm, &reporter).await?;
         return Ok(0);

@@ -8,12 +8,8 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tracing::warn;
 use trustpool_hardening::{run_checks, CheckParams, Report, Role};
-
-/// How often a long-running agent re-runs the checks to notice a change.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Check statuses by id.
 pub type Statuses = BTreeMap<String, String>;
@@ -24,12 +20,11 @@ pub struct Reporter {
     root: PathBuf,
     role: Role,
     params: CheckParams,
-    watch: bool,
 }
 
 impl Reporter {
-    /// A reporter for the host at `root` in `role`; `watch` enables change detection.
-    pub fn new(root: &Path, role: &str, watch: bool) -> anyhow::Result<Reporter> {
+    /// A reporter for the host at `root` in `role`.
+    pub fn new(root: &Path, role: &str) -> anyhow::Result<Reporter> {
         let role: Role = role
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --role '{role}': {e}"))?;
@@ -37,13 +32,7 @@ impl Reporter {
             root: root.to_path_buf(),
             role,
             params: CheckParams::default(),
-            watch,
         })
-    }
-
-    /// Interval of the change watch, if enabled.
-    pub fn watch_interval(&self) -> Option<Duration> {
-        self.watch.then_some(WATCH_INTERVAL)
     }
 
     fn run(&self, requested: &str) -> anyhow::Result<Report> {

@@ -18,6 +18,7 @@
 //! * [`pcr`]: PCR arithmetic (extend, DRTM start value, digests).
 //! * [`policy`]: pool policy files (TOML) and their evaluation.
 //! * [`reason`]: reasons and their stable codes.
+//! * [`duration`]: human durations (`2s`, `75s`, `5m`) of the command lines.
 //!
 //! API notes relative to the agreed sketch (additions only; nothing was
 //! renamed or removed):
@@ -64,6 +65,7 @@
 
 pub mod binding;
 pub mod credential;
+pub mod duration;
 pub mod ekcert;
 pub mod marshal;
 pub mod pcr;

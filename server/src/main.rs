@@ -15,7 +15,11 @@ fn main() -> std::process::ExitCode {
     let args = ServerArgs::parse();
     let outcome = ServerConfig::resolve(args).and_then(|cfg| {
         let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(trustpool_server::server::run(cfg, shutdown_signal(), || {}))
+        runtime.block_on(trustpool_server::server::run(
+            cfg,
+            shutdown_signal(),
+            trustpool_server::sd_notify::ready,
+        ))
     });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

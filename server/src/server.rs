@@ -134,7 +134,7 @@ fn tls_config(cfg: &ServerConfig) -> anyhow::Result<ServerTlsConfig> {
         std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
     };
     let cert = read(&cfg.cert, "server certificate")?;
-    let key = read(&cfg.key, "server private key")?;
+    let key = crate::secrets::read_private_key(&cfg.key, "server private key")?;
     let ca = read(&cfg.ca, "client CA")?;
     for (bytes, path, what) in [
         (&cert, &cfg.cert, "certificate"),

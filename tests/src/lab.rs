@@ -262,6 +262,7 @@ impl Lab {
             hostname: host.name.clone(),
             state_dir: host.state_dir.clone(),
             root: host.root.clone(),
+            watch_interval: None,
         }
     }
 }

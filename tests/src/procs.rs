@@ -229,6 +229,8 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// Root for hardening checks (`--root`), if any.
     pub root: Option<PathBuf>,
+    /// `--watch-interval`, if any.
+    pub watch_interval: Option<String>,
 }
 
 impl AgentOptions {
@@ -251,6 +253,9 @@ impl AgentOptions {
             .env("TRUSTPOOL_LOG", "info");
         if let Some(root) = &self.root {
             cmd.arg("--root").arg(root);
+        }
+        if let Some(interval) = &self.watch_interval {
+            cmd.arg("--watch-interval").arg(interval);
         }
         Ok(cmd)
     }

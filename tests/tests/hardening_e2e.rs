@@ -143,3 +143,56 @@ fn a_policy_requiring_an_unknown_check_stops_start_up() {
     let text = format!("{err:#}");
     assert!(text.contains("mac.enforcing_anyy"), "{text}");
 }
+
+#[test]
+fn a_check_that_flips_triggers_an_immediate_attestation() {
+    use std::time::{Duration, Instant};
+    use trustpool_tests::procs::wait_until;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &policy_with_checks(&["mac.enforcing_any"]))
+        .expect("policy");
+    let host = lab
+        .add_host_with("host-a", Launch::Golden, Hardening::GoodCompute)
+        .expect("host");
+    // Rounds every 60 s: anything faster than that is change-driven.
+    let server = ServerProcess::start(lab.server_options("60s", "180s")).expect("server");
+    let mut options = lab.agent_options(&host, &server);
+    options.watch_interval = Some("500ms".into());
+    let agent = options.spawn(&lab.dir.join("agent.log")).expect("agent");
+    assert!(wait_until(Duration::from_secs(30), || server
+        .pool_members("default")
+        .is_ok_and(|m| m == ["host-a"])));
+
+    let enabled = host
+        .root
+        .as_ref()
+        .expect("fixture root")
+        .join("sys/module/apparmor/parameters/enabled");
+    std::fs::write(&enabled, "N\n").expect("disable AppArmor in the fixture");
+    let changed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || server
+            .pool_members("default")
+            .is_ok_and(|m| m.is_empty())),
+        "host-a still trusted:\n{}",
+        agent.log_text()
+    );
+    let removal = changed.elapsed();
+    println!("check flip -> removal from the feed: {removal:?}");
+    assert!(removal < Duration::from_secs(10), "{removal:?}");
+    assert!(
+        agent.log_text().contains("mac.enforcing_any: pass -> fail"),
+        "{}",
+        agent.log_text()
+    );
+
+    std::fs::write(&enabled, "Y\n").expect("enable AppArmor again");
+    assert!(
+        wait_until(Duration::from_secs(15), || server
+            .pool_members("default")
+            .is_ok_and(|m| m == ["host-a"])),
+        "host-a not readmitted:\n{}",
+        agent.log_text()
+    );
+}

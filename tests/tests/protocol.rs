@@ -37,6 +37,7 @@ fn agent_config(lab: &Lab, host: &LabHost, server: &ServerProcess) -> AgentConfi
         pool: None,
         root: "/".into(),
         role: "compute".into(),
+        watch_interval: std::time::Duration::from_secs(5),
     }
 }
 

@@ -1,0 +1,110 @@
+//! Secrets on disk: a private key is read only if neither its group nor
+//! others may read it (mode & 0o077 == 0), so a key left readable by a
+//! careless `cp` or `chmod 644` stops the agent with a clear error instead of
+//! being used.
+
+use anyhow::Context;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Reads the private key at `path` (`what` names it in errors, e.g.
+/// "client key"), refusing a key that its group or others may read or
+/// write. The mode is taken from the opened file, so the file checked is the
+/// file read.
+pub fn read_private_key(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat the {what} {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("the {what} {} is not a regular file", path.display());
+    }
+    check_mode(path, what, meta.permissions().mode())?;
+    let mut key = Vec::new();
+    file.read_to_end(&mut key)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    Ok(key)
+}
+
+/// Refuses a mode that gives the group or others any access.
+pub fn check_mode(path: &Path, what: &str, mode: u32) -> anyhow::Result<()> {
+    let mode = mode & 0o7777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "refusing the {what} {}: its mode {mode:04o} gives {} access to it; \
+             a private key must be readable by its owner only (chmod 600 {})",
+            path.display(),
+            if mode & 0o007 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn key_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
+        let path = dir.join(format!("k{mode:o}.key"));
+        fs::write(&path, "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn owner_only_keys_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for mode in [0o600, 0o400] {
+            let key = read_private_key(&key_with_mode(dir.path(), mode), "client key")
+                .expect("owner-only key");
+            assert!(key.starts_with(b"-----BEGIN"));
+        }
+    }
+
+    #[test]
+    fn group_or_world_readable_keys_are_refused_naming_file_and_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (mode, who) in [
+            (0o640, "its group"),
+            (0o660, "its group"),
+            (0o604, "every user"),
+            (0o644, "every user"),
+            (0o610, "its group"),
+        ] {
+            let path = key_with_mode(dir.path(), mode);
+            let err = read_private_key(&path, "client key")
+                .expect_err("must be refused")
+                .to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(&format!("{mode:04o}")), "{err}");
+            assert!(err.contains(who), "{err}");
+            assert!(err.contains("client key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_key_names_the_file() {
+        let err = read_private_key(Path::new("/nonexistent/k.key"), "client key")
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("/nonexistent/k.key"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        let err = read_private_key(dir.path(), "client key")
+            .expect_err("directory")
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
