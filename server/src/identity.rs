@@ -52,7 +52,7 @@ impl PeerIdentity {
         if self.dns_names.is_empty() {
             self.common_name.as_deref() == Some(wanted.as_str())
         } else {
-            self.dns_names.iter().any(|n| *n == wanted)
+            self.dns_names.contains(&wanted)
         }
     }
 }

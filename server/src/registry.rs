@@ -6,7 +6,8 @@
 //! trusted and not expired (`now < valid_until`). The registry holds no I/O;
 //! the session and sweeper tasks feed it after the store has committed.
 
-use crate::store::{Enrolment, StoredClock, StoredVerdict};
+use crate::facts::Facts;
+use crate::store::{Enrolment, PendingEnrolment, Revocation, StoredClock, StoredVerdict};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 use tokio::sync::watch;
@@ -49,15 +50,101 @@ pub struct HostSnapshot {
     pub verdicts: Vec<StoredVerdict>,
     /// Whether an agent stream is open for this host right now.
     pub connected: bool,
+    /// An enrolment waiting for approval (the host is never trusted meanwhile).
+    pub pending: Option<PendingEnrolment>,
+    /// The operator's revocation, if the host is revoked.
+    pub revoked: Option<Revocation>,
+    /// The latest verified evidence facts.
+    pub facts: Option<Facts>,
+    /// The last accepted TPM clock.
+    pub clock: Option<StoredClock>,
+}
+
+/// A change of a host's membership in a pool — or a verdict that says
+/// something new (first verdict, other reasons, other policy) — for the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustChange {
+    /// Host name.
+    pub hostname: String,
+    /// Pool.
+    pub pool: String,
+    /// Member after the change.
+    pub trusted: bool,
+    /// Why not trusted (empty when it joined).
+    pub reasons: Vec<Reason>,
+    /// Policy digest of the verdict behind the change.
+    pub policy_digest: String,
 }
 
 #[derive(Debug, Default)]
 struct HostRecord {
     enrolment: Option<Enrolment>,
+    pending: Option<PendingEnrolment>,
+    revoked: Option<Revocation>,
+    facts: Option<Facts>,
     verdicts: BTreeMap<String, StoredVerdict>,
     clock: Option<StoredClock>,
     connected: bool,
 }
+
+impl HostRecord {
+    /// Whether the host may be a member of `pool` at `now_ms`.
+    fn member_of(&self, pool: &str, now_ms: i64) -> bool {
+        self.pending.is_none()
+            && self.revoked.is_none()
+            && self.enrolment.is_some()
+            && self
+                .verdicts
+                .get(pool)
+                .is_some_and(|v| v.trusted && now_ms < v.valid_until_ms)
+    }
+
+    /// The verdict of `pool` as it stands now: expiry, revocation and a
+    /// pending enrolment all read as untrusted, with their reason.
+    fn effective(&self, hostname: &str, pool: &str, now_ms: i64) -> StoredVerdict {
+        let mut v = match self.verdicts.get(pool) {
+            Some(v) => effective(v, now_ms),
+            None => StoredVerdict {
+                hostname: hostname.to_string(),
+                pool: pool.to_string(),
+                trusted: false,
+                attested_at_ms: 0,
+                valid_until_ms: 0,
+                reasons: vec![Reason::new(
+                    NOT_ATTESTED,
+                    "no attestation of this host has been evaluated for this pool yet",
+                )],
+                policy_digest: String::new(),
+            },
+        };
+        if let Some(p) = &self.pending {
+            v.trusted = false;
+            v.reasons.push(Reason::new(
+                PENDING,
+                format!("enrolment pending an operator's approval: {}", p.reason),
+            ));
+        }
+        if let Some(r) = &self.revoked {
+            v.trusted = false;
+            v.reasons.push(Reason::new(
+                codes::REVOKED,
+                format!(
+                    "revoked by {}{}",
+                    r.revoked_by,
+                    if r.comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.comment)
+                    }
+                ),
+            ));
+        }
+        v
+    }
+}
+
+/// Reason code: the host's enrolment waits for an operator's approval.
+pub const PENDING: &str = "host.pending";
 
 #[derive(Debug, Default)]
 struct PoolView {
@@ -70,6 +157,26 @@ struct Inner {
     hosts: HashMap<String, HostRecord>,
     pools: BTreeMap<String, PoolView>,
     next_generation: u64,
+}
+
+impl Inner {
+    fn change(&self, host: &str, pool: &str, trusted: bool, now_ms: i64) -> TrustChange {
+        let v = self
+            .hosts
+            .get(host)
+            .map(|h| h.effective(host, pool, now_ms));
+        TrustChange {
+            hostname: host.to_string(),
+            pool: pool.to_string(),
+            trusted,
+            reasons: if trusted {
+                Vec::new()
+            } else {
+                v.as_ref().map(|v| v.reasons.clone()).unwrap_or_default()
+            },
+            policy_digest: v.map(|v| v.policy_digest).unwrap_or_default(),
+        }
+    }
 }
 
 /// Thread-safe registry. Readers take a short read lock and copy out.
@@ -118,8 +225,8 @@ impl Registry {
         for name in names {
             inner.pools.entry(name.clone()).or_default();
         }
-        let changed = recompute_all(&mut inner, now_ms);
-        self.publish(&mut inner, changed);
+        let changes = recompute_all(&mut inner, now_ms);
+        self.publish(&mut inner, &changes);
     }
 
     /// Adds an enrolment (at start-up from the store, or after a new one committed).
@@ -159,42 +266,150 @@ impl Registry {
     }
 
     /// Records the latest verdicts of a host (already committed to the store
-    /// when any of them is trusted) and updates pool membership.
-    pub fn record_verdicts(&self, verdicts: Vec<StoredVerdict>, now_ms: i64) {
+    /// when any of them is trusted) and updates pool membership; returns the
+    /// membership changes.
+    pub fn record_verdicts(&self, verdicts: Vec<StoredVerdict>, now_ms: i64) -> Vec<TrustChange> {
         let mut inner = self.write();
         let mut touched = BTreeSet::new();
+        // Verdicts that say something new although membership may not flip:
+        // the first verdict of a host in a pool, other reasons, another policy.
+        let mut news = Vec::new();
         for v in verdicts {
             touched.insert(v.hostname.clone());
-            inner
-                .hosts
-                .entry(v.hostname.clone())
-                .or_default()
-                .verdicts
-                .insert(v.pool.clone(), v);
+            let record = inner.hosts.entry(v.hostname.clone()).or_default();
+            let old = record.verdicts.insert(v.pool.clone(), v.clone());
+            let new_story = old.is_none_or(|o| {
+                o.trusted != v.trusted
+                    || o.reasons != v.reasons
+                    || o.policy_digest != v.policy_digest
+            });
+            if new_story {
+                news.push((v.hostname, v.pool));
+            }
         }
-        let mut changed = BTreeSet::new();
+        let mut flips = Vec::new();
         for host in touched {
-            changed.extend(recompute_host(&mut inner, &host, now_ms));
+            flips.extend(recompute_host(&mut inner, &host, now_ms));
         }
-        self.publish(&mut inner, changed);
+        self.publish(&mut inner, &flips);
+        for (host, pool) in news {
+            if flips.iter().any(|c| c.hostname == host && c.pool == pool) {
+                continue;
+            }
+            let trusted = inner
+                .hosts
+                .get(&host)
+                .is_some_and(|h| h.member_of(&pool, now_ms));
+            flips.push(inner.change(&host, &pool, trusted, now_ms));
+        }
+        flips
     }
 
     /// Drops members whose verdict expired. Returns the pools that changed.
     pub fn sweep(&self, now_ms: i64) -> Vec<String> {
-        let mut inner = self.write();
-        let changed = recompute_all(&mut inner, now_ms);
-        let list = changed.iter().cloned().collect();
-        self.publish(&mut inner, changed);
-        list
+        let changes = self.sweep_changes(now_ms);
+        let pools: BTreeSet<String> = changes.into_iter().map(|c| c.pool).collect();
+        pools.into_iter().collect()
     }
 
-    fn publish(&self, inner: &mut Inner, changed: BTreeSet<String>) {
+    /// Drops members whose verdict expired; returns the membership changes.
+    pub fn sweep_changes(&self, now_ms: i64) -> Vec<TrustChange> {
+        let mut inner = self.write();
+        let changes = recompute_all(&mut inner, now_ms);
+        self.publish(&mut inner, &changes);
+        changes
+    }
+
+    /// Applies `edit` to a host's record (created if needed) and updates
+    /// membership at once; returns the membership changes.
+    fn edit_host(
+        &self,
+        hostname: &str,
+        now_ms: i64,
+        edit: impl FnOnce(&mut HostRecord),
+    ) -> Vec<TrustChange> {
+        let mut inner = self.write();
+        edit(inner.hosts.entry(hostname.to_string()).or_default());
+        let changes = recompute_host(&mut inner, hostname, now_ms);
+        self.publish(&mut inner, &changes);
+        changes
+    }
+
+    /// Sets or clears the pending enrolment of a host.
+    pub fn set_pending(
+        &self,
+        hostname: &str,
+        pending: Option<PendingEnrolment>,
+        now_ms: i64,
+    ) -> Vec<TrustChange> {
+        self.edit_host(hostname, now_ms, |h| h.pending = pending)
+    }
+
+    /// Sets or clears the revocation of a host.
+    pub fn set_revoked(
+        &self,
+        hostname: &str,
+        revoked: Option<Revocation>,
+        now_ms: i64,
+    ) -> Vec<TrustChange> {
+        self.edit_host(hostname, now_ms, |h| h.revoked = revoked)
+    }
+
+    /// Replaces the enrolment after an approval: the pending candidate
+    /// becomes the binding; old verdicts and TPM clock are forgotten.
+    pub fn approve(&self, enrolment: Enrolment, now_ms: i64) -> Vec<TrustChange> {
+        let hostname = enrolment.hostname.clone();
+        self.edit_host(&hostname, now_ms, |h| {
+            h.enrolment = Some(enrolment);
+            h.pending = None;
+            h.clock = None;
+            h.verdicts.clear();
+            h.facts = None;
+        })
+    }
+
+    /// Records the latest verified evidence facts of a host.
+    pub fn set_facts(&self, hostname: &str, facts: Facts) {
+        self.write()
+            .hosts
+            .entry(hostname.to_string())
+            .or_default()
+            .facts = Some(facts);
+    }
+
+    /// Every host's latest facts.
+    pub fn all_facts(&self) -> Vec<(String, Facts)> {
+        self.read()
+            .hosts
+            .iter()
+            .filter_map(|(name, h)| h.facts.clone().map(|f| (name.clone(), f)))
+            .collect()
+    }
+
+    /// The pending enrolment of a host, if any.
+    pub fn pending(&self, hostname: &str) -> Option<PendingEnrolment> {
+        self.read()
+            .hosts
+            .get(hostname)
+            .and_then(|h| h.pending.clone())
+    }
+
+    /// Whether the host is revoked.
+    pub fn is_revoked(&self, hostname: &str) -> bool {
+        self.read()
+            .hosts
+            .get(hostname)
+            .is_some_and(|h| h.revoked.is_some())
+    }
+
+    fn publish(&self, inner: &mut Inner, changes: &[TrustChange]) {
+        let changed: BTreeSet<&str> = changes.iter().map(|c| c.pool.as_str()).collect();
         if changed.is_empty() {
             return;
         }
         inner.next_generation += 1;
         let generation = inner.next_generation;
-        for pool in &changed {
+        for pool in changed {
             if let Some(view) = inner.pools.get_mut(pool) {
                 view.generation = generation;
             }
@@ -215,9 +430,10 @@ impl Registry {
             .members
             .iter()
             .filter_map(|host| {
-                let v = inner.hosts.get(host)?.verdicts.get(pool)?;
+                let record = inner.hosts.get(host)?;
+                let v = record.verdicts.get(pool)?;
                 // The sweeper may lag by up to its period: never publish an expired entry.
-                (v.trusted && now_ms < v.valid_until_ms).then(|| Member {
+                record.member_of(pool, now_ms).then(|| Member {
                     hostname: host.clone(),
                     attested_at_ms: v.attested_at_ms,
                     valid_until_ms: v.valid_until_ms,
@@ -238,27 +454,17 @@ impl Registry {
         let verdicts = inner
             .pools
             .keys()
-            .map(|pool| match record.verdicts.get(pool) {
-                Some(v) => effective(v, now_ms),
-                None => StoredVerdict {
-                    hostname: hostname.to_string(),
-                    pool: pool.clone(),
-                    trusted: false,
-                    attested_at_ms: 0,
-                    valid_until_ms: 0,
-                    reasons: vec![Reason::new(
-                        NOT_ATTESTED,
-                        "no attestation of this host has been evaluated for this pool yet",
-                    )],
-                    policy_digest: String::new(),
-                },
-            })
+            .map(|pool| record.effective(hostname, pool, now_ms))
             .collect();
         Some(HostSnapshot {
             hostname: hostname.to_string(),
             enrolment: record.enrolment.clone(),
             verdicts,
             connected: record.connected,
+            pending: record.pending.clone(),
+            revoked: record.revoked.clone(),
+            facts: record.facts.clone(),
+            clock: record.clock,
         })
     }
 
@@ -287,46 +493,51 @@ pub fn effective(v: &StoredVerdict, now_ms: i64) -> StoredVerdict {
     v
 }
 
-fn recompute_host(inner: &mut Inner, host: &str, now_ms: i64) -> BTreeSet<String> {
-    let mut changed = BTreeSet::new();
+fn recompute_host(inner: &mut Inner, host: &str, now_ms: i64) -> Vec<TrustChange> {
+    let mut flips = Vec::new();
     let Inner { hosts, pools, .. } = inner;
     for (pool, view) in pools.iter_mut() {
-        let member = hosts
-            .get(host)
-            .and_then(|h| h.verdicts.get(pool))
-            .is_some_and(|v| v.trusted && now_ms < v.valid_until_ms);
+        let member = hosts.get(host).is_some_and(|h| h.member_of(pool, now_ms));
         let was = view.members.contains(host);
         if member && !was {
             view.members.insert(host.to_string());
-            changed.insert(pool.clone());
+            flips.push((pool.clone(), true));
         } else if !member && was {
             view.members.remove(host);
-            changed.insert(pool.clone());
+            flips.push((pool.clone(), false));
         }
     }
-    changed
+    flips
+        .into_iter()
+        .map(|(pool, trusted)| inner.change(host, &pool, trusted, now_ms))
+        .collect()
 }
 
-fn recompute_all(inner: &mut Inner, now_ms: i64) -> BTreeSet<String> {
+fn recompute_all(inner: &mut Inner, now_ms: i64) -> Vec<TrustChange> {
     let hosts: Vec<String> = inner.hosts.keys().cloned().collect();
-    let mut changed = BTreeSet::new();
+    let mut changes = Vec::new();
     for host in hosts {
-        changed.extend(recompute_host(inner, &host, now_ms));
+        changes.extend(recompute_host(inner, &host, now_ms));
     }
-    // Members of pools whose host record vanished (cannot happen today) are dropped too.
-    for (pool, view) in inner.pools.iter_mut() {
-        let before = view.members.len();
-        view.members.retain(|h| inner.hosts.contains_key(h));
-        if view.members.len() != before {
-            changed.insert(pool.clone());
-        }
-    }
-    changed
+    changes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enrol(r: &Registry, host: &str) {
+        r.add_enrolment(Enrolment {
+            hostname: host.into(),
+            ek_public: vec![1],
+            ek_certificate: None,
+            ak_public: vec![2],
+            ak_name: vec![3],
+            cert_fingerprint: String::new(),
+            cert_subject: String::new(),
+            enrolled_at_ms: 0,
+        });
+    }
 
     fn verdict(host: &str, pool: &str, trusted: bool, at: i64, until: i64) -> StoredVerdict {
         StoredVerdict {
@@ -348,13 +559,16 @@ mod tests {
     fn membership_follows_verdicts_and_generation_moves() {
         let r = Registry::new(100);
         r.set_pools(&["default".into()], 0);
+        enrol(&r, "a");
         let g0 = r.pool("default", 0).expect("pool").generation;
         r.record_verdicts(vec![verdict("a", "default", true, 0, 1000)], 0);
         let snap = r.pool("default", 10).expect("pool");
         assert_eq!(snap.members.len(), 1);
         assert!(snap.generation > g0);
-        // Same membership again: generation unchanged.
-        r.record_verdicts(vec![verdict("a", "default", true, 5, 1005)], 5);
+        // Same membership and story again: generation unchanged, nothing to record.
+        assert!(r
+            .record_verdicts(vec![verdict("a", "default", true, 5, 1005)], 5)
+            .is_empty());
         assert_eq!(
             r.pool("default", 10).expect("pool").generation,
             snap.generation
@@ -370,6 +584,7 @@ mod tests {
     fn expiry_removes_members_even_before_the_sweep() {
         let r = Registry::new(1);
         r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
         r.record_verdicts(vec![verdict("a", "p", true, 0, 1000)], 0);
         assert!(
             r.pool("p", 1000).expect("pool").members.is_empty(),
@@ -397,5 +612,56 @@ mod tests {
         r.set_pools(&["p".into(), "q".into()], 0);
         r.set_pools(&["q".into()], 0);
         assert_eq!(r.pool_names(), vec!["q".to_string()]);
+    }
+
+    #[test]
+    fn revocation_and_pending_approval_override_the_evidence() {
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        // Not enrolled: a trusted verdict alone admits nobody (the first
+        // verdict is still worth a history entry).
+        let changes = r.record_verdicts(vec![verdict("a", "p", true, 0, 1000)], 0);
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].trusted);
+        assert!(r.pool("p", 0).expect("pool").members.is_empty());
+        enrol(&r, "a");
+        let changes = r.record_verdicts(vec![verdict("a", "p", true, 0, 1000)], 0);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].trusted);
+        let revocation = Revocation {
+            hostname: "a".into(),
+            revoked_by: "ops".into(),
+            revoked_at_ms: 1,
+            comment: "disk swap".into(),
+        };
+        let changes = r.set_revoked("a", Some(revocation), 1);
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].trusted);
+        assert!(changes[0]
+            .reasons
+            .iter()
+            .any(|x| x.code == codes::REVOKED && x.message.contains("ops")));
+        assert!(r.pool("p", 1).expect("pool").members.is_empty());
+        let changes = r.set_revoked("a", None, 2);
+        assert!(changes[0].trusted, "readmitted while the verdict is valid");
+        let pending = PendingEnrolment {
+            enrolment: Enrolment {
+                hostname: "a".into(),
+                ..r.enrolment("a").expect("enrolled")
+            },
+            reason: "new TPM".into(),
+        };
+        r.set_pending("a", Some(pending.clone()), 3);
+        let host = r.host("a", 3).expect("host");
+        assert!(!host.verdicts[0].trusted);
+        assert!(host.verdicts[0].reasons.iter().any(|x| x.code == PENDING));
+        // Approval replaces the binding and forgets evidence of the old TPM.
+        let changes = r.approve(pending.enrolment, 4);
+        assert!(changes.is_empty());
+        assert!(r.pending("a").is_none());
+        assert_eq!(
+            r.host("a", 4).expect("host").verdicts[0].reasons[0].code,
+            NOT_ATTESTED
+        );
     }
 }

@@ -4,9 +4,11 @@
 //! with an `Error` message that says why.
 
 use crate::challenge::ChallengeBook;
+use crate::history::trust_events;
 use crate::identity::{valid_hostname, PeerIdentity};
+use crate::registry::PENDING;
 use crate::state::{now_ms, AppState};
-use crate::store::{Enrolment, StoredVerdict};
+use crate::store::{Enrolment, HistoryEvent, PendingEnrolment, StoredVerdict};
 use crate::verdict::{evaluate_evidence, EvidenceRef};
 use rand::RngCore;
 use std::pin::Pin;
@@ -190,31 +192,22 @@ impl Session {
             SessionError::new("enrolment.ak_attributes", format!("AK refused: {e}"))
         })?;
 
-        let new_enrolment = match self.state.registry.enrolment(&hostname) {
-            Some(existing) => {
-                if existing.ek_public != hello.ek_public || existing.ak_public != hello.ak_public {
-                    let which = if existing.ek_public != hello.ek_public {
-                        "EK"
-                    } else {
-                        "AK"
-                    };
-                    warn!(host = %hostname, which, "refused a re-enrolment with a different key");
-                    return Err(SessionError::new(
-                        "enrolment.conflict",
-                        format!(
-                            "host '{hostname}' is enrolled with a different {which} (TPM replaced or cleared?): an operator must re-admit it"
-                        ),
-                    ));
-                }
-                false
-            }
-            None => {
-                self.enrol(&hostname, &hello, &ek, &ak).await?;
-                true
-            }
+        let existing = self.state.registry.enrolment(&hostname);
+        let pending = self.state.registry.pending(&hostname);
+        let same_keys =
+            |e: &Enrolment| e.ek_public == hello.ek_public && e.ak_public == hello.ak_public;
+        let new_enrolment = if existing.as_ref().is_some_and(same_keys)
+            || pending.as_ref().is_some_and(|p| same_keys(&p.enrolment))
+        {
+            false
+        } else {
+            self.enrol(&hostname, &hello, &ek, &ak, existing.is_some())
+                .await?;
+            true
         };
         self.hostname = Some(hostname.clone());
         self.state.registry.set_connected(&hostname, true);
+        self.state.metrics.stream_opened();
         self.send(ServerMsg::Enrolled(Enrolled {
             new_enrolment,
             report_interval_secs: u32::try_from(self.state.report_interval.as_secs())
@@ -225,34 +218,18 @@ impl Session {
         self.attest_loop(&hostname, &ak).await
     }
 
+    /// Proves that the AK lives in the TPM of this EK (credential
+    /// activation), then admits the binding — or holds it for an operator's
+    /// approval when the EK has no valid chain to the configured roots or the
+    /// host was enrolled with other keys before (TPM replaced or cleared).
     async fn enrol(
         &mut self,
         hostname: &str,
         hello: &trustpool_proto::v1::Hello,
         ek: &TpmPublic,
         ak: &TpmPublic,
+        re_enrolment: bool,
     ) -> Result<(), SessionError> {
-        if hello.ek_certificate.is_empty() {
-            return Err(SessionError::new(
-                "enrolment.ek_certificate_missing",
-                "the TPM presented no EK certificate: the EK cannot be tied to a TPM vendor",
-            ));
-        }
-        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
-        let info = verify_ek_certificate(
-            &self.state.ek_trust,
-            &hello.ek_certificate,
-            &hello.ek_chain,
-            ek,
-            now,
-        )
-        .map_err(|e| {
-            warn!(host = %hostname, error = %e, "refused an EK certificate");
-            SessionError::new(
-                "enrolment.ek_untrusted",
-                format!("EK certificate refused: {e}"),
-            )
-        })?;
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         let credential = make_credential(ek, &ak.name(), &secret, &mut rand::thread_rng())
@@ -278,34 +255,97 @@ impl Session {
         };
         if !constant_time_eq(&proof.secret, &secret) {
             warn!(host = %hostname, "credential activation failed");
+            self.state.metrics.enrolment("activation_failed");
             return Err(SessionError::new(
                 "enrolment.activation_failed",
                 "the activated credential is wrong: the AK is not resident in the TPM that holds this EK",
             ));
         }
+        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        let chain = if hello.ek_certificate.is_empty() {
+            Err("the TPM presented no EK certificate".to_string())
+        } else {
+            verify_ek_certificate(
+                &self.state.ek_trust,
+                &hello.ek_certificate,
+                &hello.ek_chain,
+                ek,
+                now,
+            )
+            .map_err(|e| format!("EK certificate refused: {e}"))
+        };
         let enrolment = Enrolment {
             hostname: hostname.to_string(),
             ek_public: hello.ek_public.clone(),
-            ek_certificate: Some(hello.ek_certificate.clone()),
+            ek_certificate: (!hello.ek_certificate.is_empty())
+                .then(|| hello.ek_certificate.clone()),
             ak_public: hello.ak_public.clone(),
             ak_name: ak.name(),
             cert_fingerprint: self.peer.fingerprint.clone(),
             cert_subject: self.peer.subject.clone(),
             enrolled_at_ms: now_ms(),
         };
-        self.state
-            .store
-            .insert_enrolment(&enrolment)
-            .await
-            .map_err(|e| {
-                warn!(host = %hostname, error = %format!("{e:#}"), "could not store an enrolment");
-                SessionError::new(
-                    "enrolment.not_stored",
-                    "the enrolment could not be stored; try again",
-                )
-            })?;
-        self.state.registry.add_enrolment(enrolment);
-        info!(host = %hostname, ek_certificate = %info.subject, ek_issuer = %info.issuer, "host enrolled");
+        let hold = match (&chain, re_enrolment) {
+            (Ok(_), false) => None,
+            (Ok(_), true) => {
+                Some("re-enrolled with a different EK or AK (TPM replaced or cleared?)".to_string())
+            }
+            (Err(e), false) => Some(e.clone()),
+            (Err(e), true) => Some(format!(
+                "re-enrolled with a different EK or AK (TPM replaced or cleared?); {e}"
+            )),
+        };
+        let not_stored = |e: anyhow::Error| {
+            warn!(host = %hostname, error = %format!("{e:#}"), "could not store an enrolment");
+            SessionError::new(
+                "enrolment.not_stored",
+                "the enrolment could not be stored; try again",
+            )
+        };
+        match hold {
+            None => {
+                self.state
+                    .store
+                    .insert_enrolment(&enrolment)
+                    .await
+                    .map_err(not_stored)?;
+                self.state.registry.add_enrolment(enrolment);
+                self.state.metrics.enrolment("enrolled");
+                if let Ok(info) = chain {
+                    info!(host = %hostname, ek_certificate = %info.subject, ek_issuer = %info.issuer, "host enrolled");
+                }
+            }
+            Some(reason) => {
+                warn!(host = %hostname, %reason, "enrolment held for an operator's approval");
+                let pending = PendingEnrolment {
+                    enrolment,
+                    reason: reason.clone(),
+                };
+                self.state
+                    .store
+                    .put_pending(&pending)
+                    .await
+                    .map_err(not_stored)?;
+                let at = now_ms();
+                let changes = self.state.registry.set_pending(hostname, Some(pending), at);
+                self.state.metrics.enrolment("pending");
+                self.state
+                    .record(HistoryEvent {
+                        at_ms: at,
+                        hostname: hostname.to_string(),
+                        pool: String::new(),
+                        event: "pending".into(),
+                        trusted: false,
+                        policy_digest: self.state.policy().digest_hex(),
+                        reasons: vec![Reason::new(PENDING, reason)],
+                        actor: "agent".into(),
+                    })
+                    .await;
+                for e in trust_events(&changes, "agent", at) {
+                    self.state.record(e).await;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -314,8 +354,14 @@ impl Session {
         let mut ticker = tokio::time::interval(self.state.report_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_requested: Option<Instant> = None;
+        let mut policy_changes = self.state.policy_changes();
         loop {
             tokio::select! {
+                Ok(()) = policy_changes.changed() => {
+                    if !book.has_pending(Instant::now()) {
+                        self.challenge(&mut book).await?;
+                    }
+                }
                 _ = ticker.tick() => {
                     if !book.has_pending(Instant::now()) {
                         self.challenge(&mut book).await?;
@@ -361,6 +407,9 @@ impl Session {
         evidence: Evidence,
     ) -> Result<(), SessionError> {
         let started = Instant::now();
+        let attested_at_ms = now_ms();
+        let valid_until_ms = attested_at_ms
+            + i64::try_from(self.state.down_time.as_millis()).unwrap_or(i64::MAX / 2);
         let challenge = book.take(&evidence.nonce, started);
         let pcr_values: Vec<(u32, Vec<u8>)> = evidence
             .pcr_values
@@ -380,10 +429,8 @@ impl Session {
             },
             &policy,
             self.state.registry.clock(hostname),
+            (attested_at_ms, valid_until_ms),
         );
-        let attested_at_ms = now_ms();
-        let valid_until_ms = attested_at_ms
-            + i64::try_from(self.state.down_time.as_millis()).unwrap_or(i64::MAX / 2);
         let digest = policy.digest_hex();
         let mut verdicts: Vec<StoredVerdict> = evaluation
             .pools
@@ -409,19 +456,69 @@ impl Session {
                 ));
             }
         }
+        if let Some(facts) = &evaluation.facts {
+            match facts.to_json() {
+                Ok(body) => {
+                    if let Err(e) = self.state.store.put_facts(hostname, &body).await {
+                        warn!(host = %hostname, error = %format!("{e:#}"), "could not store the evidence facts");
+                    }
+                }
+                Err(e) => {
+                    warn!(host = %hostname, error = %e, "could not encode the evidence facts")
+                }
+            }
+            self.state.registry.set_facts(hostname, facts.clone());
+        }
         if let Some(clock) = evaluation.clock {
             if evaluation.rebooted {
                 info!(host = %hostname, reset_count = clock.reset_count, restart_count = clock.restart_count, "host rebooted or its TPM restarted");
+                self.state
+                    .record(HistoryEvent {
+                        at_ms: attested_at_ms,
+                        hostname: hostname.to_string(),
+                        pool: String::new(),
+                        event: "reboot".into(),
+                        trusted: false,
+                        policy_digest: digest.clone(),
+                        reasons: vec![Reason::new(
+                            "tpm.reboot",
+                            format!(
+                                "TPM resetCount {} restartCount {}: the host rebooted or its TPM restarted",
+                                clock.reset_count, clock.restart_count
+                            ),
+                        )],
+                        actor: "agent".into(),
+                    })
+                    .await;
             }
             if let Err(e) = self.state.store.put_clock(hostname, clock).await {
                 warn!(host = %hostname, error = %format!("{e:#}"), "could not store the TPM clock");
             }
             self.state.registry.set_clock(hostname, clock);
         }
+        let changes = self
+            .state
+            .registry
+            .record_verdicts(verdicts, attested_at_ms);
+        for e in trust_events(&changes, "agent", attested_at_ms) {
+            self.state.record(e).await;
+        }
+        if let Ok(c) = &challenge {
+            self.state
+                .metrics
+                .attestation_round_trip(c.issued.elapsed());
+        }
+        // What the agent is told includes revocation and pending approval.
+        let effective: Vec<StoredVerdict> = self
+            .state
+            .registry
+            .host(hostname, attested_at_ms)
+            .map(|h| h.verdicts)
+            .unwrap_or_default();
         let reply = Verdict {
             attested_at_ms,
             reasons: evaluation.common.iter().map(reason_msg).collect(),
-            pools: verdicts
+            pools: effective
                 .iter()
                 .map(|v| PoolVerdict {
                     pool: v.pool.clone(),
@@ -431,19 +528,20 @@ impl Session {
                 })
                 .collect(),
         };
-        let trusted_in: Vec<String> = verdicts
+        for v in &effective {
+            let codes: Vec<&str> = v.reasons.iter().map(|r| r.code.as_str()).collect();
+            self.state.metrics.verdict(&v.pool, v.trusted, &codes);
+        }
+        let trusted_in: Vec<String> = effective
             .iter()
             .filter(|v| v.trusted)
             .map(|v| v.pool.clone())
             .collect();
-        let first_reason = verdicts
+        let first_reason = effective
             .iter()
             .flat_map(|v| v.reasons.first())
             .next()
             .map(|r| r.code.clone());
-        self.state
-            .registry
-            .record_verdicts(verdicts, attested_at_ms);
         info!(
             host = %hostname,
             trusted_in = ?trusted_in,
@@ -457,6 +555,7 @@ impl Session {
     async fn finish(&mut self, outcome: Result<(), SessionError>) {
         if let Some(host) = &self.hostname {
             self.state.registry.set_connected(host, false);
+            self.state.metrics.stream_closed();
         }
         let host = self.hostname.clone().unwrap_or_else(|| "?".into());
         match outcome {

@@ -64,6 +64,49 @@ pub struct StoredClock {
     pub clock: u64,
 }
 
+/// An enrolment waiting for an operator's approval, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEnrolment {
+    /// The candidate binding.
+    pub enrolment: Enrolment,
+    /// Why it was not admitted automatically.
+    pub reason: String,
+}
+
+/// A revocation by an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Host name.
+    pub hostname: String,
+    /// The operator.
+    pub revoked_by: String,
+    /// Unix ms.
+    pub revoked_at_ms: i64,
+    /// Free text.
+    pub comment: String,
+}
+
+/// One entry of the append-only history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEvent {
+    /// Unix ms.
+    pub at_ms: i64,
+    /// Host name ("" for server-wide events such as policy reloads).
+    pub hostname: String,
+    /// Pool ("" when the event is not about one pool).
+    pub pool: String,
+    /// Kind: verdict, enrolled, pending, approved, revoked, readmitted, reboot, policy_reload, policy_rejected.
+    pub event: String,
+    /// Trust in the pool after a verdict event.
+    pub trusted: bool,
+    /// Policy digest in force.
+    pub policy_digest: String,
+    /// Reasons (against trust, or explaining the event).
+    pub reasons: Vec<Reason>,
+    /// Who caused it.
+    pub actor: String,
+}
+
 /// Handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -91,6 +134,39 @@ const SCHEMA: &[&str] = &[
         policy_digest TEXT NOT NULL,
         PRIMARY KEY (hostname, pool)
     )",
+    "CREATE TABLE IF NOT EXISTS pending_enrolments (
+        hostname TEXT PRIMARY KEY,
+        ek_public BLOB NOT NULL,
+        ek_certificate BLOB,
+        ak_public BLOB NOT NULL,
+        ak_name BLOB NOT NULL,
+        cert_fingerprint TEXT NOT NULL,
+        cert_subject TEXT NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS revocations (
+        hostname TEXT PRIMARY KEY,
+        revoked_by TEXT NOT NULL,
+        revoked_at_ms INTEGER NOT NULL,
+        comment TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS facts (
+        hostname TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        hostname TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        event TEXT NOT NULL,
+        trusted INTEGER NOT NULL,
+        policy_digest TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        actor TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
     "CREATE TABLE IF NOT EXISTS tpm_clocks (
         hostname TEXT PRIMARY KEY,
         reset_count INTEGER NOT NULL,
@@ -151,6 +227,7 @@ impl Store {
     /// Stores a new enrolment; fails if the host is already enrolled
     /// (a conflicting binding is never overwritten silently).
     pub async fn insert_enrolment(&self, e: &Enrolment) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting an enrolment")?;
         sqlx::query(
             "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -163,9 +240,23 @@ impl Store {
         .bind(&e.cert_fingerprint)
         .bind(&e.cert_subject)
         .bind(e.enrolled_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .with_context(|| format!("storing the enrolment of {}", e.hostname))?;
+        let event = HistoryEvent {
+            at_ms: e.enrolled_at_ms,
+            hostname: e.hostname.clone(),
+            pool: String::new(),
+            event: "enrolled".into(),
+            trusted: false,
+            policy_digest: String::new(),
+            reasons: vec![],
+            actor: e.cert_subject.clone(),
+        };
+        insert_history(&mut tx, &event).await?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the enrolment of {}", e.hostname))?;
         Ok(())
     }
 
@@ -266,6 +357,233 @@ impl Store {
         Ok(out)
     }
 
+    /// Stores (or replaces) a pending enrolment.
+    pub async fn put_pending(&self, p: &PendingEnrolment) -> anyhow::Result<()> {
+        let e = &p.enrolment;
+        sqlx::query(
+            "INSERT INTO pending_enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET ek_public = excluded.ek_public, ek_certificate = excluded.ek_certificate,
+               ak_public = excluded.ak_public, ak_name = excluded.ak_name, cert_fingerprint = excluded.cert_fingerprint,
+               cert_subject = excluded.cert_subject, enrolled_at_ms = excluded.enrolled_at_ms, reason = excluded.reason",
+        )
+        .bind(&e.hostname)
+        .bind(&e.ek_public)
+        .bind(&e.ek_certificate)
+        .bind(&e.ak_public)
+        .bind(&e.ak_name)
+        .bind(&e.cert_fingerprint)
+        .bind(&e.cert_subject)
+        .bind(e.enrolled_at_ms)
+        .bind(&p.reason)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("storing the pending enrolment of {}", e.hostname))?;
+        Ok(())
+    }
+
+    /// Reads every pending enrolment.
+    pub async fn pending(&self) -> anyhow::Result<Vec<PendingEnrolment>> {
+        let rows = sqlx::query(
+            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason FROM pending_enrolments",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading pending enrolments")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PendingEnrolment {
+                    enrolment: Enrolment {
+                        hostname: r.try_get("hostname")?,
+                        ek_public: r.try_get("ek_public")?,
+                        ek_certificate: r.try_get("ek_certificate")?,
+                        ak_public: r.try_get("ak_public")?,
+                        ak_name: r.try_get("ak_name")?,
+                        cert_fingerprint: r.try_get("cert_fingerprint")?,
+                        cert_subject: r.try_get("cert_subject")?,
+                        enrolled_at_ms: r.try_get("enrolled_at_ms")?,
+                    },
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .context("decoding pending enrolments")
+    }
+
+    /// Makes the pending enrolment of `hostname` the enrolment, in one
+    /// transaction with its history event (an approval is never lost).
+    pub async fn approve(&self, hostname: &str, event: &HistoryEvent) -> anyhow::Result<Enrolment> {
+        let pending = self
+            .pending()
+            .await?
+            .into_iter()
+            .find(|p| p.enrolment.hostname == hostname)
+            .with_context(|| format!("{hostname} has no pending enrolment"))?;
+        let e = &pending.enrolment;
+        let mut tx = self.pool.begin().await.context("starting an approval")?;
+        sqlx::query(
+            "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET ek_public = excluded.ek_public, ek_certificate = excluded.ek_certificate,
+               ak_public = excluded.ak_public, ak_name = excluded.ak_name, cert_fingerprint = excluded.cert_fingerprint,
+               cert_subject = excluded.cert_subject, enrolled_at_ms = excluded.enrolled_at_ms",
+        )
+        .bind(&e.hostname)
+        .bind(&e.ek_public)
+        .bind(&e.ek_certificate)
+        .bind(&e.ak_public)
+        .bind(&e.ak_name)
+        .bind(&e.cert_fingerprint)
+        .bind(&e.cert_subject)
+        .bind(e.enrolled_at_ms)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("approving the enrolment of {hostname}"))?;
+        sqlx::query("DELETE FROM pending_enrolments WHERE hostname = ?")
+            .bind(hostname)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("approving the enrolment of {hostname}"))?;
+        // A new TPM starts a new clock: forget the old one.
+        sqlx::query("DELETE FROM tpm_clocks WHERE hostname = ?")
+            .bind(hostname)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("approving the enrolment of {hostname}"))?;
+        insert_history(&mut tx, event).await?;
+        tx.commit().await.context("committing an approval")?;
+        Ok(pending.enrolment)
+    }
+
+    /// Records a revocation (or, with `None`, removes it), durably with its history event.
+    pub async fn set_revocation(
+        &self,
+        hostname: &str,
+        revocation: Option<&Revocation>,
+        event: &HistoryEvent,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a revocation")?;
+        match revocation {
+            Some(r) => sqlx::query(
+                "INSERT INTO revocations (hostname, revoked_by, revoked_at_ms, comment) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (hostname) DO UPDATE SET revoked_by = excluded.revoked_by,
+                   revoked_at_ms = excluded.revoked_at_ms, comment = excluded.comment",
+            )
+            .bind(&r.hostname)
+            .bind(&r.revoked_by)
+            .bind(r.revoked_at_ms)
+            .bind(&r.comment),
+            None => sqlx::query("DELETE FROM revocations WHERE hostname = ?").bind(hostname),
+        }
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("changing the revocation of {hostname}"))?;
+        insert_history(&mut tx, event).await?;
+        tx.commit().await.context("committing a revocation")?;
+        Ok(())
+    }
+
+    /// Reads every revocation.
+    pub async fn revocations(&self) -> anyhow::Result<Vec<Revocation>> {
+        let rows =
+            sqlx::query("SELECT hostname, revoked_by, revoked_at_ms, comment FROM revocations")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading revocations")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Revocation {
+                    hostname: r.try_get("hostname")?,
+                    revoked_by: r.try_get("revoked_by")?,
+                    revoked_at_ms: r.try_get("revoked_at_ms")?,
+                    comment: r.try_get("comment")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .context("decoding revocations")
+    }
+
+    /// Stores the latest verified facts of a host (JSON).
+    pub async fn put_facts(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO facts (hostname, body) VALUES (?, ?) ON CONFLICT (hostname) DO UPDATE SET body = excluded.body")
+            .bind(hostname)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("storing the evidence facts of {hostname}"))?;
+        Ok(())
+    }
+
+    /// Reads every host's latest facts (JSON).
+    pub async fn facts(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT hostname, body FROM facts")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading evidence facts")?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("hostname")?, r.try_get("body")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .context("decoding evidence facts")
+    }
+
+    /// Appends history events in one transaction.
+    pub async fn append_history(&self, events: &[HistoryEvent]) -> anyhow::Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("starting a history batch")?;
+        for e in events {
+            insert_history(&mut tx, e).await?;
+        }
+        tx.commit().await.context("committing a history batch")?;
+        Ok(())
+    }
+
+    /// History of a host (or server-wide events with `""`), oldest first:
+    /// events at or after `since_ms`, at most the newest `limit`.
+    pub async fn history(
+        &self,
+        hostname: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<HistoryEvent>> {
+        let rows = sqlx::query(
+            "SELECT at_ms, hostname, pool, event, trusted, policy_digest, reasons, actor FROM history
+             WHERE (hostname = ? OR hostname = '') AND at_ms >= ? ORDER BY at_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(hostname)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("reading the history of {hostname}"))?;
+        let mut out = rows
+            .into_iter()
+            .map(history_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The last events of a host at or before `at_ms`, newest first (for "trusted at T").
+    pub async fn history_until(
+        &self,
+        hostname: &str,
+        at_ms: i64,
+    ) -> anyhow::Result<Vec<HistoryEvent>> {
+        let rows = sqlx::query(
+            "SELECT at_ms, hostname, pool, event, trusted, policy_digest, reasons, actor FROM history
+             WHERE hostname = ? AND at_ms <= ? ORDER BY at_ms DESC, id DESC LIMIT 1000",
+        )
+        .bind(hostname)
+        .bind(at_ms)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("reading the history of {hostname}"))?;
+        rows.into_iter().map(history_row).collect()
+    }
+
     /// Closes every connection; later operations fail with an error.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -275,6 +593,44 @@ impl Store {
     pub async fn healthy(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    e: &HistoryEvent,
+) -> anyhow::Result<()> {
+    let reasons = serde_json::to_string(&e.reasons).context("encoding history reasons")?;
+    sqlx::query(
+        "INSERT INTO history (at_ms, hostname, pool, event, trusted, policy_digest, reasons, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.at_ms)
+    .bind(&e.hostname)
+    .bind(&e.pool)
+    .bind(&e.event)
+    .bind(e.trusted)
+    .bind(&e.policy_digest)
+    .bind(reasons)
+    .bind(&e.actor)
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("appending a {} event of {}", e.event, e.hostname))?;
+    Ok(())
+}
+
+fn history_row(r: sqlx::sqlite::SqliteRow) -> anyhow::Result<HistoryEvent> {
+    let reasons: String = r.try_get("reasons").context("decoding a history event")?;
+    Ok(HistoryEvent {
+        at_ms: r.try_get("at_ms").context("decoding a history event")?,
+        hostname: r.try_get("hostname").context("decoding a history event")?,
+        pool: r.try_get("pool").context("decoding a history event")?,
+        event: r.try_get("event").context("decoding a history event")?,
+        trusted: r.try_get("trusted").context("decoding a history event")?,
+        policy_digest: r
+            .try_get("policy_digest")
+            .context("decoding a history event")?,
+        reasons: serde_json::from_str(&reasons).context("decoding history reasons")?,
+        actor: r.try_get("actor").context("decoding a history event")?,
+    })
 }
 
 #[cfg(test)]

@@ -3,12 +3,13 @@
 //! Every reason is collected; nothing here does I/O.
 
 use crate::challenge::Outstanding;
+use crate::facts::{evaluate_pool, Facts};
 use crate::store::StoredClock;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use trustpool_evidence::binding::qualifying_data;
-use trustpool_evidence::policy::{evaluate, HostFacts, PolicySet};
-use trustpool_evidence::quote::{check_clock, verify_quote, QuoteCheck};
+use trustpool_evidence::policy::PolicySet;
+use trustpool_evidence::quote::{check_clock, verify_quote, ClockChange, QuoteCheck};
 use trustpool_evidence::reason::{codes, Reason};
 use trustpool_evidence::tpm::{ClockInfo, TpmPublic};
 use trustpool_hardening::Report;
@@ -42,8 +43,8 @@ pub struct Evaluation {
     pub clock: Option<StoredClock>,
     /// True when the clock shows a reboot (resetCount grew) or TPM restart.
     pub rebooted: bool,
-    /// The verified PCR values.
-    pub pcrs: BTreeMap<u8, [u8; 32]>,
+    /// What the evidence proved, when it was sound (quote, nonce, clock).
+    pub facts: Option<Facts>,
 }
 
 /// What the verdict needs from a hardening report.
@@ -86,13 +87,16 @@ pub fn params_digest(check_params_json: &str) -> String {
 /// Evaluates evidence from an enrolled host.
 ///
 /// `challenge` is the outcome of looking up the nonce on the stream;
-/// `previous_clock` the last accepted TPM clock of this host.
+/// `previous_clock` the last accepted TPM clock of this host;
+/// `attested_at_ms`/`valid_until_ms` the time of this evaluation and the
+/// validity of a trusted verdict from it.
 pub fn evaluate_evidence(
     ak: &TpmPublic,
     challenge: Result<&Outstanding, Reason>,
     evidence: EvidenceRef<'_>,
     policy: &PolicySet,
     previous_clock: Option<StoredClock>,
+    (attested_at_ms, valid_until_ms): (i64, i64),
 ) -> Evaluation {
     let mut common = Vec::new();
     let expected_pcrs = match &challenge {
@@ -102,22 +106,8 @@ pub fn evaluate_evidence(
             policy.union_pcrs()
         }
     };
-    let statuses = match parse_report(evidence.report) {
-        Ok(Some(facts)) => {
-            let expected = policy.check_params().map(params_digest);
-            if facts.params_digest != expected {
-                common.push(Reason::new(
-                    REPORT_PARAMS_MISMATCH,
-                    format!(
-                        "the hardening report was produced with check parameters {} instead of the policy's {}",
-                        facts.params_digest.as_deref().unwrap_or("(agent defaults)"),
-                        expected.as_deref().unwrap_or("(agent defaults)")
-                    ),
-                ));
-            }
-            Some(facts)
-        }
-        Ok(None) => None,
+    let report = match parse_report(evidence.report) {
+        Ok(r) => r,
         Err(reason) => {
             common.push(reason);
             None
@@ -136,7 +126,8 @@ pub fn evaluate_evidence(
     };
     let mut clock = None;
     let mut rebooted = false;
-    let pcrs = match verify_quote(&check) {
+    let mut facts = None;
+    match verify_quote(&check) {
         Ok(verified) => {
             let current = verified.attest.clock_info;
             let previous = previous_clock.map(|c| ClockInfo {
@@ -147,7 +138,7 @@ pub fn evaluate_evidence(
             });
             match check_clock(previous.as_ref(), &current) {
                 Ok(change) => {
-                    rebooted = change != trustpool_evidence::quote::ClockChange::Same;
+                    rebooted = change != ClockChange::Same;
                     clock = Some(StoredClock {
                         reset_count: current.reset_count,
                         restart_count: current.restart_count,
@@ -156,35 +147,43 @@ pub fn evaluate_evidence(
                 }
                 Err(reason) => common.push(reason),
             }
-            Some(verified.pcrs)
+            facts = Some(Facts {
+                attested_at_ms,
+                valid_until_ms,
+                pcrs: verified
+                    .pcrs
+                    .iter()
+                    .map(|(i, v)| (*i, hex::encode(v)))
+                    .collect(),
+                statuses: report.as_ref().map(|r| r.statuses.clone()),
+                check_reasons: report.as_ref().map(|r| r.reasons.clone()),
+                params_digest: report.and_then(|r| r.params_digest),
+                reset_count: current.reset_count,
+                restart_count: current.restart_count,
+                clock: current.clock,
+            });
         }
-        Err(reasons) => {
-            common.extend(reasons);
-            None
-        }
-    };
+        Err(reasons) => common.extend(reasons),
+    }
     let pools = policy
         .pools
         .iter()
         .map(|(name, pool)| {
             let mut reasons = common.clone();
-            if let Some(pcrs) = &pcrs {
-                let facts = HostFacts {
-                    pcrs,
-                    check_status: statuses.as_ref().map(|f| &f.statuses),
-                    check_reason: statuses.as_ref().map(|f| &f.reasons),
-                };
-                reasons.extend(evaluate(pool, &facts));
+            if let Some(facts) = &facts {
+                reasons.extend(evaluate_pool(facts, pool, policy));
             }
             (name.clone(), reasons)
         })
         .collect();
+    // Facts are only worth keeping when the evidence as a whole was sound.
+    let facts = facts.filter(|_| common.is_empty());
     Evaluation {
         common,
         pools,
         clock,
         rebooted,
-        pcrs: pcrs.unwrap_or_default(),
+        facts,
     }
 }
 

@@ -167,7 +167,7 @@ fn a_certificate_for_another_host_is_refused_and_the_victim_is_unaffected() {
 }
 
 #[test]
-fn an_ek_certificate_from_an_unknown_vendor_is_refused() {
+fn an_ek_certificate_from_an_unknown_vendor_is_held_for_approval() {
     let (_dir, lab) = lab();
     // The server trusts another swtpm CA than the one that signed the EK certificate.
     let other = tempfile::tempdir().expect("tempdir");
@@ -182,14 +182,19 @@ fn an_ek_certificate_from_an_unknown_vendor_is_refused() {
     .expect("copy");
     let host = lab.add_host("host-a", Launch::Golden).expect("host");
     let server = ServerProcess::start(lab.server_options("30s", "75s")).expect("server");
-    let (code, _, stderr) = run_once(&lab, &host, &server);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("enrolment.ek_untrusted"), "{stderr}");
-    assert_eq!(
-        server.get("/v1/hosts/host-a").expect("get").status,
-        404,
-        "nothing stored"
+    let (code, stdout, stderr) = run_once(&lab, &host, &server);
+    assert_eq!(code, 1, "never trusted while pending:\n{stdout}\n{stderr}");
+    let reasons = reasons(&server, "host-a");
+    assert!(
+        reasons
+            .iter()
+            .any(|(c, m)| c == "host.pending" && m.contains("EK certificate refused")),
+        "{reasons:?}"
     );
+    assert!(server.pool_members("default").expect("feed").is_empty());
+    assert!(server
+        .log_text()
+        .contains("enrolment held for an operator's approval"));
 }
 
 #[test]

@@ -1,0 +1,425 @@
+//! Running one command: the RPCs to the `Admin` service (or, for `policy
+//! check`, the local policy directory), then the pure rendering.
+
+use super::args::{Cli, Command, HostsArgs, HostsCommand, PolicyCommand};
+use super::connect::{connect, describe_status, resolve_target, Target};
+use super::policyfmt::{capture_toml, checked_pcrs, default_entry_name, diff_pcrs};
+use super::render;
+use super::timefmt::{now_ms, parse_time};
+use super::{CliError, Exit, Outcome};
+use serde_json::Value;
+use std::path::Path;
+use tonic::transport::Channel;
+use trustpool_proto::v1::admin_client::AdminClient;
+use trustpool_proto::v1::{
+    CaptureResponse, DryRunRequest, HistoryRequest, HostRequest, ListHostsRequest, PolicyFile,
+    PolicyInfoRequest, TrustedAtRequest,
+};
+
+/// An open admin connection and how to name it in errors.
+struct Admin {
+    client: AdminClient<Channel>,
+    target: String,
+}
+
+impl Admin {
+    async fn open(cli: &Cli) -> Result<Admin, CliError> {
+        let target: Target = resolve_target(&cli.conn).map_err(CliError::error)?;
+        let channel = connect(&target).await?;
+        Ok(Admin {
+            client: AdminClient::new(channel),
+            target: target.describe(),
+        })
+    }
+
+    fn fail(&self, status: tonic::Status) -> CliError {
+        describe_status(&status, &self.target)
+    }
+}
+
+fn json_out(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    text.push('\n');
+    text
+}
+
+fn host_request(hostname: &str, comment: &str) -> HostRequest {
+    HostRequest {
+        hostname: hostname.to_string(),
+        comment: comment.to_string(),
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: &Cli) -> Result<Outcome, CliError> {
+    match &cli.command {
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => policy_check(dir, cli.json),
+        Command::Hosts(args) => hosts(cli, args).await,
+        Command::Policy { command } => policy(cli, command).await,
+    }
+}
+
+async fn hosts(cli: &Cli, args: &HostsArgs) -> Result<Outcome, CliError> {
+    let now = now_ms();
+    // Validate time arguments before connecting.
+    let (since, at) = match &args.command {
+        Some(HostsCommand::History { since, at, .. }) => (
+            since
+                .as_deref()
+                .map(|t| parse_time(t, now))
+                .transpose()
+                .map_err(CliError::error)?,
+            at.as_deref()
+                .map(|t| parse_time(t, now))
+                .transpose()
+                .map_err(CliError::error)?,
+        ),
+        _ => (None, None),
+    };
+    let mut admin = Admin::open(cli).await?;
+    match &args.command {
+        None => {
+            let resp = admin
+                .client
+                .list_hosts(ListHostsRequest {
+                    pool: args.pool.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| admin.fail(s))?
+                .into_inner();
+            // Who revoked a revoked host is in its detail; a failure here only
+            // loses that column.
+            let mut revoked = render::Revocations::new();
+            for h in resp.hosts.iter().filter(|h| h.state == "revoked") {
+                if let Ok(d) = admin.client.show_host(host_request(&h.hostname, "")).await {
+                    let d = d.into_inner();
+                    revoked.insert(h.hostname.clone(), (d.revoked_by, d.revoked_at_ms));
+                }
+            }
+            Ok(Outcome::ok(if cli.json {
+                json_out(&render::hosts_json(&resp, &revoked))
+            } else {
+                render::hosts_table(&resp, &revoked, now)
+            }))
+        }
+        Some(HostsCommand::Show { host }) => {
+            let d = admin
+                .client
+                .show_host(host_request(host, ""))
+                .await
+                .map_err(|s| admin.fail(s))?
+                .into_inner();
+            Ok(Outcome::ok(if cli.json {
+                json_out(&render::host_detail_json(&d))
+            } else {
+                render::host_detail(&d, now)
+            }))
+        }
+        Some(HostsCommand::History {
+            host, pool, limit, ..
+        }) => {
+            if let Some(at_ms) = at {
+                let resp = admin
+                    .client
+                    .trusted_at(TrustedAtRequest {
+                        hostname: host.clone(),
+                        at_ms,
+                    })
+                    .await
+                    .map_err(|s| admin.fail(s))?
+                    .into_inner();
+                let pool = pool.as_deref();
+                let code = if render::trusted_at_yes(&resp, pool) {
+                    Exit::Ok
+                } else {
+                    Exit::No
+                };
+                let text = if cli.json {
+                    json_out(&render::trusted_at_json(&resp, pool))
+                } else {
+                    render::trusted_at_text(&resp, pool)
+                };
+                return Ok(Outcome::with(text, code));
+            }
+            let resp = admin
+                .client
+                .history(HistoryRequest {
+                    hostname: host.clone(),
+                    since_ms: since.unwrap_or(0),
+                    limit: *limit,
+                })
+                .await
+                .map_err(|s| admin.fail(s))?
+                .into_inner();
+            Ok(Outcome::ok(if cli.json {
+                json_out(&render::history_json(&resp))
+            } else {
+                render::history_table(host, &resp)
+            }))
+        }
+        Some(HostsCommand::Approve { host, comment }) => {
+            action(&mut admin, cli.json, "approved", host, comment).await
+        }
+        Some(HostsCommand::Revoke { host, comment }) => {
+            action(&mut admin, cli.json, "revoked", host, comment).await
+        }
+        Some(HostsCommand::Readmit { host, comment }) => {
+            action(&mut admin, cli.json, "readmitted", host, comment).await
+        }
+    }
+}
+
+async fn action(
+    admin: &mut Admin,
+    json: bool,
+    verb: &str,
+    host: &str,
+    comment: &str,
+) -> Result<Outcome, CliError> {
+    let request = host_request(host, comment);
+    let result = match verb {
+        "approved" => admin.client.approve(request).await,
+        "revoked" => admin.client.revoke(request).await,
+        _ => admin.client.readmit(request).await,
+    };
+    let resp = result.map_err(|s| admin.fail(s))?.into_inner();
+    Ok(Outcome::ok(if json {
+        json_out(&render::action_json(verb, host, &resp))
+    } else {
+        render::action_text(verb, host, &resp)
+    }))
+}
+
+async fn capture(admin: &mut Admin, host: &str) -> Result<CaptureResponse, CliError> {
+    admin
+        .client
+        .capture(host_request(host, ""))
+        .await
+        .map_err(|s| admin.fail(s))
+        .map(|r| r.into_inner())
+}
+
+async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError> {
+    let now = now_ms();
+    // Read the candidate before connecting: a bad directory is a usage error.
+    let candidate = match command {
+        PolicyCommand::DryRun { dir } => Some(read_policy_files(dir)?),
+        _ => None,
+    };
+    let mut admin = Admin::open(cli).await?;
+    match command {
+        PolicyCommand::Capture { host, name, pcrs } => {
+            let resp = capture(&mut admin, host).await?;
+            let values = checked_pcrs(&resp.pcrs).map_err(CliError::error)?;
+            let hostname = if resp.hostname.is_empty() {
+                host.as_str()
+            } else {
+                resp.hostname.as_str()
+            };
+            let name = name
+                .clone()
+                .unwrap_or_else(|| default_entry_name(hostname, resp.attested_at_ms));
+            let entry = capture_toml(hostname, resp.attested_at_ms, now, &name, &values, pcrs)
+                .map_err(CliError::error)?;
+            Ok(Outcome::ok(if cli.json {
+                let pcrs: serde_json::Map<String, Value> = values
+                    .iter()
+                    .filter(|(i, _)| pcrs.is_empty() || pcrs.contains(i))
+                    .map(|(i, v)| (i.to_string(), Value::String(hex::encode(v))))
+                    .collect();
+                json_out(&serde_json::json!({
+                    "hostname": hostname,
+                    "attested_at": super::timefmt::rfc3339_ms(resp.attested_at_ms),
+                    "name": name,
+                    "pcrs": pcrs,
+                    "toml": entry,
+                }))
+            } else {
+                entry
+            }))
+        }
+        PolicyCommand::Diff { host_a, host_b } => {
+            let a = capture(&mut admin, host_a).await?;
+            let b = capture(&mut admin, host_b).await?;
+            let a = checked_pcrs(&a.pcrs).map_err(CliError::error)?;
+            let b = checked_pcrs(&b.pcrs).map_err(CliError::error)?;
+            let diffs = diff_pcrs(&a, &b);
+            let code = if diffs.is_empty() { Exit::Ok } else { Exit::No };
+            let text = if cli.json {
+                json_out(&render::diff_json(host_a, host_b, &diffs))
+            } else {
+                render::diff_text(host_a, host_b, &diffs)
+            };
+            Ok(Outcome::with(text, code))
+        }
+        PolicyCommand::DryRun { dir } => {
+            let files = candidate.unwrap_or_default();
+            let resp = admin
+                .client
+                .dry_run(DryRunRequest { files })
+                .await
+                .map_err(|s| admin.fail(s))?
+                .into_inner();
+            let code = if render::dry_run_is_no(&resp) {
+                Exit::No
+            } else {
+                Exit::Ok
+            };
+            let text = if cli.json {
+                json_out(&render::dry_run_json(&resp))
+            } else {
+                render::dry_run_text(&dir.display().to_string(), &resp)
+            };
+            Ok(Outcome::with(text, code))
+        }
+        PolicyCommand::Show => {
+            let resp = admin
+                .client
+                .policy_info(PolicyInfoRequest {})
+                .await
+                .map_err(|s| admin.fail(s))?
+                .into_inner();
+            Ok(Outcome::ok(if cli.json {
+                json_out(&render::policy_info_json(&resp))
+            } else {
+                render::policy_info_text(&resp, now)
+            }))
+        }
+        PolicyCommand::Check { dir } => policy_check(dir, cli.json),
+    }
+}
+
+/// The `*.toml` files of a candidate directory, sorted by name (the files
+/// the server would load from its `--policy-dir`).
+pub fn read_policy_files(dir: &Path) -> Result<Vec<PolicyFile>, CliError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        CliError::error(format!(
+            "cannot read the policy directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| CliError::error(format!("cannot list {}: {e}", dir.display())))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") || !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::error(format!("cannot read {}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push(PolicyFile { name, text });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// `trustpool policy check DIR`: offline, with the server's own loader.
+pub fn policy_check(dir: &Path, json: bool) -> Result<Outcome, CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::error(format!(
+            "{} is not a directory (give the policy directory, one <pool>.toml per pool)",
+            dir.display()
+        )));
+    }
+    let shown = dir.display().to_string();
+    match crate::loaders::load_policy_dir(dir) {
+        Ok(set) => Ok(Outcome::ok(if json {
+            json_out(&render::policy_valid_json(&set))
+        } else {
+            render::policy_valid_text(&shown, &set)
+        })),
+        Err(e) => {
+            let errors = render::policy_errors(&format!("{e:#}"));
+            let text = if json {
+                json_out(&serde_json::json!({"valid": false, "errors": errors}))
+            } else {
+                render::policy_errors_text(&shown, &errors)
+            };
+            Ok(Outcome::with(text, Exit::No))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_check_offline_names_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "require_measured_launch = false\n[[allow]]\nname = \"g\"\npcrs = { 0 = \"abc\" }\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("gold.toml"), "bogus = 1\n").expect("write");
+        std::fs::write(dir.path().join("README.md"), "not a policy").expect("write");
+        let out = policy_check(dir.path(), false).expect("runs");
+        assert_eq!(out.code, Exit::No);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines[0].ends_with(": 2 errors"), "{}", out.stdout);
+        assert!(
+            lines[1].contains("default.toml:4:") && lines[1].contains("64 hex"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            lines[2].contains("gold.toml:1:") && lines[2].contains("bogus"),
+            "{}",
+            out.stdout
+        );
+        let json: Value =
+            serde_json::from_str(&policy_check(dir.path(), true).expect("runs").stdout)
+                .expect("json");
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["errors"].as_array().map(Vec::len), Some(2));
+
+        std::fs::write(
+            dir.path().join("gold.toml"),
+            "require_measured_launch = false\n[[allow]]\nname = \"any\"\npcrs = {}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "require_checks = [\"mac.enforcing_anyy\"]\n[[allow]]\nname = \"g\"\npcrs = {}\n",
+        )
+        .expect("write");
+        let out = policy_check(dir.path(), false).expect("runs");
+        assert_eq!(out.code, Exit::No);
+        assert!(
+            out.stdout
+                .contains("default.toml: require_checks names 'mac.enforcing_anyy'"),
+            "{}",
+            out.stdout
+        );
+
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "require_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"g\"\npcrs = {}\n",
+        )
+        .expect("write");
+        let out = policy_check(dir.path(), false).expect("runs");
+        assert_eq!(out.code, Exit::Ok, "{}", out.stdout);
+        assert!(
+            out.stdout.contains("valid, 2 pools, digest "),
+            "{}",
+            out.stdout
+        );
+        let files = read_policy_files(dir.path()).expect("files");
+        assert_eq!(
+            files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            vec!["default.toml", "gold.toml"]
+        );
+
+        let missing = policy_check(&dir.path().join("nope"), false).expect_err("no dir");
+        assert_eq!(missing.code, Exit::Error);
+        assert!(read_policy_files(&dir.path().join("nope")).is_err());
+    }
+}

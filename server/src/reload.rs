@@ -1,0 +1,164 @@
+//! Policy reload: on SIGHUP and whenever a file of the policy directory
+//! changes. A candidate that does not parse or validate is refused and the
+//! previous policy stays in force (never "no policy", never "allow all").
+//! After a reload every host's latest verified facts are re-evaluated at
+//! once, so a stricter policy removes hosts immediately, and connected agents
+//! are challenged so their next report is judged under the new policy.
+
+use crate::facts::evaluate_all;
+use crate::history::trust_events;
+use crate::loaders::load_policy_dir;
+use crate::state::{now_ms, AppState};
+use crate::store::{HistoryEvent, StoredVerdict};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+use trustpool_evidence::reason::Reason;
+
+/// How often the policy directory is checked for changes.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Reloads the policy directory; `actor` is recorded in the history.
+pub async fn reload(state: &AppState, actor: &str) -> anyhow::Result<bool> {
+    let Some(dir) = state.policy_dir.get() else {
+        anyhow::bail!("no policy directory configured");
+    };
+    let current = state.policy();
+    let candidate = match load_policy_dir(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("{e:#}");
+            warn!(error = %message, "policy reload refused: the previous policy stays in force");
+            state.policy_refused(message.clone());
+            state.metrics.policy_reload(false);
+            state
+                .record(HistoryEvent {
+                    at_ms: now_ms(),
+                    hostname: String::new(),
+                    pool: String::new(),
+                    event: "policy_rejected".into(),
+                    trusted: false,
+                    policy_digest: current.digest_hex(),
+                    reasons: vec![Reason::new("policy.invalid", message)],
+                    actor: actor.into(),
+                })
+                .await;
+            return Err(e);
+        }
+    };
+    if candidate.digest == current.digest {
+        return Ok(false);
+    }
+    let digest = candidate.digest_hex();
+    let pools: Vec<String> = candidate.pools.keys().cloned().collect();
+    info!(digest = %digest, previous = %current.digest_hex(), pools = ?pools, %actor, "policy reloaded");
+    state.set_policy(candidate);
+    state.metrics.policy_reload(true);
+    let now = now_ms();
+    let mut changes = Vec::new();
+    // Pools that disappeared lose their members with the pool itself.
+    state.registry.set_pools(&pools, now);
+    state
+        .record(HistoryEvent {
+            at_ms: now,
+            hostname: String::new(),
+            pool: String::new(),
+            event: "policy_reload".into(),
+            trusted: true,
+            policy_digest: digest.clone(),
+            reasons: vec![],
+            actor: actor.into(),
+        })
+        .await;
+    changes.extend(reevaluate(state, now).await);
+    for e in trust_events(&changes, actor, now) {
+        state.record(e).await;
+    }
+    Ok(true)
+}
+
+/// Applies the policy in force to every host's latest facts.
+pub async fn reevaluate(state: &AppState, now: i64) -> Vec<crate::registry::TrustChange> {
+    let policy = state.policy();
+    let digest = policy.digest_hex();
+    let mut changes = Vec::new();
+    for (host, facts) in state.registry.all_facts() {
+        if facts.valid_until_ms <= now {
+            continue;
+        }
+        let verdicts: Vec<StoredVerdict> = evaluate_all(&facts, &policy)
+            .into_iter()
+            .map(|(pool, reasons)| StoredVerdict {
+                hostname: host.clone(),
+                pool,
+                trusted: reasons.is_empty(),
+                attested_at_ms: facts.attested_at_ms,
+                valid_until_ms: facts.valid_until_ms,
+                reasons,
+                policy_digest: digest.clone(),
+            })
+            .collect();
+        if let Err(e) = state.store.put_verdicts(&verdicts).await {
+            warn!(host = %host, error = %format!("{e:#}"), "could not store re-evaluated verdicts; keeping the host out");
+            continue;
+        }
+        changes.extend(state.registry.record_verdicts(verdicts, now));
+    }
+    changes
+}
+
+/// Fingerprint of the directory's policy files: names, sizes, mtimes.
+fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reloads on SIGHUP and on changes of the policy directory until `stop`.
+pub fn spawn_watchers(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let Some(dir) = state.policy_dir.get().cloned() else {
+            return;
+        };
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; the policy directory is still watched");
+                None
+            }
+        };
+        let mut seen = fingerprint(&dir);
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        loop {
+            tokio::select! {
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                    info!("SIGHUP: reloading the policy");
+                    seen = fingerprint(&dir);
+                    let _ = reload(&state, "SIGHUP").await;
+                }
+                _ = tick.tick() => {
+                    let now = fingerprint(&dir);
+                    if now != seen {
+                        seen = now;
+                        let _ = reload(&state, "policy directory watch").await;
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
