@@ -310,6 +310,50 @@ mod tests {
         assert_eq!(cfg.state_dir, PathBuf::from("/s"));
     }
 
+    /// Lines of the packaged example with every `# key = value` line uncommented.
+    fn uncommented(example: &str) -> String {
+        example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn packaged_example_parses_and_documents_every_option() {
+        use clap::CommandFactory;
+        const EXAMPLE: &str = include_str!("../../packaging/agent.toml");
+        let file: AgentFile = toml::from_str(EXAMPLE).expect("packaging/agent.toml parses");
+        assert_eq!(file.tcti.as_deref(), Some("device:/dev/tpmrm0"));
+        assert_eq!(
+            file.state_dir.as_deref(),
+            Some(Path::new("/var/lib/trustpool-agent"))
+        );
+        let all = uncommented(EXAMPLE);
+        toml::from_str::<AgentFile>(&all)
+            .unwrap_or_else(|e| panic!("packaging/agent.toml uncommented: {e}"));
+        for arg in AgentCli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["config", "help", "version"].contains(&long) {
+                continue;
+            }
+            let key = format!("{} = ", long.replace('-', "_"));
+            assert!(
+                all.lines().any(|l| l.starts_with(&key)),
+                "--{long} is not documented as a key in packaging/agent.toml"
+            );
+        }
+    }
+
     #[test]
     fn default_file_is_read_only_when_present_and_config_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
