@@ -2,13 +2,13 @@
 //! given with `--config`. A flag always overrides the file; unknown keys in the
 //! file are refused with their line.
 
-use crate::duration::{parse_duration, serde_human};
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use trustpool_evidence::duration::{parse_duration, serde_human};
 
 /// Command line of `trustpool-server`.
 #[derive(Debug, Parser)]
@@ -18,7 +18,8 @@ use std::time::Duration;
     about = "trustpool attestation server"
 )]
 pub struct ServerArgs {
-    /// TOML file with any of the options below (keys in snake_case, e.g. grpc_listen).
+    /// TOML file with any of the options below (keys in snake_case, e.g. grpc_listen);
+    /// without --config, /etc/trustpool/server.toml is read if it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address of the mutual-TLS gRPC listener for agents, e.g. 0.0.0.0:7443.
@@ -51,6 +52,31 @@ pub struct ServerArgs {
     /// A host whose last good report is older than this is out of every pool (default 75s).
     #[arg(long, value_parser = parse_duration)]
     pub down_time: Option<Duration>,
+    /// PEM CA certificate(s) whose client certificates may read the feed (HTTPS listener).
+    #[arg(long)]
+    pub reader_ca: Option<PathBuf>,
+    /// A feed reader token as NAME=SHA256HEX (hex of SHA-256 of the token); repeatable.
+    #[arg(long = "feed-token", value_name = "NAME=SHA256HEX")]
+    pub feed_tokens: Vec<String>,
+    /// Path prefix of OpenAttestation PollHosts (default /OpenAttestationWebServices/V1.0).
+    #[arg(long)]
+    pub oat_prefix: Option<String>,
+    /// The pool PollHosts reports on (default "default").
+    #[arg(long)]
+    pub oat_pool: Option<String>,
+    /// Hex SHA-256 of the x-auth-blob that PollHosts requires (unset: no blob required).
+    #[arg(long)]
+    pub oat_auth_blob_sha256: Option<String>,
+    /// Require a reader credential on /metrics (default: open).
+    #[arg(long)]
+    pub metrics_auth: bool,
+    /// Certificate name (SAN DNS or CN) of an operator allowed on the admin
+    /// API over mutual TLS; repeatable. Agents' host certificates never are.
+    #[arg(long = "operator", value_name = "NAME")]
+    pub operators: Vec<String>,
+    /// Local UNIX socket of the admin API, usable by root only (created 0600).
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// The same options as [`ServerArgs`], read from a TOML file.
@@ -69,6 +95,19 @@ struct ServerFile {
     report_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     down_time: Option<Duration>,
+    reader_ca: Option<PathBuf>,
+    #[serde(default)]
+    feed_tokens: Vec<crate::publish::FeedTokenEntry>,
+    oat_prefix: Option<String>,
+    oat_pool: Option<String>,
+    oat_auth_blob_sha256: Option<String>,
+    metrics_auth: Option<bool>,
+    #[serde(default)]
+    placement_pools: Vec<String>,
+    placement: Option<crate::placement::PlacementFile>,
+    #[serde(default)]
+    operators: Vec<String>,
+    admin_socket: Option<PathBuf>,
 }
 
 /// The resolved configuration the server runs with.
@@ -94,6 +133,12 @@ pub struct ServerConfig {
     pub report_interval: Duration,
     /// Age of the last good report after which a host is out of the pools.
     pub down_time: Duration,
+    /// HTTPS API readers, PollHosts and the Placement sync.
+    pub publication: crate::publish::PublicationConfig,
+    /// Operator certificate names for the admin API.
+    pub operators: Vec<String>,
+    /// Local admin socket, if any.
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// Default report interval (the Neutron heartbeat convention).
@@ -101,12 +146,27 @@ pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default down time.
 pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(75);
 
+/// The configuration file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/server.toml";
+
 impl ServerConfig {
-    /// Merges flags over the optional file and checks that nothing required is missing.
+    /// Merges flags over the `--config` file (or [`DEFAULT_CONFIG_FILE`] if
+    /// it exists) and checks that nothing required is missing.
     pub fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => ServerFile::default(),
+        // Unit tests never pick up the machine's installed configuration.
+        let default = (!cfg!(test)).then_some(Path::new(DEFAULT_CONFIG_FILE));
+        Self::resolve_with_default(args, default)
+    }
+
+    /// [`ServerConfig::resolve`] with another default file (`None`: no default).
+    pub fn resolve_with_default(
+        args: ServerArgs,
+        default: Option<&Path>,
+    ) -> anyhow::Result<ServerConfig> {
+        let file = match (&args.config, default) {
+            (Some(path), _) => read_file(path)?,
+            (None, Some(path)) if path.exists() => read_file(path)?,
+            (None, _) => ServerFile::default(),
         };
         fn need<T>(flag: Option<T>, file: Option<T>, name: &str) -> anyhow::Result<T> {
             flag.or(file).with_context(|| {
@@ -134,6 +194,24 @@ impl ServerConfig {
                 .down_time
                 .or(file.down_time)
                 .unwrap_or(DEFAULT_DOWN_TIME),
+            operators: if args.operators.is_empty() {
+                file.operators
+            } else {
+                args.operators
+            },
+            admin_socket: args.admin_socket.or(file.admin_socket),
+            publication: crate::publish::PublicationOptions {
+                reader_ca: args.reader_ca.or(file.reader_ca),
+                feed_token_flags: args.feed_tokens,
+                feed_tokens: file.feed_tokens,
+                oat_prefix: args.oat_prefix.or(file.oat_prefix),
+                oat_pool: args.oat_pool.or(file.oat_pool),
+                oat_auth_blob_sha256: args.oat_auth_blob_sha256.or(file.oat_auth_blob_sha256),
+                metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
+                placement_pools: file.placement_pools,
+                placement: file.placement,
+            }
+            .resolve()?,
         };
         if cfg.report_interval.is_zero() {
             bail!("--report-interval must be greater than zero");
@@ -246,5 +324,79 @@ mod tests {
         let mut list = FULL.to_vec();
         list.extend(["--report-interval", "10s", "--down-time", "10s"]);
         assert!(ServerConfig::resolve(args(&list)).is_err());
+    }
+
+    #[test]
+    fn packaged_example_parses_with_every_commented_key() {
+        const EXAMPLE: &str = include_str!("../../packaging/server.toml");
+        let file = parse_file("packaging/server.toml", EXAMPLE).expect("the example parses");
+        assert_eq!(
+            file.db,
+            Some(PathBuf::from("/var/lib/trustpool/trustpool.db"))
+        );
+        assert_eq!(
+            file.policy_dir,
+            Some(PathBuf::from("/etc/trustpool/policy"))
+        );
+        // `# key = value` lines document optional keys: each must be valid too.
+        let all: Vec<&str> = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect();
+        parse_file("packaging/server.toml (uncommented)", &all.join("\n"))
+            .expect("every commented key of the example is a valid key");
+    }
+
+    #[test]
+    fn default_file_is_read_when_present_and_config_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default = dir.path().join("server.toml");
+        let without_db: Vec<&str> = FULL[2..]
+            .iter()
+            .copied()
+            .filter(|a| *a != "--db" && *a != "d")
+            .chain(["--grpc-listen", "127.0.0.1:1"])
+            .collect();
+        // Absent default file: nothing is read, --db is missing.
+        let err = ServerConfig::resolve_with_default(args(&without_db), Some(&default))
+            .expect_err("db missing");
+        assert!(err.to_string().contains("--db"), "{err}");
+        // Present: it fills in.
+        std::fs::write(&default, "db = \"/var/lib/trustpool/trustpool.db\"\n").expect("write");
+        let cfg = ServerConfig::resolve_with_default(args(&without_db), Some(&default))
+            .expect("default file fills in db");
+        assert_eq!(cfg.db, PathBuf::from("/var/lib/trustpool/trustpool.db"));
+        // --config replaces the default file entirely.
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "db = \"other.db\"\n").expect("write");
+        let o = other.display().to_string();
+        let mut list = without_db.clone();
+        list.extend(["--config", o.as_str()]);
+        let cfg =
+            ServerConfig::resolve_with_default(args(&list), Some(&default)).expect("resolves");
+        assert_eq!(cfg.db, PathBuf::from("other.db"));
+        // An unknown key in the default file stops start-up with its file and line.
+        std::fs::write(
+            &default,
+            "# comment\ndb = \"x\"\ngrpc_lisen = \"0.0.0.0:1\"\n",
+        )
+        .expect("write");
+        let err = ServerConfig::resolve_with_default(args(&without_db), Some(&default))
+            .expect_err("typo");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}:3:", default.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("grpc_lisen"), "{msg}");
     }
 }

@@ -1,35 +1,178 @@
-//! The HTTP feed (JSON): the trusted members of each pool and the latest
-//! verdict of each host with its reasons.
+//! The HTTPS API (JSON): the trusted members of each pool for consumers, the
+//! latest verdict of each host with its reasons, OpenAttestation
+//! `PollHosts` for Nova's legacy TrustedFilter, Prometheus metrics and the
+//! OpenAPI document of all of it (`server/openapi.json`).
 //!
-//! - `GET /v1/pools` — every pool with its generation and size
-//! - `GET /v1/pools/{pool}/hosts` — `{"pool", "generation", "hosts": [{"hostname", "attested_at", "valid_until"}]}`
-//! - `GET /v1/hosts/{hostname}` — the host's latest verdict per pool, with reasons
-//! - `GET /healthz` — liveness
+//! Open: `GET /healthz`, `GET /readyz`, `GET /v1/openapi.json`, `GET /metrics`
+//! (unless `metrics_auth`), `POST {oat_prefix}/PollHosts` (guarded by its own
+//! `x-auth-blob` when configured). Everything under `/v1/pools` and
+//! `/v1/hosts` needs a reader credential ([`crate::http_auth`]).
 //!
-//! Unknown pools and hosts answer 404 with `{"error": {"code", "message"}}`.
+//! Fail-closed rules, endpoint by endpoint:
+//! - membership and host detail come from the registry, which holds only
+//!   durably committed verdicts and applies expiry at read time: an entry is
+//!   never published past its `valid_until`;
+//! - while the database does not answer or no usable policy is in force,
+//!   the feed answers 503 `unavailable` (never an empty 200) and `PollHosts`
+//!   answers 503 too, which Nova's filter reads as "nobody is trusted";
+//!   `/readyz` answers 503 with the problems;
+//! - a consumer keeps no entry past its `valid_until`, so a consumer cut off
+//!   from the feed degrades to an empty pool within the down time.
 
-use crate::registry::Registry;
-use crate::state::now_ms;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use crate::http_auth::{Decision, ReaderAuth};
+use crate::https::PeerInfo;
+use crate::oat::{self, OatConfig};
+use crate::registry::PoolSnapshot;
+use crate::state::{now_ms, AppState};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::{info, warn};
 use trustpool_evidence::reason::Reason;
 
-/// Builds the feed's router over the registry.
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+/// The OpenAPI 3 document of this API, as checked in.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+/// Largest request body accepted (PollHosts with a whole region's host list).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Longest long-poll wait; a longer `wait` is shortened to this.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether the server can vouch for what it publishes right now.
+#[derive(Debug)]
+pub struct Health {
+    store_ok: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            store_ok: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Health {
+    /// Records the result of the latest database probe.
+    pub fn set_store_ok(&self, ok: bool) {
+        self.store_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// The result of the latest database probe.
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(Ordering::Relaxed)
+    }
+
+    /// Every reason the server is not ready (empty when ready).
+    pub fn problems(&self, app: &AppState) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        if !self.store_ok() {
+            problems.push("the database does not answer");
+        }
+        if app.policy().pools.is_empty() {
+            problems.push("no usable pool policy is in force");
+        }
+        problems
+    }
+}
+
+/// Everything the HTTPS handlers share.
+#[derive(Clone)]
+pub struct FeedState {
+    /// Server state (registry, store, policy, metrics).
+    pub app: Arc<AppState>,
+    /// Reader credentials.
+    pub auth: Arc<ReaderAuth>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// OpenAttestation compatibility.
+    pub oat: Arc<OatConfig>,
+    /// Whether `/metrics` needs a reader credential.
+    pub metrics_auth: bool,
+    /// Becomes true when the server stops (ends long polls).
+    pub stop: watch::Receiver<bool>,
+    bodies: Arc<Mutex<HashMap<String, (String, axum::body::Bytes)>>>,
+}
+
+impl FeedState {
+    /// Bundles the handlers' state.
+    pub fn new(
+        app: Arc<AppState>,
+        auth: Arc<ReaderAuth>,
+        health: Arc<Health>,
+        oat: Arc<OatConfig>,
+        metrics_auth: bool,
+        stop: watch::Receiver<bool>,
+    ) -> FeedState {
+        FeedState {
+            app,
+            auth,
+            health,
+            oat,
+            metrics_auth,
+            stop,
+            bodies: Arc::default(),
+        }
+    }
+
+    /// The 503 answer while the server cannot vouch for its state, else `None`.
+    pub fn unavailable(&self) -> Option<Response> {
+        let problems = self.health.problems(&self.app);
+        if problems.is_empty() {
+            return None;
+        }
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &format!("membership cannot be confirmed: {}", problems.join("; ")),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Some(resp)
+    }
+}
+
+/// Builds the API's router.
+pub fn router(state: FeedState) -> Router {
+    let readers = Router::new()
         .route("/v1/pools", get(pools))
         .route("/v1/pools/{pool}/hosts", get(pool_hosts))
-        .route("/v1/hosts/{hostname}", get(host))
+        .route("/v1/hosts/{hostname}", get(host));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let (readers, metrics_route) = if state.metrics_auth {
+        (readers.merge(metrics_route), Router::new())
+    } else {
+        (readers, metrics_route)
+    };
+    let readers = readers.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_reader,
+    ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi))
+        .route(&state.oat.poll_hosts_path(), post(oat::poll_hosts))
+        .merge(metrics_route)
+        .merge(readers)
         .fallback(|| async { not_found("no such endpoint") })
-        .with_state(registry)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
 }
 
 /// RFC 3339 UTC text of a Unix millisecond time.
@@ -51,15 +194,118 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
-fn not_found(message: &str) -> Response {
+/// A JSON error `{"error": {"code", "message"}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
-        StatusCode::NOT_FOUND,
+        status,
         Json(ErrorBody {
-            error: ErrorDetail {
-                code: "not_found",
-                message,
-            },
+            error: ErrorDetail { code, message },
         }),
+    )
+        .into_response()
+}
+
+fn not_found(message: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+/// Counts every answered request by route template and status.
+async fn count_requests(State(s): State<FeedState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    s.app.metrics.feed_request(&route, resp.status().as_u16());
+    resp
+}
+
+/// Lets readers through; answers 401/403 to everyone else. Logs who read
+/// what (by credential name, never the credential).
+async fn require_reader(State(s): State<FeedState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<PeerInfo>>()
+        .map(|c| c.0.clone());
+    let remote = peer
+        .as_ref()
+        .map(|p| p.remote.to_string())
+        .unwrap_or_default();
+    let path = req.uri().path().to_string();
+    match s.auth.decide(req.headers(), peer.as_ref()) {
+        Decision::Reader(reader) => {
+            let resp = next.run(req).await;
+            info!(target: "trustpool_server::audit", reader = %reader, peer = %remote, path = %path, status = resp.status().as_u16(), "feed read");
+            resp
+        }
+        Decision::Unauthenticated(code) => {
+            warn!(target: "trustpool_server::audit", peer = %remote, path = %path, code, "feed read refused: no valid credential");
+            let message = if code == "invalid_token" {
+                "the bearer token is not valid"
+            } else {
+                "a bearer token or a reader client certificate is required"
+            };
+            let mut resp = error(StatusCode::UNAUTHORIZED, code, message);
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"trustpool\""),
+            );
+            resp
+        }
+        Decision::Forbidden(subject) => {
+            warn!(target: "trustpool_server::audit", peer = %remote, path = %path, certificate = %subject, "feed read refused: the certificate is not a reader's");
+            error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this client certificate is not issued by the reader CA",
+            )
+        }
+    }
+}
+
+async fn readyz(State(s): State<FeedState>) -> Response {
+    #[derive(Serialize)]
+    struct Ready {
+        ready: bool,
+        problems: Vec<&'static str>,
+    }
+    let problems = s.health.problems(&s.app);
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Ready {
+            ready: problems.is_empty(),
+            problems,
+        }),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<FeedState>) -> Response {
+    let ready = s.health.problems(&s.app).is_empty();
+    let text = s.app.metrics.render(&s.app.registry, now_ms(), ready);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
     )
         .into_response()
 }
@@ -76,7 +322,11 @@ struct PoolSummary {
     size: usize,
 }
 
-async fn pools(State(registry): State<Arc<Registry>>) -> Response {
+async fn pools(State(s): State<FeedState>) -> Response {
+    if let Some(resp) = s.unavailable() {
+        return resp;
+    }
+    let registry = &s.app.registry;
     let now = now_ms();
     let pools = registry
         .pool_names()
@@ -92,37 +342,178 @@ async fn pools(State(registry): State<Arc<Registry>>) -> Response {
 }
 
 #[derive(Serialize)]
-struct PoolHostsBody {
-    pool: String,
+struct PoolHostsBody<'a> {
+    pool: &'a str,
     generation: u64,
-    hosts: Vec<PoolHost>,
+    hosts: Vec<PoolHost<'a>>,
 }
 
 #[derive(Serialize)]
-struct PoolHost {
-    hostname: String,
+struct PoolHost<'a> {
+    hostname: &'a str,
     attested_at: String,
     valid_until: String,
 }
 
-async fn pool_hosts(State(registry): State<Arc<Registry>>, Path(pool): Path<String>) -> Response {
-    match registry.pool(&pool, now_ms()) {
-        None => not_found(&format!("no pool named '{pool}'")),
-        Some(snapshot) => Json(PoolHostsBody {
-            pool: snapshot.pool,
-            generation: snapshot.generation,
-            hosts: snapshot
-                .members
-                .into_iter()
-                .map(|m| PoolHost {
-                    hostname: m.hostname,
-                    attested_at: rfc3339(m.attested_at_ms),
-                    valid_until: rfc3339(m.valid_until_ms),
-                })
-                .collect(),
-        })
-        .into_response(),
+/// `?wait=DUR&since=GENERATION` of the long-poll form.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PollQuery {
+    /// How long to wait for a change (at most [`MAX_WAIT`]).
+    pub wait: Option<Duration>,
+    /// The generation the consumer already has.
+    pub since: Option<u64>,
+}
+
+/// Parses the query of `GET /v1/pools/{pool}/hosts`.
+pub fn parse_poll_query(query: Option<&str>) -> Result<PollQuery, String> {
+    let mut q = PollQuery::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "wait" => {
+                let d = crate::duration::parse_duration(value)?;
+                q.wait = Some(d.min(MAX_WAIT));
+            }
+            "since" => {
+                q.since = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("since='{value}' is not a generation number"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown query parameter '{}' (wait, since)",
+                    other.chars().take(40).collect::<String>()
+                ))
+            }
+        }
     }
+    Ok(q)
+}
+
+/// The entity tag of a pool's membership: it changes whenever the body
+/// would (membership via the generation, and every member's timestamps).
+pub fn pool_etag(snap: &PoolSnapshot) -> String {
+    // FNV-1a over the generation, the count and each member's timestamps.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |v: u64| {
+        for b in v.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    mix(snap.generation);
+    mix(snap.members.len() as u64);
+    for m in &snap.members {
+        mix(m.attested_at_ms as u64);
+        mix(m.valid_until_ms as u64);
+    }
+    format!("\"{}-{h:016x}\"", snap.generation)
+}
+
+/// True when `If-None-Match` names `etag` (or is `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+async fn pool_hosts(
+    State(s): State<FeedState>,
+    Path(pool): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = match parse_poll_query(query.as_deref()) {
+        Ok(p) => p,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    if let Some(resp) = s.unavailable() {
+        return resp;
+    }
+    let registry = &s.app.registry;
+    // Subscribe before reading so that no change between the two is missed.
+    let mut changes = registry.subscribe();
+    let Some(mut snap) = registry.pool(&pool, now_ms()) else {
+        return not_found(&format!("no pool named '{pool}'"));
+    };
+    if let Some(wait) = params.wait {
+        let since = params.since.unwrap_or(snap.generation);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut stop = s.stop.clone();
+        while snap.generation == since && !*stop.borrow() {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = stop.changed() => break,
+            }
+            snap = match registry.pool(&pool, now_ms()) {
+                Some(snap) => snap,
+                None => return not_found(&format!("no pool named '{pool}'")),
+            };
+        }
+        if let Some(resp) = s.unavailable() {
+            return resp;
+        }
+    }
+    let etag = pool_etag(&snap);
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    if not_modified(&headers, &etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag_value),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+        )
+            .into_response();
+    }
+    let body = pool_body(&s, &snap, &etag);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag_value),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// The JSON body of a pool, serialized once per ETag and shared by every
+/// consumer that asks for the same state.
+fn pool_body(s: &FeedState, snap: &PoolSnapshot, etag: &str) -> axum::body::Bytes {
+    let mut cache = s.bodies.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((tag, body)) = cache.get(&snap.pool) {
+        if tag == etag {
+            return body.clone();
+        }
+    }
+    let body = PoolHostsBody {
+        pool: &snap.pool,
+        generation: snap.generation,
+        hosts: snap
+            .members
+            .iter()
+            .map(|m| PoolHost {
+                hostname: &m.hostname,
+                attested_at: rfc3339(m.attested_at_ms),
+                valid_until: rfc3339(m.valid_until_ms),
+            })
+            .collect(),
+    };
+    let bytes =
+        axum::body::Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()));
+    cache.insert(snap.pool.clone(), (etag.to_string(), bytes.clone()));
+    bytes
 }
 
 #[derive(Serialize)]
@@ -143,9 +534,12 @@ struct HostPool {
     reasons: Vec<Reason>,
 }
 
-async fn host(State(registry): State<Arc<Registry>>, Path(hostname): Path<String>) -> Response {
+async fn host(State(s): State<FeedState>, Path(hostname): Path<String>) -> Response {
+    if let Some(resp) = s.unavailable() {
+        return resp;
+    }
     let name = hostname.to_ascii_lowercase();
-    match registry.host(&name, now_ms()) {
+    match s.app.registry.host(&name, now_ms()) {
         None => not_found(&format!("no host named '{hostname}'")),
         Some(h) => Json(HostBody {
             hostname: h.hostname,
@@ -171,10 +565,294 @@ async fn host(State(registry): State<Arc<Registry>>, Path(hostname): Path<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Member;
 
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn poll_query_parses_and_refuses_garbage() {
+        assert_eq!(parse_poll_query(None), Ok(PollQuery::default()));
+        assert_eq!(
+            parse_poll_query(Some("wait=30s&since=42")),
+            Ok(PollQuery {
+                wait: Some(Duration::from_secs(30)),
+                since: Some(42)
+            })
+        );
+        assert_eq!(
+            parse_poll_query(Some("wait=1h")).map(|q| q.wait),
+            Ok(Some(MAX_WAIT))
+        );
+        for bad in ["wait=30", "since=-1", "since=x", "token=abc", "wait=%ff"] {
+            assert!(parse_poll_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn etag_follows_membership_and_timestamps() {
+        let member = |until| Member {
+            hostname: "a".into(),
+            attested_at_ms: 1,
+            valid_until_ms: until,
+        };
+        let snap = |g, until| PoolSnapshot {
+            pool: "p".into(),
+            generation: g,
+            members: vec![member(until)],
+        };
+        assert_eq!(pool_etag(&snap(1, 10)), pool_etag(&snap(1, 10)));
+        assert_ne!(pool_etag(&snap(1, 10)), pool_etag(&snap(2, 10)));
+        assert_ne!(pool_etag(&snap(1, 10)), pool_etag(&snap(1, 11)));
+        let tag = pool_etag(&snap(1, 10));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{tag}")).expect("value"),
+        );
+        assert!(not_modified(&h, &tag));
+        assert!(!not_modified(&HeaderMap::new(), &tag));
+    }
+
+    mod router {
+        use super::super::*;
+        use crate::http_auth::FeedToken;
+        use crate::registry::Registry;
+        use crate::store::{Store, StoredVerdict};
+        use axum::body::Body;
+        use axum::http::Request;
+        use sha2::Digest;
+        use tower::ServiceExt;
+        use trustpool_evidence::ekcert::EkTrust;
+        use trustpool_evidence::policy::parse_policy_set;
+
+        struct Fixture {
+            _dir: tempfile::TempDir,
+            state: FeedState,
+            _stop: watch::Sender<bool>,
+        }
+
+        async fn fixture(blob: Option<&str>) -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(&dir.path().join("t.db")).await.expect("store");
+            let registry = Arc::new(Registry::new(1));
+            registry.set_pools(&["default".into()], now_ms());
+            registry.add_enrolment(crate::store::Enrolment {
+                hostname: "host-a".into(),
+                ek_public: vec![1],
+                ek_certificate: None,
+                ak_public: vec![2],
+                ak_name: vec![3],
+                cert_fingerprint: "f".into(),
+                cert_subject: "CN=host-a".into(),
+                enrolled_at_ms: 0,
+            });
+            let _ = registry.record_verdicts(
+                vec![StoredVerdict {
+                    hostname: "host-a".into(),
+                    pool: "default".into(),
+                    trusted: true,
+                    attested_at_ms: now_ms(),
+                    valid_until_ms: now_ms() + 60_000,
+                    reasons: vec![],
+                    policy_digest: "d".into(),
+                }],
+                now_ms(),
+            );
+            let text = format!(
+                "require_measured_launch = false\n[[allow]]\nname = \"x\"\npcrs = {{ 0 = \"{}\" }}\n",
+                "00".repeat(32)
+            );
+            let policy = parse_policy_set(&[("default.toml".into(), text)]).expect("policy");
+            let app = Arc::new(AppState::new(
+                store,
+                registry,
+                EkTrust::from_der_certs(vec![]).expect("trust"),
+                policy,
+                Duration::from_secs(30),
+                Duration::from_secs(75),
+            ));
+            let token =
+                FeedToken::new("t", &hex::encode(sha2::Sha256::digest(b"tok"))).expect("token");
+            let auth = Arc::new(ReaderAuth::new(vec![token], None).expect("auth"));
+            let blob = blob.map(|b| sha2::Sha256::digest(b.as_bytes()).into());
+            let oat = Arc::new(OatConfig::new(None, None, blob).expect("oat"));
+            let (stop_tx, stop) = watch::channel(false);
+            Fixture {
+                _dir: dir,
+                state: FeedState::new(app, auth, Arc::new(Health::default()), oat, false, stop),
+                _stop: stop_tx,
+            }
+        }
+
+        async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+            let resp = router(f.state.clone())
+                .oneshot(req)
+                .await
+                .expect("infallible");
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            )
+        }
+
+        fn get(path: &str, token: Option<&str>) -> Request<Body> {
+            let mut b = Request::get(path);
+            if let Some(t) = token {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            b.body(Body::empty()).expect("request")
+        }
+
+        fn poll(body: impl Into<Body>, blob: Option<&str>) -> Request<Body> {
+            let mut b = Request::post("/OpenAttestationWebServices/V1.0/PollHosts")
+                .header("content-type", "application/json");
+            if let Some(x) = blob {
+                b = b.header("x-auth-blob", x);
+            }
+            b.body(body.into()).expect("request")
+        }
+
+        #[tokio::test]
+        async fn readers_only_and_fail_closed_when_the_database_is_gone() {
+            let f = fixture(None).await;
+            assert_eq!(
+                call(&f, get("/v1/pools/default/hosts", None)).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+            let (status, body) = call(&f, get("/v1/pools/default/hosts", Some("tok"))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body["hosts"][0]["hostname"], "host-a");
+            let (status, body) = call(&f, get("/v1/pools/default/hosts?wait=1", Some("tok"))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(call(&f, get("/readyz", None)).await.0, StatusCode::OK);
+
+            // The database stops answering: 503, never an empty list.
+            f.state.app.store.close().await;
+            f.state
+                .health
+                .set_store_ok(f.state.app.store.healthy().await);
+            let (status, body) = call(&f, get("/v1/pools/default/hosts", Some("tok"))).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body["error"]["code"], "unavailable");
+            assert_eq!(
+                call(&f, get("/v1/pools", Some("tok"))).await.0,
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+            assert_eq!(
+                call(&f, get("/v1/hosts/host-a", Some("tok"))).await.0,
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+            let (status, body) = call(&f, get("/readyz", None)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body["ready"], false);
+            let (status, _) = call(&f, poll(r#"{"count":1,"hosts":["host-a"]}"#, None)).await;
+            assert_eq!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "PollHosts vouches for nobody"
+            );
+            // Liveness stays up.
+            let resp = router(f.state.clone())
+                .oneshot(get("/healthz", None))
+                .await
+                .expect("ok");
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+
+        #[tokio::test]
+        async fn poll_hosts_refuses_bad_input_without_panicking() {
+            let f = fixture(Some("blob")).await;
+            let good = r#"{"count": 2, "hosts": ["host-a", "Nobody"]}"#;
+            assert_eq!(call(&f, poll(good, None)).await.0, StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                call(&f, poll(good, Some("wrong"))).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+            let (status, body) = call(&f, poll(good, Some("blob"))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body["hosts"][0]["trust_lvl"], "trusted");
+            assert_eq!(body["hosts"][1]["host_name"], "Nobody");
+            assert_eq!(body["hosts"][1]["trust_lvl"], "untrusted");
+            for bad in [
+                "",
+                "{",
+                "[]",
+                r#"{"hosts": "host-a"}"#,
+                r#"{"count": 3, "hosts": ["a"]}"#,
+                r#"{"count": -1, "hosts": []}"#,
+                r#"{"hosts": [1, 2]}"#,
+            ] {
+                let (status, body) = call(&f, poll(bad, Some("blob"))).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+                assert_eq!(body["error"]["code"], "bad_request", "{bad}");
+            }
+            let huge = vec![b' '; MAX_BODY + 1];
+            let (status, body) = call(&f, poll(huge, Some("blob"))).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            let bin = vec![0xffu8, 0xfe, 0x00, 0x7b];
+            assert_eq!(
+                call(&f, poll(bin, Some("blob"))).await.0,
+                StatusCode::BAD_REQUEST
+            );
+        }
+
+        #[tokio::test]
+        async fn unknown_paths_and_methods() {
+            let f = fixture(None).await;
+            let (status, body) = call(&f, get("/v2/nothing", Some("tok"))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body["error"]["code"], "not_found");
+            let (status, _) = call(&f, get("/v1/pools/nopool/hosts", Some("tok"))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            let resp = router(f.state.clone())
+                .oneshot(
+                    Request::get("/OpenAttestationWebServices/V1.0/PollHosts")
+                        .body(Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("ok");
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        }
+    }
+
+    /// Every route the router declares is in the OpenAPI document, and every
+    /// documented path is a route.
+    #[test]
+    fn every_route_is_documented() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let documented: Vec<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .collect();
+        let source = include_str!("feed.rs");
+        let mut routes: Vec<String> = source
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(String::from)
+            .collect();
+        routes.push(OatConfig::default().poll_hosts_path());
+        for r in &routes {
+            assert!(documented.contains(r), "route {r} is not in openapi.json");
+        }
+        for d in &documented {
+            assert!(
+                routes.contains(d),
+                "openapi.json documents {d}, which is not a route"
+            );
+        }
     }
 }

@@ -9,18 +9,34 @@
 //! - [`challenge`]: nonces of one stream;
 //! - [`verdict`]: the trust decision for one piece of evidence (pure);
 //! - [`session`]: the gRPC agent stream;
-//! - [`feed`]: the HTTP JSON feed;
+//! - [`feed`]: the HTTPS JSON API (feed, PollHosts, metrics, OpenAPI);
+//! - [`https`], [`http_auth`]: its TLS listener and its readers;
+//! - [`oat`]: OpenAttestation PollHosts for Nova's legacy TrustedFilter;
+//! - [`placement`]: Placement trait sync for current Nova;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`publish`]: start-up and configuration of all of the above;
 //! - [`server`]: start-up and tasks;
 //! - [`secrets`], [`sd_notify`]: private-key file modes, systemd readiness.
 
+pub mod admin;
 pub mod challenge;
 pub mod config;
 /// Human durations (`2s`, `75s`, `5m`), shared with the agent.
 pub use trustpool_evidence::duration;
+pub mod cli;
+pub mod facts;
 pub mod feed;
+pub mod history;
+pub mod http_auth;
+pub mod https;
 pub mod identity;
 pub mod loaders;
+pub mod metrics;
+pub mod oat;
+pub mod placement;
+pub mod publish;
 pub mod registry;
+pub mod reload;
 pub mod sd_notify;
 pub mod secrets;
 pub mod server;

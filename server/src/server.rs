@@ -2,6 +2,7 @@
 //! store, rebuild the registry, serve gRPC (mutual TLS) and the HTTP feed,
 //! and sweep expired verdicts.
 
+use crate::admin::AdminService;
 use crate::config::ServerConfig;
 use crate::loaders::{load_ek_roots, load_policy_dir};
 use crate::registry::Registry;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
+use trustpool_proto::v1::admin_server::AdminServer;
 use trustpool_proto::v1::attestation_server::AttestationServer;
 
 /// Period of the sweeper that drops expired members from the pools.
@@ -50,7 +52,24 @@ pub async fn run(
         registry.set_clock(&host, clock);
     }
     registry.record_verdicts(store.verdicts().await?, now_ms());
+    for pending in store.pending().await? {
+        let host = pending.enrolment.hostname.clone();
+        registry.set_pending(&host, Some(pending), now_ms());
+    }
+    for revocation in store.revocations().await? {
+        let host = revocation.hostname.clone();
+        registry.set_revoked(&host, Some(revocation), now_ms());
+    }
+    for (host, body) in store.facts().await? {
+        match crate::facts::Facts::from_json(&body) {
+            Ok(facts) => registry.set_facts(&host, facts),
+            Err(e) => {
+                warn!(host = %host, error = %e, "stored evidence facts do not parse; ignored")
+            }
+        }
+    }
     info!(enrolled, db = %cfg.db.display(), "state restored");
+    let (history, history_task) = crate::history::History::start(store.clone());
 
     let state = Arc::new(AppState::new(
         store,
@@ -60,6 +79,9 @@ pub async fn run(
         cfg.report_interval,
         cfg.down_time,
     ));
+    let _ = state.history.set(history);
+    let _ = state.operators.set(cfg.operators.clone());
+    let _ = state.policy_dir.set(cfg.policy_dir.clone());
 
     let grpc_listener = TcpListener::bind(cfg.grpc_listen)
         .await
@@ -74,6 +96,7 @@ pub async fn run(
         down_time = ?cfg.down_time,
         "trustpool-server listening"
     );
+    let publication = crate::publish::Publication::prepare(&cfg, state.clone())?;
     on_ready();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -82,16 +105,22 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
+    crate::reload::spawn_watchers(state.clone(), stop_rx.clone());
     let sweeper = {
-        let registry = registry.clone();
+        let state = state.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_PERIOD);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        for pool in registry.sweep(now_ms()) {
-                            info!(pool = %pool, "pool membership changed: a verdict expired");
+                        let now = now_ms();
+                        let changes = state.registry.sweep_changes(now);
+                        for c in &changes {
+                            info!(host = %c.hostname, pool = %c.pool, "a verdict expired: out of the pool");
+                        }
+                        for e in crate::history::trust_events(&changes, "sweeper", now) {
+                            state.record(e).await;
                         }
                     }
                     _ = stop.changed() => break,
@@ -100,33 +129,72 @@ pub async fn run(
         })
     };
 
-    let http = {
-        let mut stop = stop_rx.clone();
-        let app = crate::feed::router(registry.clone());
-        tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await
-        })
-    };
+    let http = publication.start(http_listener, stop_rx.clone())?;
 
+    let admin_socket = match &cfg.admin_socket {
+        Some(path) => Some(serve_admin_socket(path, state.clone(), stop_rx.clone())?),
+        None => None,
+    };
     let mut stop = stop_rx.clone();
     let grpc = Server::builder()
         .tls_config(tls)
         .context("invalid TLS configuration")?
-        .add_service(AttestationServer::new(AttestationService::new(state)))
+        .add_service(AttestationServer::new(AttestationService::new(
+            state.clone(),
+        )))
+        .add_service(AdminServer::new(AdminService::new(state.clone())))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
             let _ = stop.changed().await;
         });
     grpc.await.context("gRPC server failed")?;
+    if let Some(task) = admin_socket {
+        let _ = task.await;
+    }
+    // Flush the history: the writer ends once every sender is gone.
+    drop(state);
+    if tokio::time::timeout(Duration::from_secs(5), history_task)
+        .await
+        .is_err()
+    {
+        warn!("history writer did not finish in 5s");
+    }
     http.await
         .context("HTTP task panicked")?
         .context("HTTP server failed")?;
     sweeper.abort();
     info!("trustpool-server stopped");
     Ok(())
+}
+
+/// Serves the admin API on a local UNIX socket that only root can use
+/// (mode 0600; callers are also checked by their peer credentials).
+fn serve_admin_socket(
+    path: &std::path::Path,
+    state: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot replace the admin socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict the admin socket {}", path.display()))?;
+    info!(socket = %path.display(), "admin API on the local socket");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        let served = Server::builder()
+            .add_service(AdminServer::new(AdminService::new(state)))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "admin socket server failed");
+        }
+    }))
 }
 
 fn tls_config(cfg: &ServerConfig) -> anyhow::Result<ServerTlsConfig> {

@@ -20,7 +20,27 @@ pub struct AppState {
     pub report_interval: Duration,
     /// Validity of a trusted verdict.
     pub down_time: Duration,
+    /// Prometheus metrics (sessions, feed, Placement sync).
+    pub metrics: Arc<crate::metrics::Metrics>,
     policy: RwLock<Arc<PolicySet>>,
+    /// The append-only history (set once at start-up; events are dropped
+    /// with a warning in contexts that run without one, such as unit tests).
+    pub history: std::sync::OnceLock<crate::history::History>,
+    /// Certificate names (SAN DNS or CN) of operators allowed on the admin API.
+    pub operators: std::sync::OnceLock<Vec<String>>,
+    /// The policy directory (for reloads).
+    pub policy_dir: std::sync::OnceLock<std::path::PathBuf>,
+    policy_status: RwLock<PolicyStatus>,
+    policy_changes: tokio::sync::watch::Sender<String>,
+}
+
+/// When the policy in force was loaded, and the last refused reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// Unix ms of the last successful load.
+    pub loaded_at_ms: i64,
+    /// The error of the last refused reload since then ("" = none).
+    pub last_error: String,
 }
 
 impl AppState {
@@ -39,8 +59,46 @@ impl AppState {
             ek_trust,
             report_interval,
             down_time,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
             policy: RwLock::new(Arc::new(policy)),
+            history: std::sync::OnceLock::new(),
+            operators: std::sync::OnceLock::new(),
+            policy_dir: std::sync::OnceLock::new(),
+            policy_status: RwLock::new(PolicyStatus {
+                loaded_at_ms: now_ms(),
+                last_error: String::new(),
+            }),
         }
+    }
+
+    /// Queues a history event (no-op without a history writer).
+    pub async fn record(&self, event: crate::store::HistoryEvent) {
+        match self.history.get() {
+            Some(h) => h.record(event).await,
+            None => tracing::debug!(event = %event.event, "no history writer: event not recorded"),
+        }
+    }
+
+    /// Subscribes to policy changes (the value is the digest in force).
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<String> {
+        self.policy_changes.subscribe()
+    }
+
+    /// The status of the policy in force.
+    pub fn policy_status(&self) -> PolicyStatus {
+        self.policy_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a refused reload.
+    pub fn policy_refused(&self, error: String) {
+        self.policy_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = error;
     }
 
     /// The policy in force (a cheap shared handle).
@@ -51,9 +109,18 @@ impl AppState {
             .clone()
     }
 
-    /// Puts a validated policy in force.
+    /// Puts a validated policy in force and tells the sessions.
     pub fn set_policy(&self, policy: PolicySet) {
+        let digest = policy.digest_hex();
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *self
+            .policy_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = PolicyStatus {
+            loaded_at_ms: now_ms(),
+            last_error: String::new(),
+        };
+        self.policy_changes.send_replace(digest);
     }
 }
 

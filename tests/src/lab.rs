@@ -248,6 +248,9 @@ impl Lab {
             ek_roots: self.ek_roots.clone(),
             report_interval: report_interval.into(),
             down_time: down_time.into(),
+            publication: Default::default(),
+            operators: Vec::new(),
+            admin_socket: None,
         }
     }
 

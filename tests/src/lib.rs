@@ -4,5 +4,6 @@
 pub mod http;
 pub mod lab;
 pub mod pki;
+pub mod placement;
 pub mod procs;
 pub mod swtpm;

@@ -56,6 +56,34 @@ pub struct ServerOptions {
     pub report_interval: String,
     /// `--down-time`.
     pub down_time: String,
+    /// Readers, PollHosts and Placement options (none by default).
+    pub publication: PublicationOptions,
+    /// `--operator` names: client certificates of `ca` allowed on the admin API.
+    pub operators: Vec<String>,
+    /// `--admin-socket`, if any.
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// Publication options of a test server. Whatever is set here, the harness
+/// also gives the server a reader token of its own
+/// ([`ServerProcess::reader_token`]) that `get` and `pool_members` use.
+#[derive(Debug, Clone, Default)]
+pub struct PublicationOptions {
+    /// `--reader-ca`.
+    pub reader_ca: Option<PathBuf>,
+    /// More reader tokens as `(name, token)`; the server gets their SHA-256.
+    pub feed_tokens: Vec<(String, String)>,
+    /// More flags, given as they are (e.g. `--oat-auth-blob-sha256 HEX`).
+    pub extra_args: Vec<String>,
+    /// TOML written to `<dir>/server.toml` and given with `--config`
+    /// (e.g. `placement_pools` and `[placement]`).
+    pub config: Option<String>,
+}
+
+/// Hex SHA-256 of a secret (what the server is configured with).
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 /// A running `trustpool-server`.
@@ -65,10 +93,15 @@ pub struct ServerProcess {
     pub options: ServerOptions,
     /// gRPC port.
     pub grpc_port: u16,
-    /// HTTP feed port.
+    /// HTTPS API port.
     pub http_port: u16,
     /// Its log file.
     pub log: PathBuf,
+    /// The reader token the harness configured (name `harness`); also in
+    /// `<dir>/reader.token`.
+    pub reader_token: String,
+    /// TLS client settings trusting the server's CA (no client certificate).
+    pub tls: http::TlsClient,
 }
 
 impl ServerProcess {
@@ -86,6 +119,41 @@ impl ServerProcess {
         std::fs::create_dir_all(&options.dir)?;
         let log = options.dir.join("server.log");
         let log_file = File::options().create(true).append(true).open(&log)?;
+        let reader_token = hex::encode(rand::random::<[u8; 24]>());
+        let token_file = options.dir.join("reader.token");
+        std::fs::write(&token_file, &reader_token)?;
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        let mut publication_args = vec![
+            "--feed-token".to_string(),
+            format!("harness={}", sha256_hex(&reader_token)),
+        ];
+        for (name, token) in &options.publication.feed_tokens {
+            publication_args.push("--feed-token".into());
+            publication_args.push(format!("{name}={}", sha256_hex(token)));
+        }
+        if let Some(ca) = &options.publication.reader_ca {
+            publication_args.push("--reader-ca".into());
+            publication_args.push(ca.display().to_string());
+        }
+        if let Some(text) = &options.publication.config {
+            let path = options.dir.join("server.toml");
+            std::fs::write(&path, text)?;
+            publication_args.push("--config".into());
+            publication_args.push(path.display().to_string());
+        }
+        publication_args.extend(options.publication.extra_args.iter().cloned());
+        for name in &options.operators {
+            publication_args.push("--operator".into());
+            publication_args.push(name.clone());
+        }
+        if let Some(socket) = &options.admin_socket {
+            publication_args.push("--admin-socket".into());
+            publication_args.push(socket.display().to_string());
+        }
+        let tls = http::TlsClient::new(&options.ca, None)?;
         let child = Command::new(binary("trustpool-server")?)
             .arg("--grpc-listen")
             .arg(format!("127.0.0.1:{grpc_port}"))
@@ -107,6 +175,7 @@ impl ServerProcess {
             .arg(&options.report_interval)
             .arg("--down-time")
             .arg(&options.down_time)
+            .args(&publication_args)
             .env("TRUSTPOOL_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -118,6 +187,8 @@ impl ServerProcess {
             grpc_port,
             http_port,
             log,
+            reader_token,
+            tls,
         };
         server.wait_ready()?;
         Ok(server)
@@ -134,12 +205,20 @@ impl ServerProcess {
                     );
                 }
             }
-            if http::get(self.http_port, "/healthz").is_ok_and(|r| r.status == 200) {
+            if self
+                .https(&self.tls, "GET", "/healthz", &[], None)
+                .is_ok_and(|r| r.status == 200)
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("trustpool-server not ready after 20s:\n{}", self.log_text())
+    }
+
+    /// Process id of the running server (0 when stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// The gRPC URL agents use.
@@ -152,9 +231,31 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `GET path` on the feed.
+    /// `GET path` on the HTTPS API with the harness's reader token.
     pub fn get(&self, path: &str) -> anyhow::Result<http::HttpResponse> {
-        http::get(self.http_port, path)
+        let auth = format!("Bearer {}", self.reader_token);
+        self.https(&self.tls, "GET", path, &[("Authorization", &auth)], None)
+    }
+
+    /// One request on the HTTPS API with the given TLS settings and headers
+    /// (no credential is added).
+    pub fn https(
+        &self,
+        tls: &http::TlsClient,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<http::HttpResponse> {
+        http::request(
+            self.http_port,
+            Some(tls),
+            method,
+            path,
+            headers,
+            body,
+            Duration::from_secs(90),
+        )
     }
 
     /// Hostnames currently in `pool` according to the feed.

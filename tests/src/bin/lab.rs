@@ -86,7 +86,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
     lab.write_policy("default", &policy_with_checks(LAB_REQUIRED_CHECKS))?;
     let server = ServerProcess::start(lab.server_options(&args.report_interval, &args.down_time))?;
     println!(
-        "- server up: gRPC {} (mutual TLS), feed http://127.0.0.1:{}",
+        "- server up: gRPC {} (mutual TLS), feed https://127.0.0.1:{}",
         server.url(),
         server.http_port
     );
@@ -124,14 +124,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
         "\nThe lab keeps running (reports every {}); try:",
         args.report_interval
     );
-    println!(
-        "  curl -s http://127.0.0.1:{}/v1/pools/default/hosts",
+    let curl = format!(
+        "curl -s --cacert {} -H \"Authorization: Bearer $(cat {})\" https://127.0.0.1:{}",
+        running.lab.ca_pem.display(),
+        running.server.options.dir.join("reader.token").display(),
         running.server.http_port
     );
-    println!(
-        "  curl -s http://127.0.0.1:{}/v1/hosts/host-c",
-        running.server.http_port
-    );
+    println!("  {curl}/v1/pools/default/hosts");
+    println!("  {curl}/v1/hosts/host-c");
+    println!("  {curl}/metrics");
     println!("Ctrl-C stops everything.");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,373 @@
+//! A real OpenStack Placement for the trait-sync tests: `openstack-placement`
+//! from PyPI in a virtualenv (`scripts/placement-venv`, created once and
+//! shared), started on a free port with its own SQLite file and the
+//! `noauth2` strategy (token `admin`). Placement on SQLite needs its
+//! requests serialised, so it is served by a single-threaded `wsgiref`
+//! server. Dropping the handle stops it.
+
+use crate::http::{self, HttpResponse};
+use crate::procs::free_port;
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The microversion the harness speaks.
+pub const MICROVERSION: &str = "placement 1.39";
+
+/// The serving script: Placement's WSGI app on one thread.
+const RUNNER: &str = r#"
+import os, sys
+from wsgiref.simple_server import make_server, WSGIRequestHandler, WSGIServer
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+class Server(WSGIServer):
+    # Concurrent clients queue in the backlog instead of being dropped.
+    request_queue_size = 128
+
+os.environ['OS_PLACEMENT_CONFIG_DIR'] = sys.argv[1]
+from placement.wsgi import api
+server = make_server('127.0.0.1', int(sys.argv[2]), api.application,
+                     server_class=Server, handler_class=QuietHandler)
+print('placement listening', flush=True)
+server.serve_forever()
+"#;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The virtualenv, created by `scripts/placement-venv` if needed (under a
+/// file lock, so concurrent tests create it once).
+pub fn ensure_venv() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let venv = std::env::var_os("TRUSTPOOL_PLACEMENT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/placement-venv"));
+    std::fs::create_dir_all(root.join("target"))?;
+    let out = Command::new("flock")
+        .arg(root.join("target/placement-venv.lock"))
+        .arg(root.join("scripts/placement-venv"))
+        .env("TRUSTPOOL_PLACEMENT_VENV", &venv)
+        .output()
+        .context("running scripts/placement-venv")?;
+    if !out.status.success() {
+        bail!(
+            "scripts/placement-venv failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(venv)
+}
+
+/// A running Placement; derefs to its [`PlacementApi`].
+pub struct Placement {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its directory (configuration, database, log).
+    pub dir: PathBuf,
+    /// The virtualenv it runs from.
+    pub venv: PathBuf,
+    api: PlacementApi,
+}
+
+/// The Placement API as an admin, for any thread (owns no process).
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementApi {
+    /// Placement's port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl std::ops::Deref for Placement {
+    type Target = PlacementApi;
+    fn deref(&self) -> &PlacementApi {
+        &self.api
+    }
+}
+
+impl Placement {
+    /// Creates the database in `dir` and starts Placement on a free port.
+    pub fn start(dir: &Path) -> anyhow::Result<Placement> {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Like [`Placement::start`] on a given port (the database is kept if it exists).
+    pub fn start_on(dir: &Path, port: u16) -> anyhow::Result<Placement> {
+        let venv = ensure_venv()?;
+        std::fs::create_dir_all(dir)?;
+        let conf = format!(
+            "[DEFAULT]\ndebug = false\n[api]\nauth_strategy = noauth2\n[placement_database]\nconnection = sqlite:///{}\n",
+            dir.join("placement.db").display()
+        );
+        std::fs::write(dir.join("placement.conf"), conf)?;
+        std::fs::write(dir.join("run_placement.py"), RUNNER)?;
+        let sync = Command::new(venv.join("bin/placement-manage"))
+            .arg("--config-file")
+            .arg(dir.join("placement.conf"))
+            .args(["db", "sync"])
+            .output()
+            .context("placement-manage db sync")?;
+        if !sync.status.success() {
+            bail!(
+                "placement-manage db sync failed:\n{}",
+                String::from_utf8_lossy(&sync.stderr)
+            );
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("placement.log"))?;
+        let child = Command::new(venv.join("bin/python"))
+            .arg(dir.join("run_placement.py"))
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting Placement")?;
+        let mut p = Placement {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            venv,
+            api: PlacementApi { port },
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = p.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("Placement exited ({status}):\n{}", p.log_text());
+                }
+            }
+            if p.request("GET", "/", None).is_ok_and(|r| r.status == 200) {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("Placement not up after 60s:\n{}", p.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Its endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("placement.log")).unwrap_or_default()
+    }
+
+    /// Stops it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl PlacementApi {
+    /// One request as an admin (`X-Auth-Token: admin`, microversion 1.39).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<HttpResponse> {
+        let body = body.map(|b| b.to_string());
+        let mut headers = vec![
+            ("X-Auth-Token", "admin"),
+            ("OpenStack-API-Version", MICROVERSION),
+            ("Accept", "application/json"),
+        ];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        http::request(
+            self.port,
+            None,
+            method,
+            path,
+            &headers,
+            body.as_deref().map(str::as_bytes),
+            Duration::from_secs(30),
+        )
+    }
+
+    fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        ok: &[u16],
+    ) -> anyhow::Result<HttpResponse> {
+        let r = self.request(method, path, body)?;
+        if !ok.contains(&r.status) {
+            bail!("{method} {path}: {} {}", r.status, r.body);
+        }
+        Ok(r)
+    }
+
+    /// Creates a trait (`PUT /traits/{name}`).
+    pub fn create_trait(&self, name: &str) -> anyhow::Result<()> {
+        self.expect("PUT", &format!("/traits/{name}"), None, &[201, 204])?;
+        Ok(())
+    }
+
+    /// Creates a root provider named `name` with `vcpus` VCPU and `traits`
+    /// (created first if custom); returns its uuid.
+    pub fn create_provider(
+        &self,
+        name: &str,
+        traits: &[&str],
+        vcpus: u32,
+    ) -> anyhow::Result<String> {
+        let r = self.expect(
+            "POST",
+            "/resource_providers",
+            Some(&serde_json::json!({"name": name})),
+            &[200],
+        )?;
+        let uuid = r.json()?["uuid"].as_str().context("uuid")?.to_string();
+        let (_, generation) = self.traits(&uuid)?;
+        let r = self.expect(
+            "PUT",
+            &format!("/resource_providers/{uuid}/inventories"),
+            Some(&serde_json::json!({
+                "resource_provider_generation": generation,
+                "inventories": {"VCPU": {"total": vcpus}}
+            })),
+            &[200],
+        )?;
+        let generation = r.json()?["resource_provider_generation"]
+            .as_u64()
+            .context("generation")?;
+        for t in traits.iter().filter(|t| t.starts_with("CUSTOM_")) {
+            self.create_trait(t)?;
+        }
+        self.expect(
+            "PUT",
+            &format!("/resource_providers/{uuid}/traits"),
+            Some(
+                &serde_json::json!({"traits": traits, "resource_provider_generation": generation}),
+            ),
+            &[200],
+        )?;
+        Ok(uuid)
+    }
+
+    /// The traits of a provider and its generation.
+    pub fn traits(&self, uuid: &str) -> anyhow::Result<(Vec<String>, u64)> {
+        let body = self
+            .expect(
+                "GET",
+                &format!("/resource_providers/{uuid}/traits"),
+                None,
+                &[200],
+            )?
+            .json()?;
+        let mut traits: Vec<String> = body["traits"]
+            .as_array()
+            .context("traits")?
+            .iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        traits.sort();
+        Ok((
+            traits,
+            body["resource_provider_generation"]
+                .as_u64()
+                .context("generation")?,
+        ))
+    }
+
+    /// Read-modify-write of one trait of a provider, retried on 409 (what
+    /// another well-behaved writer such as nova-compute does). Returns the
+    /// number of conflicts it met.
+    pub fn set_trait(&self, uuid: &str, name: &str, present: bool) -> anyhow::Result<u32> {
+        let mut conflicts = 0;
+        for _ in 0..200 {
+            let (mut traits, generation) = self.traits(uuid)?;
+            traits.retain(|t| t != name);
+            if present {
+                traits.push(name.to_string());
+            }
+            let r = self.request(
+                "PUT",
+                &format!("/resource_providers/{uuid}/traits"),
+                Some(&serde_json::json!({"traits": traits, "resource_provider_generation": generation})),
+            )?;
+            match r.status {
+                200 => return Ok(conflicts),
+                409 => {
+                    conflicts += 1;
+                    std::thread::sleep(Duration::from_millis(u64::from(rand::random::<u8>() % 20)));
+                }
+                other => bail!("PUT traits of {uuid}: {other} {}", r.body),
+            }
+        }
+        bail!("PUT traits of {uuid}: still conflicting after 200 attempts")
+    }
+
+    /// Names of the providers `GET /allocation_candidates` offers for `query`.
+    pub fn allocation_candidates(&self, query: &str) -> anyhow::Result<Vec<String>> {
+        let names: BTreeMap<String, String> = self
+            .expect("GET", "/resource_providers", None, &[200])?
+            .json()?["resource_providers"]
+            .as_array()
+            .context("providers")?
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["uuid"].as_str()?.to_string(),
+                    p["name"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let body = self
+            .expect(
+                "GET",
+                &format!("/allocation_candidates?{query}"),
+                None,
+                &[200],
+            )?
+            .json()?;
+        let mut out: Vec<String> = body["provider_summaries"]
+            .as_object()
+            .context("provider_summaries")?
+            .keys()
+            .filter_map(|uuid| names.get(uuid).cloned())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
