@@ -84,7 +84,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         LAB_REQUIRED_CHECKS.join(", ")
     );
     lab.write_policy("default", &policy_with_checks(LAB_REQUIRED_CHECKS))?;
-    let server = ServerProcess::start(lab.server_options(&args.report_interval, &args.down_time))?;
+    let mut server_options = lab.server_options(&args.report_interval, &args.down_time);
+    server_options.operators = vec!["lab-operator".into()];
+    // An operator certificate for the `trustpool` CLI hint printed below.
+    lab.ca
+        .issue_client(&lab.dir.join("operator"), "lab-operator")?;
+    let server = ServerProcess::start(server_options)?;
     println!(
         "- server up: gRPC {} (mutual TLS), feed https://127.0.0.1:{}",
         server.url(),
@@ -133,6 +138,13 @@ fn run(args: Args) -> anyhow::Result<u8> {
     println!("  {curl}/v1/pools/default/hosts");
     println!("  {curl}/v1/hosts/host-c");
     println!("  {curl}/metrics");
+    println!(
+        "  target/debug/trustpool --server {} --ca {} --cert {} --key {} hosts",
+        running.server.url(),
+        running.lab.ca_pem.display(),
+        running.lab.dir.join("operator/lab-operator.pem").display(),
+        running.lab.dir.join("operator/lab-operator.key").display()
+    );
     println!("Ctrl-C stops everything.");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
