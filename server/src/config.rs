@@ -344,11 +344,15 @@ mod tests {
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest)
                     if rest.split_once(" = ").is_some_and(|(k, _)| {
-                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        !k.is_empty()
+                            && k.chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                     }) =>
                 {
                     rest
                 }
+                // Commented table headers such as `# [[feed_tokens]]`.
+                Some(rest) if rest.starts_with('[') && rest.ends_with(']') => rest,
                 _ => l,
             })
             .collect();

@@ -199,6 +199,7 @@ impl Session {
         let new_enrolment = if existing.as_ref().is_some_and(same_keys)
             || pending.as_ref().is_some_and(|p| same_keys(&p.enrolment))
         {
+            self.state.metrics.enrolment("known");
             false
         } else {
             self.enrol(&hostname, &hello, &ek, &ak, existing.is_some())
@@ -255,7 +256,6 @@ impl Session {
         };
         if !constant_time_eq(&proof.secret, &secret) {
             warn!(host = %hostname, "credential activation failed");
-            self.state.metrics.enrolment("activation_failed");
             return Err(SessionError::new(
                 "enrolment.activation_failed",
                 "the activated credential is wrong: the AK is not resident in the TPM that holds this EK",
@@ -562,6 +562,9 @@ impl Session {
             Ok(()) => info!(host = %host, "agent closed its session"),
             Err(e) if e.code == "stream.closed" => info!(host = %host, "{}", e.message),
             Err(e) => {
+                if e.code.starts_with("enrolment.") {
+                    self.state.metrics.enrolment(e.code);
+                }
                 warn!(host = %host, code = e.code, "session ended: {}", e.message);
                 let _ = self
                     .tx

@@ -371,3 +371,158 @@ impl Drop for Placement {
         self.stop();
     }
 }
+
+/// A proxy in front of Placement that plays the worst-timed concurrent
+/// writer: right after it forwards a `GET /resource_providers/{uuid}/traits`
+/// of the watched provider (the read of a read-modify-write), it adds a
+/// trait of its own to that provider by its own read-modify-write, before
+/// answering. The client's following `PUT` then carries a stale generation
+/// and must meet a 409 `placement.concurrent_update`. It does so for as many
+/// reads as it is armed for ([`ConflictProxy::arm`]); every other request is
+/// forwarded untouched. Each answer closes its connection.
+pub struct ConflictProxy {
+    /// The proxy's port on 127.0.0.1.
+    pub port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    added: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConflictProxy {
+    /// Starts the proxy in front of `upstream`, watching provider `uuid`.
+    pub fn start(upstream: PlacementApi, uuid: &str) -> anyhow::Result<ConflictProxy> {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let armed = Arc::new(AtomicU32::new(0));
+        let added = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watched = format!("/resource_providers/{uuid}/traits");
+        let (a, d, s) = (armed.clone(), added.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                let Ok((method, path, headers, body)) = read_request(&mut conn) else {
+                    continue;
+                };
+                let forwarded: Vec<(&str, &str)> = headers
+                    .iter()
+                    .filter(|(n, _)| {
+                        !matches!(n.as_str(), "host" | "connection" | "content-length")
+                    })
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let reply = http::request(
+                    upstream.port,
+                    None,
+                    &method,
+                    &path,
+                    &forwarded,
+                    (!body.is_empty()).then_some(body.as_slice()),
+                    Duration::from_secs(30),
+                );
+                if method == "GET"
+                    && path == watched
+                    && a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    let mut list = d.lock().unwrap_or_else(|p| p.into_inner());
+                    let name = format!("CUSTOM_INTERPOSED_{}", list.len());
+                    let uuid = watched.split('/').nth(2).unwrap_or("").to_string();
+                    if upstream.create_trait(&name).is_ok()
+                        && upstream.set_trait(&uuid, &name, true).is_ok()
+                    {
+                        list.push(name);
+                    }
+                }
+                let answer = match reply {
+                    Ok(r) => format!(
+                        "HTTP/1.1 {} Proxied\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                        r.status,
+                        r.body.len(),
+                        r.body
+                    ),
+                    Err(_) => "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                };
+                let _ = std::io::Write::write_all(&mut conn, answer.as_bytes());
+            }
+        });
+        Ok(ConflictProxy {
+            port,
+            armed,
+            added,
+            stop,
+        })
+    }
+
+    /// Interposes a write after each of the next `reads` watched reads.
+    pub fn arm(&self, reads: u32) {
+        self.armed.store(reads, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The traits the proxy added so far.
+    pub fn added(&self) -> Vec<String> {
+        self.added.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Its endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ConflictProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the accept loop.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Reads one HTTP/1.1 request: method, path, headers (names lower-cased), body.
+type RawRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(conn: &mut std::net::TcpStream) -> anyhow::Result<RawRequest> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed before the request head");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed in the request body");
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    Ok((method, path, headers, body))
+}

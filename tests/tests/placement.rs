@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trustpool_tests::http;
 use trustpool_tests::lab::{golden_policy, Lab, Launch};
-use trustpool_tests::placement::{Placement, PlacementApi};
+use trustpool_tests::placement::{ConflictProxy, Placement, PlacementApi};
 use trustpool_tests::procs::{free_port, sha256_hex, wait_until, ServerProcess};
 
 const TRAIT: &str = "CUSTOM_TRUSTPOOL_DEFAULT";
@@ -71,11 +71,16 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
         .create_provider("host-stale", &["CUSTOM_NOVA_OWNED", TRAIT], 8)
         .expect("host-stale");
 
+    // The server talks to Placement through a proxy that, when armed, writes
+    // to host-a's provider between each read and write of the server's
+    // read-modify-write: every such write of ours must meet a 409 and be retried.
+    let proxy = ConflictProxy::start(*placement, &a).expect("proxy");
+
     let host_a = lab.add_host("host-a", Launch::Golden).expect("host-a");
     let host_b = lab.add_host("host-b", Launch::Golden).expect("host-b");
     let host_c = lab.add_host("host-c", Launch::None).expect("host-c");
     let mut options = lab.server_options("1s", "3s");
-    options.publication.config = Some(placement_config(placement.port, "2s"));
+    options.publication.config = Some(placement_config(proxy.port, "2s"));
     let server = ServerProcess::start(options).expect("server");
 
     assert!(
@@ -111,6 +116,7 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
         })
         .collect();
 
+    proxy.arm(2);
     let mut agents = Vec::new();
     for h in [&host_a, &host_b, &host_c] {
         agents.push(
@@ -171,6 +177,7 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
             }
         })
     };
+    proxy.arm(2);
     agents[0].stop().expect("stop host-a");
     let stopped = Instant::now();
     let mut gone_at = None;
@@ -198,6 +205,9 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
     let (traits_a, _) = placement.traits(&a).expect("traits");
     let mut want: BTreeSet<String> = NOVA_TRAITS.iter().map(|s| s.to_string()).collect();
     want.extend((0..3).map(|i| format!("CUSTOM_OTHER_{i}")));
+    let interposed = proxy.added();
+    assert_eq!(interposed.len(), 4, "the proxy interposed 4 writes");
+    want.extend(interposed);
     assert_eq!(
         traits_a.iter().cloned().collect::<BTreeSet<_>>(),
         want,
@@ -226,8 +236,8 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
     let conflicts = metric(&server, "trustpool_placement_conflicts_total");
     println!("Placement 409 conflicts: server {conflicts}, other writers {writer_conflicts}");
     assert!(
-        conflicts >= 1.0,
-        "no conflict was met (writers met {writer_conflicts})"
+        conflicts >= 4.0,
+        "every interposed write must have cost us a 409: {conflicts}"
     );
 
     // host-b leaves with nobody else writing: the plain removal latency.
