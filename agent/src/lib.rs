@@ -11,8 +11,6 @@
 pub mod client;
 pub mod config;
 pub mod report;
-pub mod sd_notify;
-pub mod secrets;
 pub mod tpm;
 pub mod watch;
 
@@ -59,3 +57,5 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
         SessionEnd::Closed => anyhow::bail!("the server closed the stream before a verdict"),
     }
 }
+
+pub use trustpool_daemon::{sd_notify, secrets};

@@ -8,14 +8,7 @@ use std::process::ExitCode;
 use trustpool_agent::config::{AgentCli, AgentConfig, Command};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRUSTPOOL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    trustpool_daemon::init_logging();
     let cli = AgentCli::parse();
     let outcome = match cli.command {
         Some(Command::Check(args)) => trustpool_agent::report::check_command(&args),

@@ -37,10 +37,10 @@ pub mod placement;
 pub mod publish;
 pub mod registry;
 pub mod reload;
-pub mod sd_notify;
-pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
 pub mod verdict;
+
+pub use trustpool_daemon::{sd_notify, secrets};

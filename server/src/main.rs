@@ -4,14 +4,7 @@ use clap::Parser;
 use trustpool_server::config::{ServerArgs, ServerConfig};
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRUSTPOOL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    trustpool_daemon::init_logging();
     let args = ServerArgs::parse();
     let outcome = ServerConfig::resolve(args).and_then(|cfg| {
         let runtime = tokio::runtime::Runtime::new()?;

@@ -1,6 +1,6 @@
 //! Secrets on disk: a private key is read only if neither its group nor
 //! others may read it (mode & 0o077 == 0), so a key left readable by a
-//! careless `cp` or `chmod 644` stops the agent with a clear error instead of
+//! careless `cp` or `chmod 644` stops the daemon with a clear error instead of
 //! being used.
 
 use anyhow::Context;

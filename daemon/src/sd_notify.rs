@@ -1,8 +1,8 @@
-//! A tiny sd_notify(3): tells systemd (`Type=notify` units) that the server is
-//! ready (database open, policy loaded, listeners bound) by sending
-//! `READY=1` as one datagram to the unix socket named by `$NOTIFY_SOCKET` (a
-//! path, or an abstract-namespace name when it starts with `@`). Without
-//! `$NOTIFY_SOCKET` (not started by systemd) it does nothing.
+//! A tiny sd_notify(3): tells systemd (`Type=notify` units) that a daemon is
+//! ready (the agent: its TPM is open; the server: database, policy, listeners) by sending `READY=1` as one datagram to the unix
+//! socket named by `$NOTIFY_SOCKET` (a path, or an abstract-namespace name
+//! when it starts with `@`). Without `$NOTIFY_SOCKET` (not started by systemd) it does
+//! nothing.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn ready_reaches_an_abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
-        let name = format!("trustpool-server-test-{}", std::process::id());
+        let name = format!("trustpool-agent-test-{}", std::process::id());
         let addr =
             std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
         let listener = UnixDatagram::bind_addr(&addr).expect("bind");
