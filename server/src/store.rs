@@ -208,18 +208,7 @@ impl Store {
         .await
         .context("reading enrolments")?;
         rows.into_iter()
-            .map(|r| {
-                Ok(Enrolment {
-                    hostname: r.try_get("hostname")?,
-                    ek_public: r.try_get("ek_public")?,
-                    ek_certificate: r.try_get("ek_certificate")?,
-                    ak_public: r.try_get("ak_public")?,
-                    ak_name: r.try_get("ak_name")?,
-                    cert_fingerprint: r.try_get("cert_fingerprint")?,
-                    cert_subject: r.try_get("cert_subject")?,
-                    enrolled_at_ms: r.try_get("enrolled_at_ms")?,
-                })
-            })
+            .map(|r| enrolment_row(&r))
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding enrolments")
     }
@@ -393,16 +382,7 @@ impl Store {
         rows.into_iter()
             .map(|r| {
                 Ok(PendingEnrolment {
-                    enrolment: Enrolment {
-                        hostname: r.try_get("hostname")?,
-                        ek_public: r.try_get("ek_public")?,
-                        ek_certificate: r.try_get("ek_certificate")?,
-                        ak_public: r.try_get("ak_public")?,
-                        ak_name: r.try_get("ak_name")?,
-                        cert_fingerprint: r.try_get("cert_fingerprint")?,
-                        cert_subject: r.try_get("cert_subject")?,
-                        enrolled_at_ms: r.try_get("enrolled_at_ms")?,
-                    },
+                    enrolment: enrolment_row(&r)?,
                     reason: r.try_get("reason")?,
                 })
             })
@@ -593,6 +573,20 @@ impl Store {
     pub async fn healthy(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// The enrolment columns shared by `enrolments` and `pending_enrolments`.
+fn enrolment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrolment, sqlx::Error> {
+    Ok(Enrolment {
+        hostname: r.try_get("hostname")?,
+        ek_public: r.try_get("ek_public")?,
+        ek_certificate: r.try_get("ek_certificate")?,
+        ak_public: r.try_get("ak_public")?,
+        ak_name: r.try_get("ak_name")?,
+        cert_fingerprint: r.try_get("cert_fingerprint")?,
+        cert_subject: r.try_get("cert_subject")?,
+        enrolled_at_ms: r.try_get("enrolled_at_ms")?,
+    })
 }
 
 async fn insert_history(
