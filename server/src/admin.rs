@@ -136,14 +136,7 @@ pub fn host_state(h: &HostSnapshot, pool: Option<&str>) -> &'static str {
 }
 
 fn last_good_ms(h: &HostSnapshot) -> i64 {
-    h.verdicts
-        .iter()
-        .filter(|v| {
-            v.trusted || (!v.reasons.is_empty() && v.reasons.iter().all(|r| r.code == codes::STALE))
-        })
-        .map(|v| v.attested_at_ms)
-        .max()
-        .unwrap_or(0)
+    h.last_good_ms.values().copied().max().unwrap_or(0)
 }
 
 fn fingerprint(bytes: &[u8]) -> String {

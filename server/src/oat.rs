@@ -28,7 +28,6 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::warn;
-use trustpool_evidence::reason::codes;
 
 /// Default path prefix, the one Nova's `attestation_api_url` defaults to.
 pub const DEFAULT_PREFIX: &str = "/OpenAttestationWebServices/V1.0";
@@ -217,17 +216,10 @@ pub async fn poll_hosts(
                     vtime: vtime(members[i].attested_at_ms),
                 };
             }
-            // Merely stale: the last good attestation is still known.
-            let last_good = registry.host(&key, now).and_then(|h| {
-                h.verdicts
-                    .into_iter()
-                    .find(|v| v.pool == s.oat.pool)
-                    .filter(|v| {
-                        v.reasons.iter().any(|r| r.code == codes::STALE)
-                            && !v.reasons.iter().any(|r| r.code != codes::STALE)
-                    })
-                    .map(|v| v.attested_at_ms)
-            });
+            // The time of the last good attestation, stale or since failed.
+            let last_good = registry
+                .host(&key, now)
+                .and_then(|h| h.last_good_ms.get(&s.oat.pool).copied());
             HostTrust {
                 host_name: name,
                 trust_lvl: "untrusted",

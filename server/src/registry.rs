@@ -58,6 +58,9 @@ pub struct HostSnapshot {
     pub facts: Option<Facts>,
     /// The last accepted TPM clock.
     pub clock: Option<StoredClock>,
+    /// Per pool, when the host last had a trusted verdict (Unix ms), even if
+    /// later verdicts are not trusted.
+    pub last_good_ms: BTreeMap<String, i64>,
 }
 
 /// A change of a host's membership in a pool — or a verdict that says
@@ -83,6 +86,7 @@ struct HostRecord {
     revoked: Option<Revocation>,
     facts: Option<Facts>,
     verdicts: BTreeMap<String, StoredVerdict>,
+    last_good_ms: BTreeMap<String, i64>,
     clock: Option<StoredClock>,
     connected: bool,
 }
@@ -277,6 +281,10 @@ impl Registry {
         for v in verdicts {
             touched.insert(v.hostname.clone());
             let record = inner.hosts.entry(v.hostname.clone()).or_default();
+            if v.trusted {
+                let last = record.last_good_ms.entry(v.pool.clone()).or_insert(0);
+                *last = (*last).max(v.attested_at_ms);
+            }
             let old = record.verdicts.insert(v.pool.clone(), v.clone());
             let new_story = old.is_none_or(|o| {
                 o.trusted != v.trusted
@@ -364,6 +372,7 @@ impl Registry {
             h.pending = None;
             h.clock = None;
             h.verdicts.clear();
+            h.last_good_ms.clear();
             h.facts = None;
         })
     }
@@ -465,6 +474,7 @@ impl Registry {
             revoked: record.revoked.clone(),
             facts: record.facts.clone(),
             clock: record.clock,
+            last_good_ms: record.last_good_ms.clone(),
         })
     }
 
@@ -663,5 +673,17 @@ mod tests {
             r.host("a", 4).expect("host").verdicts[0].reasons[0].code,
             NOT_ATTESTED
         );
+    }
+
+    #[test]
+    fn the_last_good_attestation_is_remembered_after_a_failing_one() {
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
+        r.record_verdicts(vec![verdict("a", "p", true, 10, 1000)], 10);
+        r.record_verdicts(vec![verdict("a", "p", false, 20, 0)], 20);
+        let h = r.host("a", 30).expect("host");
+        assert!(!h.verdicts[0].trusted);
+        assert_eq!(h.last_good_ms.get("p"), Some(&10));
     }
 }
