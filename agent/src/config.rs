@@ -2,7 +2,6 @@
 //! given with `--config`; a flag always overrides the file, unknown keys are
 //! refused with their line.
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -161,20 +160,8 @@ impl AgentConfig {
         args: RunArgs,
         default: Option<&Path>,
     ) -> anyhow::Result<AgentConfig> {
-        let file = match (&args.config, default) {
-            (Some(path), _) => read_file(path)?,
-            (None, Some(path)) if path.exists() => read_file(path)?,
-            (None, _) => AgentFile::default(),
-        };
-        fn need<T>(flag: Option<T>, file: Option<T>, name: &str) -> anyhow::Result<T> {
-            flag.or(file).with_context(|| {
-                format!(
-                    "missing required option --{} (or `{}` in --config)",
-                    name.replace('_', "-"),
-                    name
-                )
-            })
-        }
+        let file: AgentFile = trustpool_daemon::config::load(args.config.as_deref(), default)?;
+        use trustpool_daemon::config::need;
         Ok(AgentConfig {
             server: need(args.server, file.server, "server")?,
             ca: need(args.ca, file.ca, "ca")?,
@@ -198,21 +185,9 @@ impl AgentConfig {
     }
 }
 
+#[cfg(test)]
 fn read_file(path: &Path) -> anyhow::Result<AgentFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| {
-                format!(
-                    ":{}",
-                    text[..s.start.min(text.len())].matches('\n').count() + 1
-                )
-            })
-            .unwrap_or_default();
-        anyhow::anyhow!("{}{line}: {}", path.display(), e.message())
-    })
+    trustpool_daemon::config::read_toml(path)
 }
 
 #[cfg(test)]

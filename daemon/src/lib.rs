@@ -1,10 +1,12 @@
 //! What the trustpool daemons (agent and server) share at the process
 //! level, so neither carries its own copy:
 //!
+//! - [`config`]: the TOML configuration file (file:line errors, flag over file);
 //! - [`sd_notify`]: readiness for systemd `Type=notify` units;
 //! - [`secrets`]: reading private keys only from files their owner alone can read;
 //! - [`init_logging`]: `tracing` to stderr, filtered by `TRUSTPOOL_LOG`.
 
+pub mod config;
 pub mod sd_notify;
 pub mod secrets;
 

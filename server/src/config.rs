@@ -2,7 +2,7 @@
 //! given with `--config`. A flag always overrides the file; unknown keys in the
 //! file are refused with their line.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -163,20 +163,8 @@ impl ServerConfig {
         args: ServerArgs,
         default: Option<&Path>,
     ) -> anyhow::Result<ServerConfig> {
-        let file = match (&args.config, default) {
-            (Some(path), _) => read_file(path)?,
-            (None, Some(path)) if path.exists() => read_file(path)?,
-            (None, _) => ServerFile::default(),
-        };
-        fn need<T>(flag: Option<T>, file: Option<T>, name: &str) -> anyhow::Result<T> {
-            flag.or(file).with_context(|| {
-                format!(
-                    "missing required option --{} (or `{}` in --config)",
-                    name.replace('_', "-"),
-                    name
-                )
-            })
-        }
+        let file: ServerFile = trustpool_daemon::config::load(args.config.as_deref(), default)?;
+        use trustpool_daemon::config::need;
         let cfg = ServerConfig {
             grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
             http_listen: need(args.http_listen, file.http_listen, "http_listen")?,
@@ -227,23 +215,9 @@ impl ServerConfig {
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<ServerFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    parse_file(&path.display().to_string(), &text)
-}
-
+#[cfg(test)]
 fn parse_file(name: &str, text: &str) -> anyhow::Result<ServerFile> {
-    toml::from_str(text).map_err(|e| {
-        let place = e
-            .span()
-            .map(|s| {
-                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                format!(":{line}")
-            })
-            .unwrap_or_default();
-        anyhow::anyhow!("{name}{place}: {}", e.message())
-    })
+    trustpool_daemon::config::parse_toml(name, text)
 }
 
 #[cfg(test)]
