@@ -145,6 +145,12 @@ fn a_certificate_for_another_host_is_refused_and_the_victim_is_unaffected() {
     let attacker = lab.add_host("host-c", Launch::Golden).expect("host-c");
     let server = ServerProcess::start(lab.server_options("30s", "75s")).expect("server");
     assert_eq!(run_once(&lab, &victim, &server).0, 0);
+    // The --once session has ended once the server marks host-a disconnected:
+    // from then on nothing legitimate changes its record.
+    assert!(wait_until(Duration::from_secs(10), || server
+        .get("/v1/hosts/host-a")
+        .and_then(|r| r.json())
+        .is_ok_and(|v| v["connected"] == false)));
     let before = server.get("/v1/hosts/host-a").expect("get").body;
 
     // host-c's certificate and TPM, claiming to be host-a.
