@@ -20,6 +20,9 @@ use tracing::{info, warn};
 use trustpool_proto::v1::admin_server::AdminServer;
 use trustpool_proto::v1::attestation_server::AttestationServer;
 
+/// How long a stopping server waits for gRPC connections to close.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Period of the sweeper that drops expired members from the pools.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
 
@@ -100,10 +103,15 @@ pub async fn run(
     on_ready();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("stopping: ending the agent sessions and the listeners");
+            state.begin_stopping();
+            let _ = stop_tx.send(true);
+        });
+    }
 
     crate::reload::spawn_watchers(state.clone(), stop_rx.clone());
     let sweeper = {
@@ -146,7 +154,22 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
             let _ = stop.changed().await;
         });
-    grpc.await.context("gRPC server failed")?;
+    // The graceful shutdown waits for open streams, which the sessions end
+    // on their own once stopping; a stream that still hangs (a stalled TLS
+    // peer) is cut after STOP_GRACE so that the history is flushed below
+    // before the service manager's SIGKILL.
+    let mut grpc = tokio::spawn(grpc);
+    let mut stopping = stop_rx.clone();
+    tokio::select! {
+        outcome = &mut grpc => outcome.context("gRPC task panicked")?.context("gRPC server failed")?,
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            warn!(grace = ?STOP_GRACE, "gRPC connections still open after the grace period: closing them");
+            grpc.abort();
+        }
+    }
     if let Some(task) = admin_socket {
         let _ = task.await;
     }

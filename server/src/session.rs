@@ -95,7 +95,17 @@ impl Attestation for AttestationService {
                 tx,
                 hostname: None,
             };
-            let outcome = session.run().await;
+            let stopped = session.state.stopped();
+            // A stopping server ends the session between two awaits; store
+            // writes are transactions, so an interrupted one leaves nothing
+            // half-written and the agent attests again on the next server.
+            let outcome = tokio::select! {
+                outcome = session.run() => outcome,
+                () = stopped => Err(SessionError::new(
+                    "server.stopping",
+                    "the server is stopping; reconnect later",
+                )),
+            };
             session.finish(outcome).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

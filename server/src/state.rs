@@ -32,6 +32,7 @@ pub struct AppState {
     pub policy_dir: std::sync::OnceLock<std::path::PathBuf>,
     policy_status: RwLock<PolicyStatus>,
     policy_changes: tokio::sync::watch::Sender<String>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// When the policy in force was loaded, and the last refused reload.
@@ -61,6 +62,7 @@ impl AppState {
             down_time,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
+            stopping: tokio::sync::watch::channel(false).0,
             policy: RwLock::new(Arc::new(policy)),
             history: std::sync::OnceLock::new(),
             operators: std::sync::OnceLock::new(),
@@ -83,6 +85,22 @@ impl AppState {
     /// Subscribes to policy changes (the value is the digest in force).
     pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<String> {
         self.policy_changes.subscribe()
+    }
+
+    /// Tells every agent session that the server is stopping: each ends its
+    /// stream with an `Error` ("server.stopping") so that the gRPC server's
+    /// graceful shutdown does not wait for streams that never end.
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes once [`AppState::begin_stopping`] was called (at once if it was).
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            // An error means the state is gone: stopping, too.
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// The status of the policy in force.

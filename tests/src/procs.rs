@@ -272,7 +272,8 @@ impl ServerProcess {
             .unwrap_or_default())
     }
 
-    /// Stops the server with SIGTERM and waits for it.
+    /// Stops the server with SIGTERM and waits for it: an error if it had
+    /// to be killed because it did not exit within 10 s of SIGTERM.
     pub fn stop(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         let Some(mut child) = self.child.take() else {
             return Ok(None);
@@ -297,6 +298,8 @@ impl Drop for ServerProcess {
     }
 }
 
+/// SIGTERM, then SIGKILL after 10 s: the exit status, or an error saying it
+/// had to be killed (a server must stop on SIGTERM, as systemd expects).
 fn terminate(child: &mut Child) -> anyhow::Result<Option<ExitStatus>> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -308,7 +311,8 @@ fn terminate(child: &mut Child) -> anyhow::Result<Option<ExitStatus>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
-    Ok(Some(child.wait()?))
+    let status = child.wait()?;
+    anyhow::bail!("still running 10 s after SIGTERM: killed ({status})")
 }
 
 /// Files and options of one agent.
@@ -392,12 +396,13 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Stops the agent (SIGTERM, then SIGKILL) and reaps it.
-    pub fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            terminate(&mut child)?;
+    /// Stops the agent with SIGTERM and reaps it: its exit status, or an
+    /// error if it had to be killed 10 s after SIGTERM.
+    pub fn stop(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        match self.child.take() {
+            Some(mut child) => terminate(&mut child),
+            None => Ok(None),
         }
-        Ok(())
     }
 
     /// True while the process runs.
