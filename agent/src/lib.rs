@@ -42,7 +42,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
     sd_notify::ready();
     let reporter = Reporter::new(&cfg.root, &cfg.role)?;
     if !cfg.once {
-        client::run_forever(&cfg, &tpm, &reporter).await?;
+        tokio::select! {
+            outcome = client::run_forever(&cfg, &tpm, &reporter) => outcome?,
+            () = trustpool_daemon::shutdown_signal() => {
+                tracing::info!("stopping: the TPM operation in flight finishes and flushes first");
+            }
+        }
+        // The session (and its stream) is dropped by now; without a resource
+        // manager (swtpm, /dev/tpm0) nothing else would flush what it loaded.
+        tpm.stop().await;
+        tracing::info!("trustpool-agent stopped");
         return Ok(0);
     }
     match client::session(&cfg, &tpm, &reporter, &mut Backoff::default()).await? {

@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(trustpool_server::server::run(
             cfg,
-            shutdown_signal(),
+            trustpool_daemon::shutdown_signal(),
             trustpool_server::sd_notify::ready,
         ))
     });
@@ -20,20 +20,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("trustpool-server: error: {e:#}");
             std::process::ExitCode::from(2)
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

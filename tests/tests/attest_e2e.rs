@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
-use trustpool_tests::procs::{wait_until, ServerProcess};
+use trustpool_tests::procs::{wait_until, AgentProcess, ServerProcess};
 
 fn lab() -> (tempfile::TempDir, Lab) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -284,19 +284,52 @@ fn a_bad_policy_stops_start_up_with_file_and_line() {
     assert!(text.contains("broken.toml:5"), "{text}");
 }
 
-#[test]
-fn the_agent_reconnects_when_the_server_comes_back() {
-    let (_dir, lab) = lab();
+/// host-a with a long-running agent, rounds every second (down time 3 s),
+/// once it is in the pool.
+fn host_a_attesting_every_second(lab: &Lab) -> (LabHost, ServerProcess, AgentProcess) {
     let host = lab.add_host("host-a", Launch::Golden).expect("host");
-    let mut server = ServerProcess::start(lab.server_options("1s", "3s")).expect("server");
-    let mut agent = lab
+    let server = ServerProcess::start(lab.server_options("1s", "3s")).expect("server");
+    let agent = lab
         .agent_options(&host, &server)
         .spawn(&lab.dir.join("agent.log"))
         .expect("agent");
     assert!(wait_until(Duration::from_secs(30), || server
         .pool_members("default")
         .is_ok_and(|m| m == ["host-a"])));
-    server.stop().expect("stop");
+    (host, server, agent)
+}
+
+#[test]
+fn the_agent_reconnects_when_the_server_comes_back() {
+    let (_dir, lab) = lab();
+    let (_host, mut server, mut agent) = host_a_attesting_every_second(&lab);
+    // SIGTERM with an agent connected: the server ends the agent's stream
+    // and exits 0 at once (systemd's stop and restart rely on it).
+    let status = server
+        .stop()
+        .expect("stops on SIGTERM")
+        .expect("an exit status");
+    assert!(status.success(), "{status}\n{}", server.log_text());
+    assert!(
+        server.log_text().contains("trustpool-server stopped"),
+        "{}",
+        server.log_text()
+    );
+    // The session was ended by the server, not cut by the grace period.
+    assert!(
+        wait_until(Duration::from_secs(5), || agent
+            .log_text()
+            .contains("server.stopping")),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        !server
+            .log_text()
+            .contains("still open after the grace period"),
+        "{}",
+        server.log_text()
+    );
     // The agent keeps running and retries with back-off while the server is away.
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.is_running(), "{}", agent.log_text());
@@ -316,5 +349,38 @@ fn the_agent_reconnects_when_the_server_comes_back() {
     assert!(
         log.contains("new_enrolment=false"),
         "no re-enrolment after reconnecting: {log}"
+    );
+}
+
+#[test]
+fn the_agent_stops_on_sigterm_and_leaves_nothing_loaded_in_the_tpm() {
+    use trustpool_agent::tpm::{AkAlg, EkAlg, Tpm};
+    let (_dir, lab) = lab();
+    // Rounds every second: SIGTERM is likely to meet a quote in flight.
+    let (host, _server, mut agent) = host_a_attesting_every_second(&lab);
+    let status = agent
+        .stop()
+        .expect("stops on SIGTERM")
+        .expect("an exit status");
+    assert!(status.success(), "{status}\n{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("trustpool-agent stopped"),
+        "{}",
+        agent.log_text()
+    );
+    // swtpm has no resource manager: whatever the agent left loaded would
+    // still be there for the next client.
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut tpm = Tpm::open(
+        &host.swtpm.tcti(),
+        state.path(),
+        EkAlg::Rsa2048,
+        AkAlg::RsaSsa2048,
+    )
+    .expect("the TPM opens again");
+    let loaded = tpm.loaded_handles().expect("handles");
+    assert!(
+        loaded.transient_objects.is_empty() && loaded.loaded_sessions.is_empty(),
+        "{loaded:?}"
     );
 }

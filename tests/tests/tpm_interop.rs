@@ -669,8 +669,11 @@ async fn no_transient_objects_or_sessions_leak() {
     assert!(loaded.loaded_sessions.is_empty(), "{loaded:?}");
     assert_eq!(loaded.transient_avail, Some(3), "{loaded:?}");
     assert_eq!(loaded.sessions_avail, Some(3), "{loaded:?}");
-    drop(worker); // ends the thread and closes the TPM connection
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // stop: the thread ends and the TPM connection is closed; no call after it
+    worker.stop().await;
+    let e = worker.read_pcrs(vec![0]).await.unwrap_err();
+    assert!(matches!(e, TpmError::WorkerGone), "{e}");
+    worker.stop().await; // a second stop is harmless
 
     // independent check with a raw tss-esapi client
     let tcti = host.sw.tcti();

@@ -23,6 +23,9 @@ enum Request {
         reply: Reply<Vec<(u32, Vec<u8>)>>,
     },
     LoadedHandles(Reply<LoadedHandles>),
+    /// Ends the thread after the requests queued before it; answered once
+    /// the TPM context is closed.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Runs a [`Tpm`] on a dedicated OS thread (TPM calls block for 5-200 ms,
@@ -95,6 +98,17 @@ impl TpmWorker {
     pub async fn loaded_handles(&self) -> Result<LoadedHandles, TpmError> {
         self.call(Request::LoadedHandles).await
     }
+
+    /// Stops the worker for good: the TPM operation in flight and those
+    /// queued before finish (each flushes what it loaded), then the TPM
+    /// context is closed. Returns once that is done (at once if the thread
+    /// is already gone); later calls fail with [`TpmError::WorkerGone`].
+    pub async fn stop(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Stop(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 fn serve(mut tpm: Tpm, mut rx: mpsc::Receiver<Request>) {
@@ -124,6 +138,13 @@ fn serve(mut tpm: Tpm, mut rx: mpsc::Receiver<Request>) {
             }
             Request::LoadedHandles(reply) => {
                 let _ = reply.send(tpm.loaded_handles());
+            }
+            Request::Stop(done) => {
+                rx.close();
+                drop(tpm);
+                debug!("TPM worker stopped");
+                let _ = done.send(());
+                return;
             }
         }
     }
