@@ -1,0 +1,73 @@
+# shellcheck shell=bash
+# Sourced by scripts/package-test and scripts/systemd-test: free loopback
+# ports, and one swtpm-backed "host" with EK certificates, a simulated TXT
+# measured launch and a pool policy captured from it.
+#
+# The caller defines fail() (prints and exits) and $work (a temporary
+# directory it removes, killing "$work/swtpm.pid" first).
+: "${work:?scripts/lib/swtpm-host.sh needs \$work}"
+
+# Ports below the kernel's ephemeral range, which outgoing connections use.
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
+taken=" "
+
+# free_port: sets $port to a free port P with P+1 free too (swtpm's control
+# port), none handed out before by this shell.
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((10000 + RANDOM % (ephemeral_low - 10002)))
+    [[ $taken == *" $p "* || $taken == *" $((p + 1)) "* ]] && continue
+    if ! (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (: >"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
+      taken+="$p $((p + 1)) "
+      port=$p
+      return
+    fi
+  done
+  fail "no free port"
+}
+
+# swtpm_host NAME: provisions an swtpm state with EK certificates (RSA-2048
+# and ECC P-384, signed by a fresh swtpm_localca in $work/ekca), starts it
+# on 127.0.0.1:$tpm_port (control port $tpm_port+1), simulates a TXT
+# measured launch (PCR 17 = H(0^32 || H(SINIT))), and writes:
+#   $work/ek-roots/*.pem       the EK CA (root and issuer)
+#   $work/policy/default.toml  a policy whose [[allow]] entry NAME is the
+#                              host's PCRs 0-7 and 17-19 (capture-policy.sh)
+# Sets $tpm_port and $tpm_tcti.
+swtpm_host() {
+  local name=$1
+  mkdir -p "$work/ekca" "$work/tpm" "$work/ek-roots" "$work/policy"
+  cat >"$work/swtpm-localca.conf" <<CONF
+statedir = $work/ekca
+signingkey = $work/ekca/signkey.pem
+issuercert = $work/ekca/issuercert.pem
+certserial = $work/ekca/certserial
+CONF
+  echo "--platform-manufacturer trustpool --platform-version 2.1 --platform-model QEMU" >"$work/swtpm-localca.options"
+  cat >"$work/swtpm_setup.conf" <<CONF
+create_certs_tool = /usr/bin/swtpm_localca
+create_certs_tool_config = $work/swtpm-localca.conf
+create_certs_tool_options = $work/swtpm-localca.options
+active_pcr_banks = sha256
+CONF
+  swtpm_setup --tpm2 --tpmstate "$work/tpm" --create-ek-cert --create-platform-cert --create-spk \
+    --lock-nvram --overwrite --pcr-banks sha256 --config "$work/swtpm_setup.conf" >"$work/swtpm_setup.log" 2>&1 ||
+    { cat "$work/swtpm_setup.log"; fail "swtpm_setup --create-ek-cert"; }
+  cp "$work/ekca/swtpm-localca-rootca-cert.pem" "$work/ekca/issuercert.pem" "$work/ek-roots/"
+  local attempt
+  for attempt in 1 2 3; do
+    free_port
+    tpm_port=$port
+    swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
+      --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" --flags not-need-init,startup-clear \
+      --tpmstate "dir=$work/tpm" --daemon --pid "file=$work/swtpm.pid" --log "file=$work/swtpm.log" && break
+    [ "$attempt" -lt 3 ] || { cat "$work/swtpm.log"; fail "swtpm did not start"; }
+  done
+  for _ in $(seq 1 50); do (: >"/dev/tcp/127.0.0.1/$tpm_port") 2>/dev/null && break; sleep 0.1; done
+  tpm_tcti="swtpm:host=127.0.0.1,port=$tpm_port"
+  # A simulated TXT measured launch: PCR 17 = H(0^32 || H(SINIT)), PCR 18-22 = 0.
+  swtpm_ioctl --tcp "127.0.0.1:$((tpm_port + 1))" -h "trustpool $name SINIT"
+  TPM2TOOLS_TCTI="$tpm_tcti" vagrant/provision/capture-policy.sh --name "$name" >"$work/policy/default.toml"
+  chmod -R a+rX "$work/ek-roots" "$work/policy"
+}
