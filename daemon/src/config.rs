@@ -29,16 +29,25 @@ pub fn read_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     parse_toml(&path.display().to_string(), &text)
 }
 
+/// The file [`load`] reads: the one given with `--config`, else `default`
+/// if it exists.
+pub fn chosen_file<'a>(explicit: Option<&'a Path>, default: Option<&'a Path>) -> Option<&'a Path> {
+    match (explicit, default) {
+        (Some(path), _) => Some(path),
+        (None, Some(path)) if path.exists() => Some(path),
+        (None, _) => None,
+    }
+}
+
 /// The file given with `--config`, else `default` if it exists, else empty
 /// (all keys absent).
 pub fn load<T: DeserializeOwned + Default>(
     explicit: Option<&Path>,
     default: Option<&Path>,
 ) -> anyhow::Result<T> {
-    match (explicit, default) {
-        (Some(path), _) => read_toml(path),
-        (None, Some(path)) if path.exists() => read_toml(path),
-        (None, _) => Ok(T::default()),
+    match chosen_file(explicit, default) {
+        Some(path) => read_toml(path),
+        None => Ok(T::default()),
     }
 }
 

@@ -164,6 +164,13 @@ impl ServerConfig {
         default: Option<&Path>,
     ) -> anyhow::Result<ServerConfig> {
         let file: ServerFile = trustpool_daemon::config::load(args.config.as_deref(), default)?;
+        // A secret written in the file itself: the file must not be world-readable.
+        if let (Some(key), Some(path)) = (
+            file.placement.as_ref().and_then(|p| p.inline_secret()),
+            trustpool_daemon::config::chosen_file(args.config.as_deref(), default),
+        ) {
+            trustpool_daemon::secrets::refuse_world_readable_secret(path, key)?;
+        }
         use trustpool_daemon::config::need;
         let cfg = ServerConfig {
             grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
@@ -283,6 +290,30 @@ mod tests {
         assert_eq!(cfg.db, PathBuf::from("from-file"));
         assert_eq!(cfg.report_interval, Duration::from_secs(2));
         assert_eq!(cfg.down_time, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn an_inline_secret_needs_a_file_others_cannot_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "placement_pools = [\"default\"]\n[placement]\nurl = \"http://x\"\ntoken = \"t\"\n",
+        )
+        .expect("write");
+        let p = path.display().to_string();
+        let mut list = FULL.to_vec();
+        list.extend(["--config", p.as_str()]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ServerConfig::resolve(args(&list)).expect_err("world-readable secret");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&p) && msg.contains("`token`") && msg.contains("token_file"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        ServerConfig::resolve(args(&list)).expect("root:trustpool 0640 is fine");
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct PlacementFile {
     pub url: Option<String>,
     /// A static token (`X-Auth-Token`), e.g. `admin` with `noauth2` in tests.
     pub token: Option<String>,
+    /// The static token, read from this file (mode 0600) instead.
+    pub token_file: Option<PathBuf>,
     /// PEM CA bundle for HTTPS to Placement and Keystone (default: the system bundle).
     pub ca_file: Option<PathBuf>,
     /// Period of the full reconcile (default 60s).
@@ -108,6 +110,8 @@ pub struct KeystoneFile {
     pub user_id: Option<String>,
     /// Password.
     pub password: Option<String>,
+    /// The password, read from this file (mode 0600) instead.
+    pub password_file: Option<PathBuf>,
     /// Domain of the user (default `Default`).
     pub user_domain_name: Option<String>,
     /// Project to scope the token to (password method).
@@ -120,6 +124,45 @@ pub struct KeystoneFile {
     pub application_credential_id: Option<String>,
     /// Application credential secret.
     pub application_credential_secret: Option<String>,
+    /// The application credential secret, read from this file (mode 0600) instead.
+    pub application_credential_secret_file: Option<PathBuf>,
+}
+
+impl PlacementFile {
+    /// The name of the first secret written inline in the file (`token`,
+    /// `password`, `application_credential_secret`), if any: such a file
+    /// must not be readable by every user.
+    pub fn inline_secret(&self) -> Option<&'static str> {
+        if self.token.is_some() {
+            return Some("token");
+        }
+        let k = self.keystone.as_ref()?;
+        if k.password.is_some() {
+            Some("password")
+        } else if k.application_credential_secret.is_some() {
+            Some("application_credential_secret")
+        } else {
+            None
+        }
+    }
+}
+
+/// A secret given inline as `key` or in `key_file`, not both.
+fn secret(
+    section: &str,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("{section} takes {key} or {key}_file, not both"),
+        (Some(value), None) => Ok(Some(value.clone())),
+        (None, Some(path)) => {
+            trustpool_daemon::secrets::read_secret_file(path, &format!("{section} {key}_file"))
+                .map(Some)
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// How the sync authenticates to Placement.
@@ -173,10 +216,14 @@ impl KeystoneConfig {
         } else {
             format!("{auth_url}/v3/auth/tokens")
         };
-        if let (Some(id), Some(secret)) = (
-            &k.application_credential_id,
+        const SECTION: &str = "[placement.keystone]";
+        let app_secret = secret(
+            SECTION,
+            "application_credential_secret",
             &k.application_credential_secret,
-        ) {
+            &k.application_credential_secret_file,
+        )?;
+        if let (Some(id), Some(secret)) = (&k.application_credential_id, &app_secret) {
             return Ok(KeystoneConfig {
                 tokens_url,
                 body: serde_json::json!({"auth": {"identity": {
@@ -186,13 +233,12 @@ impl KeystoneConfig {
                 who: format!("application_credential:{id}"),
             });
         }
-        if k.application_credential_id.is_some() || k.application_credential_secret.is_some() {
+        if k.application_credential_id.is_some() || app_secret.is_some() {
             bail!("[placement.keystone] needs both application_credential_id and application_credential_secret");
         }
-        let password = k
-            .password
-            .as_deref()
+        let password = secret(SECTION, "password", &k.password, &k.password_file)?
             .context("[placement.keystone] needs password (or an application credential)")?;
+        let password = password.as_str();
         let user = match (&k.user_id, &k.username) {
             (Some(id), _) => serde_json::json!({"id": id, "password": password}),
             (None, Some(name)) => serde_json::json!({
@@ -276,7 +322,8 @@ impl PlacementConfig {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             bail!("[placement] url '{url}' must be http:// or https://HOST[:PORT][/path]");
         }
-        let auth = match (&file.token, &file.keystone) {
+        let token = secret("[placement]", "token", &file.token, &file.token_file)?;
+        let auth = match (&token, &file.keystone) {
             (Some(_), Some(_)) => {
                 bail!("[placement] takes token or [placement.keystone], not both")
             }
@@ -1336,6 +1383,85 @@ mod tests {
         .is_err());
         assert!(KeystoneFile::default().auth_url.is_none());
         assert!(KeystoneConfig::from_file(&KeystoneFile::default()).is_err());
+    }
+
+    fn secret_file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn secrets_come_from_owner_only_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pools = ["default".to_string()];
+        let token = secret_file(dir.path(), "token", "t0ken\n", 0o600);
+        let file: PlacementFile = toml::from_str(&format!(
+            "url = \"http://x\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ))
+        .expect("toml");
+        assert_eq!(file.inline_secret(), None);
+        let cfg = PlacementConfig::resolve(Some(&file), &pools)
+            .expect("valid")
+            .expect("on");
+        assert!(matches!(&cfg.auth, PlacementAuth::Token(t) if t == "t0ken"));
+
+        // both forms, or a file others may read: refused, naming the file
+        let both: PlacementFile = toml::from_str(&format!(
+            "url = \"http://x\"\ntoken = \"t\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ))
+        .expect("toml");
+        let err = PlacementConfig::resolve(Some(&both), &pools).expect_err("both");
+        assert!(
+            format!("{err:#}").contains("token or token_file"),
+            "{err:#}"
+        );
+        let loose = secret_file(dir.path(), "loose", "pw", 0o644);
+        let err = KeystoneConfig::from_file(&KeystoneFile {
+            auth_url: Some("https://k/v3".into()),
+            username: Some("trustpool".into()),
+            password_file: Some(loose.clone()),
+            ..KeystoneFile::default()
+        })
+        .expect_err("world-readable password file");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&loose.display().to_string()) && text.contains("0644"),
+            "{text}"
+        );
+
+        let password = secret_file(dir.path(), "password", "pw\n", 0o400);
+        let k = KeystoneConfig::from_file(&KeystoneFile {
+            auth_url: Some("https://k/v3".into()),
+            username: Some("trustpool".into()),
+            password_file: Some(password),
+            project_name: Some("service".into()),
+            ..KeystoneFile::default()
+        })
+        .expect("password file");
+        assert_eq!(
+            k.body["auth"]["identity"]["password"]["user"]["password"],
+            "pw"
+        );
+        let app = secret_file(dir.path(), "app", "sec", 0o600);
+        let k = KeystoneConfig::from_file(&KeystoneFile {
+            auth_url: Some("https://k/v3".into()),
+            application_credential_id: Some("id1".into()),
+            application_credential_secret_file: Some(app),
+            ..KeystoneFile::default()
+        })
+        .expect("application credential secret file");
+        assert_eq!(
+            k.body["auth"]["identity"]["application_credential"]["secret"],
+            "sec"
+        );
+        let inline: PlacementFile =
+            toml::from_str("url = \"http://x\"\n[keystone]\npassword = \"pw\"\n").expect("toml");
+        assert_eq!(inline.inline_secret(), Some("password"));
     }
 
     /// A stand-in for Keystone and Placement on loopback: Keystone hands out

@@ -30,9 +30,16 @@ fn lab() -> (tempfile::TempDir, Lab) {
     (dir, lab)
 }
 
-fn placement_config(port: u16, reconcile: &str) -> String {
+/// `[placement]` for Placement on `port` (noauth2: the token `admin`, read
+/// from an owner-only file as the packaged example recommends).
+fn placement_config(lab: &Lab, port: u16, reconcile: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let token = lab.dir.join("placement-token");
+    std::fs::write(&token, "admin\n").expect("token file");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!(
-        "placement_pools = [\"default\"]\n\n[placement]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"admin\"\nreconcile_interval = \"{reconcile}\"\ntimeout = \"5s\"\n"
+        "placement_pools = [\"default\"]\n\n[placement]\nurl = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nreconcile_interval = \"{reconcile}\"\ntimeout = \"5s\"\n",
+        token.display()
     )
 }
 
@@ -80,7 +87,7 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
     let host_b = lab.add_host("host-b", Launch::Golden).expect("host-b");
     let host_c = lab.add_host("host-c", Launch::None).expect("host-c");
     let mut options = lab.server_options("1s", "3s");
-    options.publication.config = Some(placement_config(proxy.port, "2s"));
+    options.publication.config = Some(placement_config(&lab, proxy.port, "2s"));
     let server = ServerProcess::start(options).expect("server");
 
     assert!(
@@ -346,7 +353,7 @@ fn placement_outages_are_retried_and_drift_is_repaired() {
     let host = lab.add_host("host-a", Launch::Golden).expect("host-a");
     let port = free_port();
     let mut options = lab.server_options("30s", "75s");
-    options.publication.config = Some(placement_config(port, "2s"));
+    options.publication.config = Some(placement_config(&lab, port, "2s"));
     // Placement is not there yet: the server starts anyway and keeps trying.
     let server = ServerProcess::start(options).expect("server");
     assert_eq!(
