@@ -20,15 +20,7 @@ tpm2_getcap properties-fixed | grep -A2 TPM2_PT_MANUFACTURER | head -3 || true
 grep -q " trustpool-server\$" /etc/hosts || echo "$server_ip trustpool-server" >>/etc/hosts
 
 echo "== $name: certificate and configuration"
-install -m 0644 /lab/state/pki/ca.pem /etc/trustpool/agent/ca.pem
-install -m 0644 "/lab/state/pki/hosts/$name.pem" /etc/trustpool/agent/host.pem
-install -m 0600 -o root -g root "/lab/state/pki/hosts/$name.key" /etc/trustpool/agent/host.key
-# The packaged example with this lab's values (dpkg keeps a changed conffile).
-sed -e 's|^server = .*|server = "https://trustpool-server:7443"|' \
-    -e "s|^hostname = .*|hostname = \"$name\"|" \
-    /etc/trustpool/agent.toml >/etc/trustpool/agent.toml.new
-mv /etc/trustpool/agent.toml.new /etc/trustpool/agent.toml
-chmod 0644 /etc/trustpool/agent.toml
+/lab/provision/configure-agent.sh /lab/state/pki "$name" https://trustpool-server:7443
 
 # The control VM reads this node's PCRs over ssh to capture the policy.
 install -d -m 0700 -o vagrant -g vagrant ~vagrant/.ssh
