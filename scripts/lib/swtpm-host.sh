@@ -27,16 +27,11 @@ free_port() {
   fail "no free port"
 }
 
-# swtpm_host NAME: provisions an swtpm state with EK certificates (RSA-2048
-# and ECC P-384, signed by a fresh swtpm_localca in $work/ekca), starts it
-# on 127.0.0.1:$tpm_port (control port $tpm_port+1), simulates a TXT
-# measured launch (PCR 17 = H(0^32 || H(SINIT))), and writes:
-#   $work/ek-roots/*.pem       the EK CA (root and issuer)
-#   $work/policy/default.toml  a policy whose [[allow]] entry NAME is the
-#                              host's PCRs 0-7 and 17-19 (capture-policy.sh)
-# Sets $tpm_port and $tpm_tcti.
-swtpm_host() {
-  local name=$1
+# swtpm_provision: an swtpm state in $work/tpm with EK certificates
+# (RSA-2048 and ECC P-384, signed by a fresh swtpm_localca in $work/ekca),
+# as libvirt makes them for a vTPM; the EK CA (root and issuer) is copied to
+# $work/ek-roots/*.pem.
+swtpm_provision() {
   mkdir -p "$work/ekca" "$work/tpm" "$work/ek-roots" "$work/policy"
   cat >"$work/swtpm-localca.conf" <<CONF
 statedir = $work/ekca
@@ -55,6 +50,18 @@ CONF
     --lock-nvram --overwrite --pcr-banks sha256 --config "$work/swtpm_setup.conf" >"$work/swtpm_setup.log" 2>&1 ||
     { cat "$work/swtpm_setup.log"; fail "swtpm_setup --create-ek-cert"; }
   cp "$work/ekca/swtpm-localca-rootca-cert.pem" "$work/ekca/issuercert.pem" "$work/ek-roots/"
+  chmod -R a+rX "$work/ek-roots"
+}
+
+# swtpm_host NAME: swtpm_provision, then the swtpm started on
+# 127.0.0.1:$tpm_port (control port $tpm_port+1), a simulated TXT measured
+# launch (PCR 17 = H(0^32 || H(SINIT))), and
+#   $work/policy/default.toml  a policy whose [[allow]] entry NAME is the
+#                              host's PCRs 0-7 and 17-19 (capture-policy.sh)
+# Sets $tpm_port and $tpm_tcti.
+swtpm_host() {
+  local name=$1
+  swtpm_provision
   local attempt
   for attempt in 1 2 3; do
     free_port

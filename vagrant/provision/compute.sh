@@ -2,9 +2,9 @@
 # Provisions a compute VM: a KVM/libvirt host (nested) with tpm2-tools and
 # the trustpool-agent package, its certificate, its configuration, and the
 # agent service started. Runs as root inside the VM.
-#   compute.sh NAME SERVER_IP
+#   compute.sh NAME SERVER_IP [SERVER_PORT]   (gRPC port, default 7443)
 set -euo pipefail
-name=$1 server_ip=$2
+name=$1 server_ip=$2 server_port=${3:-7443}
 export DEBIAN_FRONTEND=noninteractive
 
 echo "== $name: packages (KVM/libvirt, tpm2-tools, the agent)"
@@ -20,7 +20,7 @@ tpm2_getcap properties-fixed | grep -A2 TPM2_PT_MANUFACTURER | head -3 || true
 grep -q " trustpool-server\$" /etc/hosts || echo "$server_ip trustpool-server" >>/etc/hosts
 
 echo "== $name: certificate and configuration"
-/lab/provision/configure-agent.sh /lab/state/pki "$name" https://trustpool-server:7443
+/lab/provision/configure-agent.sh /lab/state/pki "$name" "https://trustpool-server:$server_port"
 
 # The control VM reads this node's PCRs over ssh to capture the policy.
 install -d -m 0700 -o vagrant -g vagrant ~vagrant/.ssh
