@@ -102,14 +102,14 @@ pub async fn run(
     let publication = crate::publish::Publication::prepare(&cfg, state.clone())?;
     on_ready();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One stop signal for every task: the state's (sessions watch it too).
+    let stop_rx = state.stop_receiver();
     {
         let state = state.clone();
         tokio::spawn(async move {
             shutdown.await;
             info!("stopping: ending the agent sessions and the listeners");
             state.begin_stopping();
-            let _ = stop_tx.send(true);
         });
     }
 

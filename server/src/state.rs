@@ -94,9 +94,14 @@ impl AppState {
         self.stopping.send_replace(true);
     }
 
+    /// The stop signal: `true` once [`AppState::begin_stopping`] was called.
+    pub fn stop_receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// Completes once [`AppState::begin_stopping`] was called (at once if it was).
     pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.stopping.subscribe();
+        let mut rx = self.stop_receiver();
         async move {
             // An error means the state is gone: stopping, too.
             let _ = rx.wait_for(|stopping| *stopping).await;
