@@ -5,5 +5,6 @@ pub mod http;
 pub mod lab;
 pub mod pki;
 pub mod placement;
+pub mod ports;
 pub mod procs;
 pub mod swtpm;

@@ -6,7 +6,8 @@
 //! server. Dropping the handle stops it.
 
 use crate::http::{self, HttpResponse};
-use crate::procs::free_port;
+use crate::ports::{ADDRESS_IN_USE, START_ATTEMPTS};
+use crate::procs::{free_port, log_len, log_since};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -98,8 +99,27 @@ impl std::ops::Deref for Placement {
 
 impl Placement {
     /// Creates the database in `dir` and starts Placement on a free port.
+    /// Placement started again on another port if it lost its port to
+    /// another process ("Address already in use").
     pub fn start(dir: &Path) -> anyhow::Result<Placement> {
-        Self::start_on(dir, free_port())
+        let log = dir.join("placement.log");
+        let mut attempt = 1;
+        loop {
+            let port = free_port();
+            let offset = log_len(&log);
+            match Self::start_on(dir, port) {
+                Ok(placement) => return Ok(placement),
+                Err(_)
+                    if attempt < START_ATTEMPTS
+                        && log_since(&log, offset).contains(ADDRESS_IN_USE) =>
+                {
+                    eprintln!("Placement lost port {port} to another process; retrying on another");
+                    crate::ports::release(port);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Like [`Placement::start`] on a given port (the database is kept if it exists).

@@ -18,15 +18,14 @@
 //! [`Swtpm::extend_pcr`]) blocks until the first one disconnects. The control
 //! channel ([`Swtpm::txt_hash_start`], locality) is independent of it.
 
+use crate::ports::{self, START_ATTEMPTS};
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// swtpm control channel commands (swtpm's `tpm_ioctl.h`, big-endian u32).
@@ -35,50 +34,6 @@ const CMD_SET_LOCALITY: u32 = 5;
 
 /// How long to wait for swtpm to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts to find free ports and start swtpm (port races with other processes).
-const START_ATTEMPTS: usize = 10;
-
-/// Ports handed out by this process and not yet released (two concurrently
-/// starting tests never get the same pair).
-static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-fn reserve(port: u16) -> bool {
-    let mut g = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
-    let set = g.get_or_insert_with(HashSet::new);
-    if set.contains(&port) || set.contains(&(port + 1)) || set.contains(&port.wrapping_sub(1)) {
-        return false;
-    }
-    set.insert(port);
-    true
-}
-
-/// Releases a pair handed out by [`free_port_pair`].
-pub fn release_port_pair(port: u16) {
-    let mut g = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(set) = g.as_mut() {
-        set.remove(&port);
-    }
-}
-
-fn bindable(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
-/// A port P such that P and P+1 are both free on 127.0.0.1 right now, chosen
-/// at random in 20000-32700 (below Linux's default ephemeral range, so client
-/// sockets rarely take it). Reserved for this process until
-/// [`release_port_pair`] (a [`Swtpm`] releases its pair on drop). Another
-/// process may still grab it: [`Swtpm::start`] retries.
-pub fn free_port_pair() -> u16 {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    loop {
-        let p: u16 = rng.gen_range(20000..32700) & !1;
-        if bindable(p) && bindable(p + 1) && reserve(p) {
-            return p;
-        }
-    }
-}
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
@@ -280,7 +235,7 @@ impl Swtpm {
             }
         }
         let _ = child.wait();
-        release_port_pair(self.port);
+        ports::release_pair(self.port);
     }
 
     /// Stops and starts swtpm again on the same state: a host reboot (PCRs
@@ -291,13 +246,13 @@ impl Swtpm {
         self.stop();
         let port = self.port;
         for _ in 0..20 {
-            if bindable(port) && bindable(port + 1) && reserve(port) {
+            if ports::reserve_pair(port) {
                 match spawn_on(&self.state_dir, port) {
                     Ok(child) => {
                         self.child = Some(child);
                         return Ok(());
                     }
-                    Err(_) => release_port_pair(port),
+                    Err(_) => ports::release_pair(port),
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -425,11 +380,11 @@ impl Drop for Swtpm {
 fn start_on_free_ports(state_dir: &Path) -> Result<(u16, Child)> {
     let mut last_err = anyhow!("no attempt made");
     for _ in 0..START_ATTEMPTS {
-        let port = free_port_pair();
+        let port = ports::free_port_pair();
         match spawn_on(state_dir, port) {
             Ok(child) => return Ok((port, child)),
             Err(e) => {
-                release_port_pair(port);
+                ports::release_pair(port);
                 last_err = e;
             }
         }
@@ -568,14 +523,5 @@ mod tests {
         assert_eq!(p17, drtm_hash_start(b"x"));
         assert_eq!(p18, [0; 32]);
         assert_eq!(p19, [0; 32]);
-    }
-
-    #[test]
-    fn port_pairs_are_distinct() {
-        let a = free_port_pair();
-        let b = free_port_pair();
-        assert!(a.abs_diff(b) >= 2);
-        release_port_pair(a);
-        release_port_pair(b);
     }
 }
