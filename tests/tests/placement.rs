@@ -205,7 +205,10 @@ fn trusted_hosts_carry_the_trait_and_lose_it_when_they_leave() {
         latency.as_millis(),
         gone_at.duration_since(stopped).as_millis()
     );
-    assert!(latency < Duration::from_secs(10), "{latency:?}");
+    // Measured 25-170 ms idle and up to ~2 s with the writers' 409s; the
+    // bound only catches a removal that stalls (13 s were seen with the two
+    // cores also running a release build and a CPU hog).
+    assert!(latency < Duration::from_secs(20), "{latency:?}");
 
     stop.store(true, Ordering::Relaxed);
     let writer_conflicts: u32 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
