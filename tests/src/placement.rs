@@ -6,8 +6,6 @@
 //! server. Dropping the handle stops it.
 
 use crate::http::{self, HttpResponse};
-use crate::ports::{ADDRESS_IN_USE, START_ATTEMPTS};
-use crate::procs::{free_port, log_len, log_since};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -103,23 +101,9 @@ impl Placement {
     /// another process ("Address already in use").
     pub fn start(dir: &Path) -> anyhow::Result<Placement> {
         let log = dir.join("placement.log");
-        let mut attempt = 1;
-        loop {
-            let port = free_port();
-            let offset = log_len(&log);
-            match Self::start_on(dir, port) {
-                Ok(placement) => return Ok(placement),
-                Err(_)
-                    if attempt < START_ATTEMPTS
-                        && log_since(&log, offset).contains(ADDRESS_IN_USE) =>
-                {
-                    eprintln!("Placement lost port {port} to another process; retrying on another");
-                    crate::ports::release(port);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        crate::ports::start_on_free_ports("Placement", &log, 1, |ports| {
+            Self::start_on(dir, ports[0])
+        })
     }
 
     /// Like [`Placement::start`] on a given port (the database is kept if it exists).

@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// First port handed out.
@@ -25,7 +26,7 @@ pub const START_ATTEMPTS: usize = 10;
 
 /// What a process that lost a port race writes (Rust's and Python's
 /// `EADDRINUSE` message): the starters retry on new ports when its log says so.
-pub const ADDRESS_IN_USE: &str = "Address already in use";
+const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// Ports handed out by this process and not released.
 static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -93,6 +94,51 @@ pub fn release_pair(port: u16) {
     release(port.saturating_add(1));
 }
 
+/// Starts a process on `count` free ports with `start`, which writes its log
+/// to `log` (appending to earlier runs). When an attempt fails and what *it*
+/// wrote to the log says a port was taken meanwhile ("Address already in
+/// use"), its ports are given back and `start` runs again on new ones, up to
+/// [`START_ATTEMPTS`] times. Other failures are returned at once.
+pub fn start_on_free_ports<T>(
+    what: &str,
+    log: &Path,
+    count: usize,
+    mut start: impl FnMut(&[u16]) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut attempt = 1;
+    loop {
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let offset = log_len(log);
+        match start(&ports) {
+            Ok(started) => return Ok(started),
+            Err(_)
+                if attempt < START_ATTEMPTS && log_since(log, offset).contains(ADDRESS_IN_USE) =>
+            {
+                eprintln!(
+                    "{what} lost one of the ports {ports:?} to another process; retrying on others"
+                );
+                ports.iter().for_each(|&p| release(p));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Current length of a log file (0 if it does not exist yet).
+fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The part of a log file written after `offset` bytes.
+fn log_since(path: &Path, offset: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +164,37 @@ mod tests {
         release_pair(port);
         assert!(reserve(&[port + 1]));
         release(port + 1);
+    }
+
+    #[test]
+    fn a_lost_port_race_is_retried_on_new_ports_and_other_failures_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "an earlier run: Address already in use\n").expect("write");
+        let mut tried = Vec::new();
+        let started = start_on_free_ports("x", &log, 2, |ports| {
+            tried.push(ports.to_vec());
+            if tried.len() < 3 {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+                std::io::Write::write_all(&mut f, b"cannot listen: Address already in use\n")?;
+                anyhow::bail!("exited early");
+            }
+            Ok(ports.to_vec())
+        })
+        .expect("started on the third attempt");
+        assert_eq!(tried.len(), 3);
+        assert_eq!(started, tried[2]);
+        assert_ne!(tried[0], tried[1]);
+        // A failure whose own log part says nothing about ports is final,
+        // even though the log says so from an earlier run.
+        let mut calls = 0;
+        let err = start_on_free_ports("x", &log, 1, |_| -> anyhow::Result<()> {
+            calls += 1;
+            anyhow::bail!("bad certificate")
+        })
+        .expect_err("not retried");
+        assert_eq!(calls, 1);
+        assert!(err.to_string().contains("bad certificate"));
     }
 
     #[test]

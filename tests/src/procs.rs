@@ -3,7 +3,6 @@
 //! a failing test can show them. Dropping a handle kills and reaps the process.
 
 use crate::http;
-use crate::ports::{ADDRESS_IN_USE, START_ATTEMPTS};
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,21 +29,6 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub use crate::ports::free_port;
-
-/// The part of a log file written after `offset` bytes (what one start
-/// attempt wrote to a log that earlier runs appended to).
-pub(crate) fn log_since(path: &Path, offset: u64) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(text.len());
-    String::from_utf8_lossy(&text[start..]).into_owned()
-}
-
-/// Current length of a log file (0 if it does not exist yet).
-pub(crate) fn log_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
 
 /// Files and options of one server.
 #[derive(Debug, Clone)]
@@ -119,27 +103,9 @@ impl ServerProcess {
     /// use") is started again on other ports.
     pub fn start(options: ServerOptions) -> anyhow::Result<ServerProcess> {
         let log = options.dir.join("server.log");
-        let mut attempt = 1;
-        loop {
-            let (grpc_port, http_port) = (free_port(), free_port());
-            let offset = log_len(&log);
-            match Self::start_on(options.clone(), grpc_port, http_port) {
-                Ok(server) => return Ok(server),
-                Err(e)
-                    if attempt < START_ATTEMPTS
-                        && log_since(&log, offset).contains(ADDRESS_IN_USE) =>
-                {
-                    eprintln!(
-                        "trustpool-server lost port {grpc_port} or {http_port} to another process; retrying on others"
-                    );
-                    drop(e);
-                    crate::ports::release(grpc_port);
-                    crate::ports::release(http_port);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        crate::ports::start_on_free_ports("trustpool-server", &log, 2, |ports| {
+            Self::start_on(options.clone(), ports[0], ports[1])
+        })
     }
 
     /// Starts a server on the given ports and waits until the feed answers.

@@ -190,7 +190,7 @@ impl Swtpm {
     /// Starts swtpm on `state` on a free port pair and waits until it accepts
     /// connections. Retries with other ports if one was taken meanwhile.
     pub fn start(state: &SwtpmState) -> Result<Swtpm> {
-        let (port, child) = start_on_free_ports(&state.dir)?;
+        let (port, child) = spawn_on_free_pair(&state.dir)?;
         Ok(Swtpm {
             port,
             ctrl_port: port + 1,
@@ -257,7 +257,7 @@ impl Swtpm {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (port, child) = start_on_free_ports(&self.state_dir)?;
+        let (port, child) = spawn_on_free_pair(&self.state_dir)?;
         self.port = port;
         self.ctrl_port = port + 1;
         self.child = Some(child);
@@ -377,7 +377,7 @@ impl Drop for Swtpm {
     }
 }
 
-fn start_on_free_ports(state_dir: &Path) -> Result<(u16, Child)> {
+fn spawn_on_free_pair(state_dir: &Path) -> Result<(u16, Child)> {
     let mut last_err = anyhow!("no attempt made");
     for _ in 0..START_ATTEMPTS {
         let port = ports::free_port_pair();
