@@ -8,13 +8,14 @@ use crate::history::trust_events;
 use crate::identity::PeerIdentity;
 use crate::loaders::check_against_catalogue;
 use crate::registry::{HostSnapshot, PENDING};
-use crate::state::{now_ms, AppState};
+use crate::state::{mono_ms, now_ms, AppState};
 use crate::store::{HistoryEvent, Revocation, StoredVerdict};
+use crate::streams::ENROLMENT_CHANGED;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 use trustpool_evidence::policy::parse_policy_set;
 use trustpool_evidence::reason::{codes, Reason};
 use trustpool_proto::v1::admin_server::Admin;
@@ -85,7 +86,7 @@ impl AdminService {
         let name = hostname.to_ascii_lowercase();
         self.state
             .registry
-            .host(&name, now_ms())
+            .host(&name, mono_ms())
             .ok_or_else(|| Status::not_found(format!("no host named '{hostname}'")))
     }
 }
@@ -172,7 +173,7 @@ impl Admin for AdminService {
                 return Err(Status::not_found(format!("no pool named '{p}'")));
             }
         }
-        let now = now_ms();
+        let now = mono_ms();
         let hosts = self
             .state
             .registry
@@ -309,7 +310,7 @@ impl Admin for AdminService {
             .history_until(&hostname, r.at_ms)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
-        if events.is_empty() && self.state.registry.host(&hostname, now_ms()).is_none() {
+        if events.is_empty() && self.state.registry.host(&hostname, mono_ms()).is_none() {
             return Err(Status::not_found(format!("no host named '{hostname}'")));
         }
         // Newest first: the first verdict event per pool is the state at that time.
@@ -380,16 +381,33 @@ impl Admin for AdminService {
             )],
             actor: actor.clone(),
         };
-        let enrolment = self
+        let (enrolment, moved_from) = self
             .state
             .store
             .approve(&hostname, &event)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
-        let changes = self.state.registry.approve(enrolment, now);
+        let mut changes = Vec::new();
+        for other in &moved_from {
+            warn!(from = %other, to = %hostname, %actor, "TPM moved to another host name: the old enrolment is removed");
+            changes.extend(self.state.registry.forget_enrolment(other, mono_ms()));
+            self.state.streams.end(
+                other,
+                ENROLMENT_CHANGED,
+                format!("this host's TPM was moved to {hostname} by {actor}"),
+            );
+        }
+        changes.extend(self.state.registry.approve(enrolment, mono_ms()));
         for e in trust_events(&changes, &actor, now) {
             self.state.record(e).await;
         }
+        // The host's open stream spoke for keys that are no longer pending:
+        // the agent reconnects under the approved binding.
+        self.state.streams.end(
+            &hostname,
+            ENROLMENT_CHANGED,
+            format!("enrolment approved by {actor}; reconnect"),
+        );
         info!(host = %hostname, %actor, "enrolment approved");
         Ok(Response::new(ActionResponse {
             message: format!("{hostname}: enrolment approved by {actor}; trusted again after its next good report"),
@@ -431,10 +449,15 @@ impl Admin for AdminService {
         let changes = self
             .state
             .registry
-            .set_revoked(&h.hostname, Some(revocation), now);
+            .set_revoked(&h.hostname, Some(revocation), mono_ms());
         for e in trust_events(&changes, &actor, now) {
             self.state.record(e).await;
         }
+        self.state.streams.end(
+            &h.hostname,
+            ENROLMENT_CHANGED,
+            format!("revoked by {actor}"),
+        );
         info!(host = %h.hostname, %actor, "host revoked");
         Ok(Response::new(ActionResponse {
             message: format!("{}: revoked by {actor}; out of every pool", h.hostname),
@@ -473,10 +496,16 @@ impl Admin for AdminService {
             .set_revocation(&h.hostname, None, &event)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
-        let changes = self.state.registry.set_revoked(&h.hostname, None, now);
+        let changes = self.state.registry.readmit(&h.hostname, mono_ms());
         for e in trust_events(&changes, &actor, now) {
             self.state.record(e).await;
         }
+        // Its next report decides: the stream reconnects and is challenged at once.
+        self.state.streams.end(
+            &h.hostname,
+            ENROLMENT_CHANGED,
+            format!("readmitted by {actor}; reconnect"),
+        );
         info!(host = %h.hostname, %actor, "host readmitted");
         Ok(Response::new(ActionResponse {
             message: format!(
@@ -533,17 +562,17 @@ impl Admin for AdminService {
                 ..DryRunResponse::default()
             }));
         }
-        let now = now_ms();
+        let now = mono_ms();
         let mut would: BTreeMap<String, BTreeSet<String>> = candidate
             .pools
             .keys()
             .map(|p| (p.clone(), BTreeSet::new()))
             .collect();
-        for (host, facts) in self.state.registry.all_facts() {
+        for (host, facts) in self.state.registry.live_facts(now) {
             let Some(h) = self.state.registry.host(&host, now) else {
                 continue;
             };
-            if facts.valid_until_ms <= now || h.revoked.is_some() || h.pending.is_some() {
+            if h.revoked.is_some() || h.pending.is_some() {
                 continue;
             }
             for (pool, reasons) in evaluate_all(&facts, &candidate) {

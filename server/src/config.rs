@@ -46,6 +46,11 @@ pub struct ServerArgs {
     /// Directory of PEM TPM vendor certificates (roots and intermediates) trusted for EK certificates.
     #[arg(long)]
     pub ek_roots: Option<PathBuf>,
+    /// EK allowlist: a file of `HOSTNAME EK-NAME` lines (the EK's TPM name in
+    /// hex, as `tpm2_readpublic` prints it). When set, a host enrols only with
+    /// the EK listed for it (a listed EK needs no vendor certificate).
+    #[arg(long)]
+    pub ek_allowlist: Option<PathBuf>,
     /// Time between two attestation rounds of an agent (default 30s).
     #[arg(long, value_parser = parse_duration)]
     pub report_interval: Option<Duration>,
@@ -91,6 +96,7 @@ struct ServerFile {
     key: Option<PathBuf>,
     policy_dir: Option<PathBuf>,
     ek_roots: Option<PathBuf>,
+    ek_allowlist: Option<PathBuf>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     report_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
@@ -129,6 +135,8 @@ pub struct ServerConfig {
     pub policy_dir: PathBuf,
     /// EK trust anchors directory.
     pub ek_roots: PathBuf,
+    /// EK allowlist file, if enrolment is restricted to listed EKs.
+    pub ek_allowlist: Option<PathBuf>,
     /// Interval between attestation rounds.
     pub report_interval: Duration,
     /// Age of the last good report after which a host is out of the pools.
@@ -181,6 +189,7 @@ impl ServerConfig {
             key: need(args.key, file.key, "key")?,
             policy_dir: need(args.policy_dir, file.policy_dir, "policy_dir")?,
             ek_roots: need(args.ek_roots, file.ek_roots, "ek_roots")?,
+            ek_allowlist: args.ek_allowlist.or(file.ek_allowlist),
             report_interval: args
                 .report_interval
                 .or(file.report_interval)

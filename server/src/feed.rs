@@ -23,7 +23,7 @@ use crate::http_auth::{Decision, ReaderAuth};
 use crate::https::PeerInfo;
 use crate::oat::{self, OatConfig};
 use crate::registry::PoolSnapshot;
-use crate::state::{now_ms, AppState};
+use crate::state::{mono_ms, AppState};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -299,7 +299,7 @@ async fn openapi() -> Response {
 
 async fn metrics(State(s): State<FeedState>) -> Response {
     let ready = s.health.problems(&s.app).is_empty();
-    let text = s.app.metrics.render(&s.app.registry, now_ms(), ready);
+    let text = s.app.metrics.render(&s.app.registry, mono_ms(), ready);
     (
         [(
             header::CONTENT_TYPE,
@@ -327,7 +327,7 @@ async fn pools(State(s): State<FeedState>) -> Response {
         return resp;
     }
     let registry = &s.app.registry;
-    let now = now_ms();
+    let now = mono_ms();
     let pools = registry
         .pool_names()
         .into_iter()
@@ -439,7 +439,7 @@ async fn pool_hosts(
     let registry = &s.app.registry;
     // Subscribe before reading so that no change between the two is missed.
     let mut changes = registry.subscribe();
-    let Some(mut snap) = registry.pool(&pool, now_ms()) else {
+    let Some(mut snap) = registry.pool(&pool, mono_ms()) else {
         return not_found(&format!("no pool named '{pool}'"));
     };
     if let Some(wait) = params.wait {
@@ -452,7 +452,7 @@ async fn pool_hosts(
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = stop.changed() => break,
             }
-            snap = match registry.pool(&pool, now_ms()) {
+            snap = match registry.pool(&pool, mono_ms()) {
                 Some(snap) => snap,
                 None => return not_found(&format!("no pool named '{pool}'")),
             };
@@ -539,7 +539,7 @@ async fn host(State(s): State<FeedState>, Path(hostname): Path<String>) -> Respo
         return resp;
     }
     let name = hostname.to_ascii_lowercase();
-    match s.app.registry.host(&name, now_ms()) {
+    match s.app.registry.host(&name, mono_ms()) {
         None => not_found(&format!("no host named '{hostname}'")),
         Some(h) => Json(HostBody {
             hostname: h.hostname,
@@ -621,6 +621,7 @@ mod tests {
         use super::super::*;
         use crate::http_auth::FeedToken;
         use crate::registry::Registry;
+        use crate::state::now_ms;
         use crate::store::{Store, StoredVerdict};
         use axum::body::Body;
         use axum::http::Request;

@@ -7,6 +7,8 @@
 //! - [`store`]: durable state in SQLite;
 //! - [`registry`]: the in-memory fleet view and pool membership;
 //! - [`challenge`]: nonces of one stream;
+//! - [`streams`]: the open agent streams, one per host;
+//! - [`ek_allowlist`]: which TPM each host may enrol with;
 //! - [`verdict`]: the trust decision for one piece of evidence (pure);
 //! - [`session`]: the gRPC agent stream;
 //! - [`feed`]: the HTTPS JSON API (feed, PollHosts, metrics, OpenAPI);
@@ -24,6 +26,7 @@ pub mod config;
 /// Human durations (`2s`, `75s`, `5m`), shared with the agent.
 pub use trustpool_evidence::duration;
 pub mod cli;
+pub mod ek_allowlist;
 pub mod facts;
 pub mod feed;
 pub mod history;
@@ -41,6 +44,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod streams;
 pub mod verdict;
 
 pub use trustpool_daemon::{sd_notify, secrets};

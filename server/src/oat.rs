@@ -18,7 +18,7 @@
 
 use crate::feed::{error, FeedState};
 use crate::http_auth::secret_matches;
-use crate::state::now_ms;
+use crate::state::{mono_ms, now_ms};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -198,7 +198,7 @@ pub async fn poll_hosts(
     if let Some(resp) = s.unavailable() {
         return resp;
     }
-    let now = now_ms();
+    let now = mono_ms();
     let registry = &s.app.registry;
     let members = registry
         .pool(&s.oat.pool, now)
@@ -223,7 +223,7 @@ pub async fn poll_hosts(
             HostTrust {
                 host_name: name,
                 trust_lvl: "untrusted",
-                vtime: vtime(last_good.unwrap_or(now)),
+                vtime: vtime(last_good.unwrap_or_else(now_ms)),
             }
         })
         .collect();

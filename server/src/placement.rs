@@ -26,7 +26,7 @@ use crate::duration::serde_human;
 use crate::https::{provider, read_certs};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::state::now_ms;
+use crate::state::{mono_ms, now_ms};
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
@@ -1070,7 +1070,7 @@ impl PlacementSync {
     /// queues the differences.
     fn observe_membership(&mut self) {
         let now = Instant::now();
-        let at = now_ms();
+        let at = mono_ms();
         for pool in self.cfg.pools.clone() {
             let members: BTreeSet<String> = self
                 .registry

@@ -3,8 +3,14 @@
 //! generation number that changes whenever the membership changes.
 //!
 //! A host is a member of a pool only while its latest verdict there is
-//! trusted and not expired (`now < valid_until`). The registry holds no I/O;
-//! the session and sweeper tasks feed it after the store has committed.
+//! trusted and not expired. The registry holds no I/O; the session and
+//! sweeper tasks feed it after the store has committed.
+//!
+//! Time: every `now_ms` argument is the server's monotonic clock
+//! ([`crate::state::mono_ms`]), never the wall clock. Each verdict's expiry
+//! is kept on that clock (`expires_ms`), so a step of the system clock can
+//! neither extend trust (backward) nor expire the fleet (forward); the wall
+//! times `attested_at_ms`/`valid_until_ms` are only published.
 
 use crate::facts::Facts;
 use crate::store::{Enrolment, PendingEnrolment, Revocation, StoredClock, StoredVerdict};
@@ -79,13 +85,45 @@ pub struct TrustChange {
     pub policy_digest: String,
 }
 
+/// A verdict with its expiry on the monotonic clock.
+#[derive(Debug, Clone)]
+struct Held {
+    verdict: StoredVerdict,
+    expires_ms: i64,
+}
+
+/// Verified facts with the expiry of the evidence they came from.
+#[derive(Debug, Clone)]
+struct HeldFacts {
+    facts: Facts,
+    expires_ms: i64,
+}
+
+/// When a verdict recorded at `now_ms` expires: its validity (the down time)
+/// from now, never more.
+fn expiry_of(v: &StoredVerdict, now_ms: i64) -> i64 {
+    now_ms.saturating_add(v.valid_until_ms.saturating_sub(v.attested_at_ms).max(0))
+}
+
+/// When a verdict restored from the store expires: what is left of its
+/// validity by the wall clock, capped at its full validity (a wall clock
+/// that went back while the server was down extends nothing).
+pub fn restored_expiry(v: &StoredVerdict, now_ms: i64, wall_now_ms: i64) -> i64 {
+    let validity = v.valid_until_ms.saturating_sub(v.attested_at_ms).max(0);
+    let left = v
+        .valid_until_ms
+        .saturating_sub(wall_now_ms)
+        .clamp(0, validity);
+    now_ms.saturating_add(left)
+}
+
 #[derive(Debug, Default)]
 struct HostRecord {
     enrolment: Option<Enrolment>,
     pending: Option<PendingEnrolment>,
     revoked: Option<Revocation>,
-    facts: Option<Facts>,
-    verdicts: BTreeMap<String, StoredVerdict>,
+    facts: Option<HeldFacts>,
+    verdicts: BTreeMap<String, Held>,
     last_good_ms: BTreeMap<String, i64>,
     clock: Option<StoredClock>,
     connected: bool,
@@ -100,14 +138,14 @@ impl HostRecord {
             && self
                 .verdicts
                 .get(pool)
-                .is_some_and(|v| v.trusted && now_ms < v.valid_until_ms)
+                .is_some_and(|h| h.verdict.trusted && now_ms < h.expires_ms)
     }
 
     /// The verdict of `pool` as it stands now: expiry, revocation and a
     /// pending enrolment all read as untrusted, with their reason.
     fn effective(&self, hostname: &str, pool: &str, now_ms: i64) -> StoredVerdict {
         let mut v = match self.verdicts.get(pool) {
-            Some(v) => effective(v, now_ms),
+            Some(h) => effective(h, now_ms),
             None => StoredVerdict {
                 hostname: hostname.to_string(),
                 pool: pool.to_string(),
@@ -161,6 +199,49 @@ struct Inner {
     hosts: HashMap<String, HostRecord>,
     pools: BTreeMap<String, PoolView>,
     next_generation: u64,
+    /// SHA-256 of every enrolled or pending EK and AK public → the hosts
+    /// that hold it (one TPM must back one host name).
+    tpm_owners: HashMap<[u8; 32], BTreeSet<String>>,
+}
+
+/// The digests under which a host's TPM keys are indexed.
+fn tpm_keys(h: &HostRecord) -> Vec<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut keys = Vec::new();
+    for e in h
+        .enrolment
+        .iter()
+        .chain(h.pending.as_ref().map(|p| &p.enrolment))
+    {
+        keys.push(Sha256::digest(&e.ek_public).into());
+        keys.push(Sha256::digest(&e.ak_public).into());
+    }
+    keys
+}
+
+impl Inner {
+    /// Applies `edit` to a host's record (created if needed), keeping the
+    /// TPM key index in step.
+    fn edit(&mut self, hostname: &str, edit: impl FnOnce(&mut HostRecord)) {
+        let record = self.hosts.entry(hostname.to_string()).or_default();
+        let before = tpm_keys(record);
+        edit(record);
+        let after = tpm_keys(record);
+        for k in before {
+            if let Some(set) = self.tpm_owners.get_mut(&k) {
+                set.remove(hostname);
+                if set.is_empty() {
+                    self.tpm_owners.remove(&k);
+                }
+            }
+        }
+        for k in after {
+            self.tpm_owners
+                .entry(k)
+                .or_default()
+                .insert(hostname.to_string());
+        }
+    }
 }
 
 impl Inner {
@@ -235,9 +316,38 @@ impl Registry {
 
     /// Adds an enrolment (at start-up from the store, or after a new one committed).
     pub fn add_enrolment(&self, enrolment: Enrolment) {
-        let mut inner = self.write();
         let hostname = enrolment.hostname.clone();
-        inner.hosts.entry(hostname).or_default().enrolment = Some(enrolment);
+        self.write()
+            .edit(&hostname, |h| h.enrolment = Some(enrolment));
+    }
+
+    /// The other hosts whose enrolment (or pending enrolment) holds this EK
+    /// or this AK: one TPM must not back several host names.
+    pub fn tpm_owners(&self, ek_public: &[u8], ak_public: &[u8], except: &str) -> Vec<String> {
+        use sha2::{Digest, Sha256};
+        let inner = self.read();
+        let mut owners = BTreeSet::new();
+        for key in [Sha256::digest(ek_public), Sha256::digest(ak_public)] {
+            let key: [u8; 32] = key.into();
+            for host in inner.tpm_owners.get(&key).into_iter().flatten() {
+                if host != except {
+                    owners.insert(host.clone());
+                }
+            }
+        }
+        owners.into_iter().collect()
+    }
+
+    /// Forgets a host's enrolment and everything proven with it (its TPM was
+    /// moved to another host name by an operator's approval).
+    pub fn forget_enrolment(&self, hostname: &str, now_ms: i64) -> Vec<TrustChange> {
+        self.edit_host(hostname, now_ms, |h| {
+            h.enrolment = None;
+            h.pending = None;
+            h.clock = None;
+            h.verdicts.clear();
+            h.facts = None;
+        })
     }
 
     /// The enrolment of a host, if any.
@@ -269,30 +379,86 @@ impl Registry {
         }
     }
 
-    /// Records the latest verdicts of a host (already committed to the store
-    /// when any of them is trusted) and updates pool membership; returns the
-    /// membership changes.
+    /// Records fresh verdicts (evaluated from evidence received now, already
+    /// committed to the store when any of them is trusted) and updates pool
+    /// membership; returns the membership changes. Each expires after its
+    /// validity from `now_ms`.
     pub fn record_verdicts(&self, verdicts: Vec<StoredVerdict>, now_ms: i64) -> Vec<TrustChange> {
+        let held = verdicts
+            .into_iter()
+            .map(|v| Held {
+                expires_ms: expiry_of(&v, now_ms),
+                verdict: v,
+            })
+            .collect();
+        self.record_held(held, now_ms)
+    }
+
+    /// Records verdicts re-evaluated from a host's facts under another
+    /// policy: they expire with the evidence the facts came from, so a
+    /// re-evaluation never extends trust. Hosts without facts are skipped.
+    pub fn record_reevaluated(
+        &self,
+        verdicts: Vec<StoredVerdict>,
+        now_ms: i64,
+    ) -> Vec<TrustChange> {
+        let held = {
+            let inner = self.read();
+            verdicts
+                .into_iter()
+                .filter_map(|v| {
+                    let expires_ms = inner.hosts.get(&v.hostname)?.facts.as_ref()?.expires_ms;
+                    Some(Held {
+                        verdict: v,
+                        expires_ms,
+                    })
+                })
+                .collect()
+        };
+        self.record_held(held, now_ms)
+    }
+
+    /// Records verdicts read back from the store at start-up, expiring with
+    /// what is left of their validity by the wall clock (see [`restored_expiry`]).
+    pub fn restore_verdicts(
+        &self,
+        verdicts: Vec<StoredVerdict>,
+        now_ms: i64,
+        wall_now_ms: i64,
+    ) -> Vec<TrustChange> {
+        let held = verdicts
+            .into_iter()
+            .map(|v| Held {
+                expires_ms: restored_expiry(&v, now_ms, wall_now_ms),
+                verdict: v,
+            })
+            .collect();
+        self.record_held(held, now_ms)
+    }
+
+    fn record_held(&self, verdicts: Vec<Held>, now_ms: i64) -> Vec<TrustChange> {
         let mut inner = self.write();
         let mut touched = BTreeSet::new();
         // Verdicts that say something new although membership may not flip:
         // the first verdict of a host in a pool, other reasons, another policy.
         let mut news = Vec::new();
-        for v in verdicts {
+        for held in verdicts {
+            let v = &held.verdict;
             touched.insert(v.hostname.clone());
-            let record = inner.hosts.entry(v.hostname.clone()).or_default();
+            let (hostname, pool) = (v.hostname.clone(), v.pool.clone());
+            let record = inner.hosts.entry(hostname.clone()).or_default();
             if v.trusted {
-                let last = record.last_good_ms.entry(v.pool.clone()).or_insert(0);
+                let last = record.last_good_ms.entry(pool.clone()).or_insert(0);
                 *last = (*last).max(v.attested_at_ms);
             }
-            let old = record.verdicts.insert(v.pool.clone(), v.clone());
-            let new_story = old.is_none_or(|o| {
-                o.trusted != v.trusted
-                    || o.reasons != v.reasons
-                    || o.policy_digest != v.policy_digest
+            let new_story = record.verdicts.get(&pool).is_none_or(|o| {
+                o.verdict.trusted != v.trusted
+                    || o.verdict.reasons != v.reasons
+                    || o.verdict.policy_digest != v.policy_digest
             });
+            record.verdicts.insert(pool.clone(), held);
             if new_story {
-                news.push((v.hostname, v.pool));
+                news.push((hostname, pool));
             }
         }
         let mut flips = Vec::new();
@@ -311,6 +477,16 @@ impl Registry {
             flips.push(inner.change(&host, &pool, trusted, now_ms));
         }
         flips
+    }
+
+    /// The latest stored-form verdicts of a host as recorded (no expiry
+    /// applied), for deciding whether a new outcome changes anything durable.
+    pub fn recorded_verdicts(&self, hostname: &str) -> Vec<StoredVerdict> {
+        self.read()
+            .hosts
+            .get(hostname)
+            .map(|h| h.verdicts.values().map(|x| x.verdict.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Drops members whose verdict expired. Returns the pools that changed.
@@ -337,7 +513,7 @@ impl Registry {
         edit: impl FnOnce(&mut HostRecord),
     ) -> Vec<TrustChange> {
         let mut inner = self.write();
-        edit(inner.hosts.entry(hostname.to_string()).or_default());
+        inner.edit(hostname, edit);
         let changes = recompute_host(&mut inner, hostname, now_ms);
         self.publish(&mut inner, &changes);
         changes
@@ -377,21 +553,77 @@ impl Registry {
         })
     }
 
-    /// Records the latest verified evidence facts of a host.
-    pub fn set_facts(&self, hostname: &str, facts: Facts) {
+    /// Lifts a revocation: the evidence the host sent while revoked is
+    /// forgotten, so only its next report can make it trusted again.
+    pub fn readmit(&self, hostname: &str, now_ms: i64) -> Vec<TrustChange> {
+        self.edit_host(hostname, now_ms, |h| {
+            h.revoked = None;
+            h.verdicts.clear();
+            h.facts = None;
+        })
+    }
+
+    /// Records the latest verified evidence facts of a host, received at
+    /// `now_ms` (they can justify trust for their validity from then).
+    pub fn set_facts(&self, hostname: &str, facts: Facts, now_ms: i64) {
+        let validity = facts
+            .valid_until_ms
+            .saturating_sub(facts.attested_at_ms)
+            .max(0);
+        self.put_facts(hostname, facts, now_ms.saturating_add(validity));
+    }
+
+    /// Restores stored facts at start-up: they justify trust only for what
+    /// is left of their validity by the wall clock, capped at the full validity.
+    pub fn restore_facts(&self, hostname: &str, facts: Facts, now_ms: i64, wall_now_ms: i64) {
+        let validity = facts
+            .valid_until_ms
+            .saturating_sub(facts.attested_at_ms)
+            .max(0);
+        let left = facts
+            .valid_until_ms
+            .saturating_sub(wall_now_ms)
+            .clamp(0, validity);
+        self.put_facts(hostname, facts, now_ms.saturating_add(left));
+    }
+
+    fn put_facts(&self, hostname: &str, facts: Facts, expires_ms: i64) {
         self.write()
             .hosts
             .entry(hostname.to_string())
             .or_default()
-            .facts = Some(facts);
+            .facts = Some(HeldFacts { facts, expires_ms });
     }
 
-    /// Every host's latest facts.
-    pub fn all_facts(&self) -> Vec<(String, Facts)> {
+    /// The latest facts of a host, if it has any.
+    pub fn host_facts(&self, hostname: &str) -> Option<Facts> {
+        self.read()
+            .hosts
+            .get(hostname)
+            .and_then(|h| h.facts.as_ref().map(|f| f.facts.clone()))
+    }
+
+    /// Withdraws the facts of a host whose newest evidence was not sound:
+    /// nothing may be re-evaluated from older evidence any more. Returns
+    /// whether there were facts to withdraw.
+    pub fn withdraw_facts(&self, hostname: &str) -> bool {
+        self.write()
+            .hosts
+            .get_mut(hostname)
+            .and_then(|h| h.facts.take())
+            .is_some()
+    }
+
+    /// Every host's latest facts that still justify trust at `now_ms`
+    /// (unexpired), for re-evaluation and dry runs.
+    pub fn live_facts(&self, now_ms: i64) -> Vec<(String, Facts)> {
         self.read()
             .hosts
             .iter()
-            .filter_map(|(name, h)| h.facts.clone().map(|f| (name.clone(), f)))
+            .filter_map(|(name, h)| {
+                let held = h.facts.as_ref()?;
+                (now_ms < held.expires_ms).then(|| (name.clone(), held.facts.clone()))
+            })
             .collect()
     }
 
@@ -440,7 +672,7 @@ impl Registry {
             .iter()
             .filter_map(|host| {
                 let record = inner.hosts.get(host)?;
-                let v = record.verdicts.get(pool)?;
+                let v = &record.verdicts.get(pool)?.verdict;
                 // The sweeper may lag by up to its period: never publish an expired entry.
                 record.member_of(pool, now_ms).then(|| Member {
                     hostname: host.clone(),
@@ -472,7 +704,7 @@ impl Registry {
             connected: record.connected,
             pending: record.pending.clone(),
             revoked: record.revoked.clone(),
-            facts: record.facts.clone(),
+            facts: record.facts.as_ref().map(|f| f.facts.clone()),
             clock: record.clock,
             last_good_ms: record.last_good_ms.clone(),
         })
@@ -486,17 +718,17 @@ impl Registry {
     }
 }
 
-/// A verdict as it stands at `now_ms`: a trusted verdict past its validity is
+/// A verdict as it stands at `now_ms`: a trusted verdict past its expiry is
 /// reported as untrusted, with the reason.
-pub fn effective(v: &StoredVerdict, now_ms: i64) -> StoredVerdict {
-    let mut v = v.clone();
-    if v.trusted && now_ms >= v.valid_until_ms {
+fn effective(h: &Held, now_ms: i64) -> StoredVerdict {
+    let mut v = h.verdict.clone();
+    if v.trusted && now_ms >= h.expires_ms {
         v.trusted = false;
         v.reasons.push(Reason::new(
             codes::STALE,
             format!(
-                "no good report since {} ms ago: the host is out of the pool after the down time",
-                now_ms - v.attested_at_ms
+                "no good report within the down time (expired {} ms ago): the host is out of the pool",
+                now_ms - h.expires_ms
             ),
         ));
     }
@@ -685,5 +917,79 @@ mod tests {
         let h = r.host("a", 30).expect("host");
         assert!(!h.verdicts[0].trusted);
         assert_eq!(h.last_good_ms.get("p"), Some(&10));
+    }
+
+    #[test]
+    fn attack_wall_clock_step_back_does_not_extend_trust() {
+        // Wall times far from the monotonic clock: expiry follows the latter.
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
+        let wall = 1_000_000_000;
+        r.record_verdicts(vec![verdict("a", "p", true, wall, wall + 75_000)], 0);
+        assert_eq!(r.pool("p", 74_999).expect("pool").members.len(), 1);
+        assert!(
+            r.pool("p", 75_000).expect("pool").members.is_empty(),
+            "expired after the down time on the monotonic clock, whatever the wall clock says"
+        );
+        assert_eq!(r.sweep(75_000), vec!["p".to_string()]);
+        let h = r.host("a", 75_000).expect("host");
+        assert_eq!(h.verdicts[0].reasons[0].code, codes::STALE);
+        // Published times stay wall times.
+        r.record_verdicts(vec![verdict("a", "p", true, wall, wall + 75_000)], 100_000);
+        let m = &r.pool("p", 100_001).expect("pool").members[0];
+        assert_eq!((m.attested_at_ms, m.valid_until_ms), (wall, wall + 75_000));
+    }
+
+    #[test]
+    fn restored_verdicts_keep_only_what_is_left_capped_at_the_down_time() {
+        let v = verdict("a", "p", true, 1_000, 76_000);
+        // 30 s left by the wall clock.
+        assert_eq!(restored_expiry(&v, 500, 46_000), 30_500);
+        // The wall clock went back an hour while the server was down: no more
+        // than the full validity from now.
+        assert_eq!(restored_expiry(&v, 500, 1_000 - 3_600_000), 75_500);
+        // Already past: expired at once.
+        assert_eq!(restored_expiry(&v, 500, 80_000), 500);
+    }
+
+    #[test]
+    fn reevaluated_verdicts_expire_with_their_evidence() {
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
+        let f = Facts::from_json(
+            r#"{"attested_at_ms":0,"valid_until_ms":1000,"pcrs":{},"statuses":null,
+                "check_reasons":null,"params_digest":null,"reset_count":0,"restart_count":0,"clock":0}"#,
+        )
+        .expect("facts");
+        r.set_facts("a", f, 0);
+        r.record_verdicts(vec![verdict("a", "p", true, 0, 1_000)], 0);
+        // A reload at 900 re-evaluates: still valid only until 1_000.
+        r.record_reevaluated(vec![verdict("a", "p", true, 0, 1_000)], 900);
+        assert!(r.pool("p", 1_000).expect("pool").members.is_empty());
+        assert!(r.live_facts(1_000).is_empty());
+        assert_eq!(r.live_facts(999).len(), 1);
+        // Withdrawn facts are gone for good.
+        assert!(r.withdraw_facts("a"));
+        assert!(r.live_facts(0).is_empty());
+        assert!(!r.withdraw_facts("a"));
+    }
+
+    #[test]
+    fn attack_one_tpm_indexed_under_every_host_that_holds_it() {
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
+        // `enrol` gives every host EK [1] and AK [2].
+        assert_eq!(r.tpm_owners(&[1], &[9], "b"), vec!["a".to_string()]);
+        assert_eq!(r.tpm_owners(&[9], &[2], "b"), vec!["a".to_string()]);
+        assert!(
+            r.tpm_owners(&[1], &[2], "a").is_empty(),
+            "a host is not its own rival"
+        );
+        assert!(r.tpm_owners(&[8], &[9], "b").is_empty());
+        r.forget_enrolment("a", 0);
+        assert!(r.tpm_owners(&[1], &[2], "b").is_empty());
     }
 }

@@ -8,7 +8,7 @@
 use crate::facts::evaluate_all;
 use crate::history::trust_events;
 use crate::loaders::load_policy_dir;
-use crate::state::{now_ms, AppState};
+use crate::state::{mono_ms, now_ms, AppState};
 use crate::store::{HistoryEvent, StoredVerdict};
 use std::path::Path;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ pub async fn reload(state: &AppState, actor: &str) -> anyhow::Result<bool> {
     let now = now_ms();
     let mut changes = Vec::new();
     // Pools that disappeared lose their members with the pool itself.
-    state.registry.set_pools(&pools, now);
+    state.registry.set_pools(&pools, mono_ms());
     state
         .record(HistoryEvent {
             at_ms: now,
@@ -71,22 +71,23 @@ pub async fn reload(state: &AppState, actor: &str) -> anyhow::Result<bool> {
             actor: actor.into(),
         })
         .await;
-    changes.extend(reevaluate(state, now).await);
+    changes.extend(reevaluate(state).await);
     for e in trust_events(&changes, actor, now) {
         state.record(e).await;
     }
     Ok(true)
 }
 
-/// Applies the policy in force to every host's latest facts.
-pub async fn reevaluate(state: &AppState, now: i64) -> Vec<crate::registry::TrustChange> {
+/// Applies the policy in force to every host's latest facts that are still
+/// within their validity. Only sound evidence leaves facts behind (unsound
+/// evidence withdraws them), so a host whose newest evidence was unsound is
+/// never re-admitted here; re-evaluated verdicts keep the expiry of the
+/// evidence they come from.
+pub async fn reevaluate(state: &AppState) -> Vec<crate::registry::TrustChange> {
     let policy = state.policy();
     let digest = policy.digest_hex();
     let mut changes = Vec::new();
-    for (host, facts) in state.registry.all_facts() {
-        if facts.valid_until_ms <= now {
-            continue;
-        }
+    for (host, facts) in state.registry.live_facts(mono_ms()) {
         let verdicts: Vec<StoredVerdict> = evaluate_all(&facts, &policy)
             .into_iter()
             .map(|(pool, reasons)| StoredVerdict {
@@ -99,11 +100,18 @@ pub async fn reevaluate(state: &AppState, now: i64) -> Vec<crate::registry::Trus
                 policy_digest: digest.clone(),
             })
             .collect();
+        let mut verdicts = verdicts;
         if let Err(e) = state.store.put_verdicts(&verdicts).await {
             warn!(host = %host, error = %format!("{e:#}"), "could not store re-evaluated verdicts; keeping the host out");
-            continue;
+            for v in &mut verdicts {
+                v.trusted = false;
+                v.reasons.push(Reason::new(
+                    "server.store_unavailable",
+                    "the re-evaluated verdict could not be stored durably",
+                ));
+            }
         }
-        changes.extend(state.registry.record_verdicts(verdicts, now));
+        changes.extend(state.registry.record_reevaluated(verdicts, mono_ms()));
     }
     changes
 }

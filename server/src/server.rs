@@ -4,11 +4,13 @@
 
 use crate::admin::AdminService;
 use crate::config::ServerConfig;
+use crate::ek_allowlist::EkAllowlist;
 use crate::loaders::{load_ek_roots, load_policy_dir};
 use crate::registry::Registry;
 use crate::session::AttestationService;
-use crate::state::{now_ms, AppState};
+use crate::state::{mono_ms, now_ms, AppState};
 use crate::store::Store;
+use crate::store::StoredVerdict;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
+use trustpool_evidence::policy::PolicySet;
+use trustpool_evidence::reason::Reason;
 use trustpool_proto::v1::admin_server::AdminServer;
 use trustpool_proto::v1::attestation_server::AttestationServer;
 
@@ -43,45 +47,26 @@ pub async fn run(
     let tls = tls_config(&cfg)?;
     let store = Store::open(&cfg.db).await?;
 
+    let ek_allowlist = EkAllowlist::new(cfg.ek_allowlist.clone());
+    ek_allowlist
+        .check()
+        .map_err(|e| anyhow::anyhow!("the EK allowlist is unusable: {e}"))?;
     let registry = Arc::new(Registry::new(u64::try_from(now_ms()).unwrap_or(1)));
-    let pool_names: Vec<String> = policy.pools.keys().cloned().collect();
-    registry.set_pools(&pool_names, now_ms());
-    let enrolments = store.enrolments().await?;
-    let enrolled = enrolments.len();
-    for e in enrolments {
-        registry.add_enrolment(e);
-    }
-    for (host, clock) in store.clocks().await? {
-        registry.set_clock(&host, clock);
-    }
-    registry.record_verdicts(store.verdicts().await?, now_ms());
-    for pending in store.pending().await? {
-        let host = pending.enrolment.hostname.clone();
-        registry.set_pending(&host, Some(pending), now_ms());
-    }
-    for revocation in store.revocations().await? {
-        let host = revocation.hostname.clone();
-        registry.set_revoked(&host, Some(revocation), now_ms());
-    }
-    for (host, body) in store.facts().await? {
-        match crate::facts::Facts::from_json(&body) {
-            Ok(facts) => registry.set_facts(&host, facts),
-            Err(e) => {
-                warn!(host = %host, error = %e, "stored evidence facts do not parse; ignored")
-            }
-        }
-    }
+    let enrolled = restore(&store, &registry, &policy).await?;
     info!(enrolled, db = %cfg.db.display(), "state restored");
     let (history, history_task) = crate::history::History::start(store.clone());
 
-    let state = Arc::new(AppState::new(
-        store,
-        registry.clone(),
-        ek_trust,
-        policy,
-        cfg.report_interval,
-        cfg.down_time,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            store,
+            registry.clone(),
+            ek_trust,
+            policy,
+            cfg.report_interval,
+            cfg.down_time,
+        )
+        .with_ek_allowlist(ek_allowlist),
+    );
     let _ = state.history.set(history);
     let _ = state.operators.set(cfg.operators.clone());
     let _ = state.policy_dir.set(cfg.policy_dir.clone());
@@ -123,7 +108,7 @@ pub async fn run(
                 tokio::select! {
                     _ = tick.tick() => {
                         let now = now_ms();
-                        let changes = state.registry.sweep_changes(now);
+                        let changes = state.registry.sweep_changes(mono_ms());
                         for c in &changes {
                             info!(host = %c.hostname, pool = %c.pool, "a verdict expired: out of the pool");
                         }
@@ -188,6 +173,112 @@ pub async fn run(
     info!("trustpool-server stopped");
     Ok(())
 }
+
+/// Rebuilds the registry from the store before anything is published, and
+/// returns the number of enrolled hosts. A stored trusted verdict is
+/// published again only when the host's stored facts, re-evaluated under the
+/// policy in force now, still trust it; its expiry is what is left of its
+/// validity (never more than the down time from now).
+async fn restore(store: &Store, registry: &Registry, policy: &PolicySet) -> anyhow::Result<usize> {
+    let (now, wall) = (mono_ms(), now_ms());
+    let pool_names: Vec<String> = policy.pools.keys().cloned().collect();
+    registry.set_pools(&pool_names, now);
+    let enrolments = store.enrolments().await?;
+    let enrolled = enrolments.len();
+    for e in enrolments {
+        registry.add_enrolment(e);
+    }
+    for (host, clock) in store.clocks().await? {
+        registry.set_clock(&host, clock);
+    }
+    for pending in store.pending().await? {
+        let host = pending.enrolment.hostname.clone();
+        registry.set_pending(&host, Some(pending), now);
+    }
+    for revocation in store.revocations().await? {
+        let host = revocation.hostname.clone();
+        registry.set_revoked(&host, Some(revocation), now);
+    }
+    let mut facts = std::collections::HashMap::new();
+    for (host, body) in store.facts().await? {
+        match crate::facts::Facts::from_json(&body) {
+            Ok(f) => {
+                registry.restore_facts(&host, f.clone(), now, wall);
+                facts.insert(host, f);
+            }
+            Err(e) => {
+                warn!(host = %host, error = %e, "stored evidence facts do not parse; ignored")
+            }
+        }
+    }
+    let digest = policy.digest_hex();
+    let mut changed = 0usize;
+    let verdicts: Vec<StoredVerdict> = store
+        .verdicts()
+        .await?
+        .into_iter()
+        .map(|v| {
+            let f = facts.get(v.hostname.as_str());
+            let (v, lost_trust) = reevaluate_restored(v, f, policy, &digest);
+            changed += usize::from(lost_trust);
+            v
+        })
+        .collect();
+    if changed > 0 {
+        info!(
+            verdicts = changed,
+            "stored trusted verdicts no longer trusted under the policy in force"
+        );
+    }
+    registry.restore_verdicts(verdicts, now, wall);
+    Ok(enrolled)
+}
+
+/// A stored verdict as the policy in force judges it: a trusted verdict
+/// stays trusted only if the facts of the same evidence still pass; the
+/// flag says whether it lost its trust.
+fn reevaluate_restored(
+    v: StoredVerdict,
+    facts: Option<&crate::facts::Facts>,
+    policy: &PolicySet,
+    digest: &str,
+) -> (StoredVerdict, bool) {
+    if !v.trusted {
+        return (v, false);
+    }
+    let Some(pool) = policy.pools.get(&v.pool) else {
+        return (v, false);
+    };
+    let reasons = match facts {
+        Some(f) if f.attested_at_ms == v.attested_at_ms => {
+            crate::facts::evaluate_pool(f, pool, policy)
+        }
+        _ => vec![Reason::new(
+            NOT_REEVALUATED,
+            "the stored trusted verdict has no stored evidence to re-evaluate after a restart; the next report decides",
+        )],
+    };
+    if reasons.is_empty() {
+        let v = StoredVerdict {
+            policy_digest: digest.to_string(),
+            ..v
+        };
+        return (v, false);
+    }
+    (
+        StoredVerdict {
+            trusted: false,
+            reasons,
+            policy_digest: digest.to_string(),
+            ..v
+        },
+        true,
+    )
+}
+
+/// Reason code: a stored trusted verdict whose evidence is gone was not
+/// published again after a restart.
+pub const NOT_REEVALUATED: &str = "server.not_reevaluated";
 
 /// Serves the admin API on a local UNIX socket that only root can use
 /// (mode 0600; callers are also checked by their peer credentials).

@@ -4,12 +4,16 @@
 //! with an `Error` message that says why.
 
 use crate::challenge::ChallengeBook;
+use crate::ek_allowlist::EkVerdict;
 use crate::history::trust_events;
 use crate::identity::{valid_hostname, PeerIdentity};
 use crate::registry::PENDING;
-use crate::state::{now_ms, AppState};
-use crate::store::{Enrolment, HistoryEvent, PendingEnrolment, StoredVerdict};
-use crate::verdict::{evaluate_evidence, EvidenceRef};
+use crate::state::{mono_ms, now_ms, AppState};
+use crate::store::{
+    Enrolment, EvidenceCommit, FactsChange, HistoryEvent, PendingEnrolment, StoredVerdict,
+};
+use crate::streams::{Ticket, ENROLMENT_CHANGED};
+use crate::verdict::{evaluate_evidence, Evaluation, EvidenceRef};
 use rand::RngCore;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,6 +39,11 @@ use trustpool_proto::v1::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Minimum time between two challenges asked for by the agent.
 const MIN_REQUESTED_GAP: Duration = Duration::from_millis(500);
+
+/// Session error code: the EK allowlist does not list this TPM for this host.
+pub const EK_NOT_ALLOWED: &str = "enrolment.ek_not_allowed";
+/// Leads the pending reason of a TPM already enrolled for another host name.
+pub const TPM_IN_USE: &str = "tpm.in_use";
 
 /// The gRPC service.
 pub struct AttestationService {
@@ -94,6 +103,8 @@ impl Attestation for AttestationService {
                 inbound,
                 tx,
                 hostname: None,
+                stream_id: None,
+                counted: false,
             };
             let stopped = session.state.stopped();
             // A stopping server ends the session between two awaits; store
@@ -118,6 +129,27 @@ struct Session {
     inbound: Streaming<AgentMessage>,
     tx: Outbound,
     hostname: Option<String>,
+    /// This stream's registration in the one-stream-per-host table.
+    stream_id: Option<u64>,
+    /// Whether the stream was counted as open in the metrics.
+    counted: bool,
+}
+
+/// Which enrolment the session's AK belongs to, checked before every verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// The AK is the host's enrolled AK.
+    Enrolled,
+    /// The AK belongs to an enrolment waiting for an operator's approval:
+    /// its evidence is judged and shown, but never trusted.
+    Pending,
+}
+
+/// The outcome of one piece of evidence, ready to commit and apply.
+struct Judged {
+    evaluation: Evaluation,
+    verdicts: Vec<StoredVerdict>,
+    attested_at_ms: i64,
 }
 
 impl Session {
@@ -201,6 +233,18 @@ impl Session {
         ak.check_ak_attributes().map_err(|e| {
             SessionError::new("enrolment.ak_attributes", format!("AK refused: {e}"))
         })?;
+        // One stream per host: this one replaces any other from now on.
+        let mut ticket = self.state.streams.open(&hostname);
+        self.stream_id = Some(ticket.id);
+        self.hostname = Some(hostname.clone());
+        let allowlisted = match self.state.ek_allowlist.judge(&hostname, &hello.ek_public) {
+            EkVerdict::Refused(why) => {
+                warn!(host = %hostname, %why, "EK not in the allowlist: session refused");
+                return Err(SessionError::new(EK_NOT_ALLOWED, why));
+            }
+            EkVerdict::Listed => true,
+            EkVerdict::NotConfigured => false,
+        };
 
         let existing = self.state.registry.enrolment(&hostname);
         let pending = self.state.registry.pending(&hostname);
@@ -212,13 +256,13 @@ impl Session {
             self.state.metrics.enrolment("known");
             false
         } else {
-            self.enrol(&hostname, &hello, &ek, &ak, existing.is_some())
+            self.enrol(&hostname, &hello, &ek, &ak, existing.is_some(), allowlisted)
                 .await?;
             true
         };
-        self.hostname = Some(hostname.clone());
         self.state.registry.set_connected(&hostname, true);
         self.state.metrics.stream_opened();
+        self.counted = true;
         self.send(ServerMsg::Enrolled(Enrolled {
             new_enrolment,
             report_interval_secs: u32::try_from(self.state.report_interval.as_secs())
@@ -226,7 +270,33 @@ impl Session {
         }))
         .await?;
         info!(host = %hostname, new_enrolment, "agent session open");
-        self.attest_loop(&hostname, &ak).await
+        self.attest_loop(&hostname, &ak, &hello.ak_public, &mut ticket)
+            .await
+    }
+
+    /// Whether this session's AK is still the host's: an operator's approval
+    /// of other keys (or a TPM moved to another name) ends the session.
+    fn binding(&self, hostname: &str, ak_public: &[u8]) -> Result<Binding, SessionError> {
+        if self
+            .state
+            .registry
+            .enrolment(hostname)
+            .is_some_and(|e| e.ak_public == ak_public)
+        {
+            return Ok(Binding::Enrolled);
+        }
+        if self
+            .state
+            .registry
+            .pending(hostname)
+            .is_some_and(|p| p.enrolment.ak_public == ak_public)
+        {
+            return Ok(Binding::Pending);
+        }
+        Err(SessionError::new(
+            ENROLMENT_CHANGED,
+            "this stream's AK is no longer the host's enrolled AK; reconnect",
+        ))
     }
 
     /// Proves that the AK lives in the TPM of this EK (credential
@@ -240,6 +310,7 @@ impl Session {
         ek: &TpmPublic,
         ak: &TpmPublic,
         re_enrolment: bool,
+        allowlisted: bool,
     ) -> Result<(), SessionError> {
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
@@ -295,16 +366,31 @@ impl Session {
             cert_subject: self.peer.subject.clone(),
             enrolled_at_ms: now_ms(),
         };
-        let hold = match (&chain, re_enrolment) {
-            (Ok(_), false) => None,
-            (Ok(_), true) => {
-                Some("re-enrolled with a different EK or AK (TPM replaced or cleared?)".to_string())
-            }
-            (Err(e), false) => Some(e.clone()),
-            (Err(e), true) => Some(format!(
-                "re-enrolled with a different EK or AK (TPM replaced or cleared?); {e}"
-            )),
-        };
+        // Held for an operator's approval, with every reason that applies:
+        // an EK the vendor roots do not vouch for (unless the allowlist
+        // lists it), new keys for a known host, or a TPM that already backs
+        // another host name.
+        let mut holds = Vec::new();
+        if re_enrolment {
+            holds.push(
+                "re-enrolled with a different EK or AK (TPM replaced or cleared?)".to_string(),
+            );
+        }
+        let others = self
+            .state
+            .registry
+            .tpm_owners(&hello.ek_public, &hello.ak_public, hostname);
+        if !others.is_empty() {
+            warn!(host = %hostname, others = ?others, "a TPM already enrolled for another host name");
+            holds.push(format!(
+                "{TPM_IN_USE}: this TPM (EK or AK) is already enrolled for {}; approving moves it to {hostname} and removes that enrolment",
+                others.join(", ")
+            ));
+        }
+        if let (Err(e), false) = (&chain, allowlisted) {
+            holds.push(e.clone());
+        }
+        let hold = (!holds.is_empty()).then(|| holds.join("; "));
         let not_stored = |e: anyhow::Error| {
             warn!(host = %hostname, error = %format!("{e:#}"), "could not store an enrolment");
             SessionError::new(
@@ -359,7 +445,13 @@ impl Session {
         Ok(())
     }
 
-    async fn attest_loop(&mut self, hostname: &str, ak: &TpmPublic) -> Result<(), SessionError> {
+    async fn attest_loop(
+        &mut self,
+        hostname: &str,
+        ak: &TpmPublic,
+        ak_public: &[u8],
+        ticket: &mut Ticket,
+    ) -> Result<(), SessionError> {
         let mut book = ChallengeBook::default();
         let mut ticker = tokio::time::interval(self.state.report_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -367,6 +459,7 @@ impl Session {
         let mut policy_changes = self.state.policy_changes();
         loop {
             tokio::select! {
+                ended = ticket.ended() => return Err(SessionError::new(ended.code, ended.message)),
                 Ok(()) = policy_changes.changed() => {
                     if !book.has_pending(Instant::now()) {
                         self.challenge(&mut book).await?;
@@ -379,7 +472,9 @@ impl Session {
                 }
                 msg = self.next() => match msg? {
                     None => return Ok(()),
-                    Some(AgentMsg::Evidence(evidence)) => self.judge(hostname, ak, &mut book, evidence).await?,
+                    Some(AgentMsg::Evidence(evidence)) => {
+                        self.judge(hostname, ak, ak_public, &mut book, evidence).await?
+                    }
                     Some(AgentMsg::ChallengeRequest(req)) => {
                         let now = Instant::now();
                         let too_soon = last_requested.is_some_and(|t| now.duration_since(t) < MIN_REQUESTED_GAP);
@@ -409,27 +504,56 @@ impl Session {
         .await
     }
 
+    /// One piece of evidence, in four steps: decide (pure), commit (store),
+    /// apply (registry, history, metrics), reply.
     async fn judge(
         &self,
         hostname: &str,
         ak: &TpmPublic,
+        ak_public: &[u8],
         book: &mut ChallengeBook,
         evidence: Evidence,
     ) -> Result<(), SessionError> {
         let started = Instant::now();
+        let binding = self.binding(hostname, ak_public)?;
+        let challenge = book.take(&evidence.nonce, started);
+        let mut judged = self.decide(hostname, ak, binding, challenge.as_ref(), &evidence);
+        self.commit(hostname, binding, &mut judged).await;
+        self.apply(hostname, binding, &judged).await;
+        if let Ok(c) = &challenge {
+            self.state
+                .metrics
+                .attestation_round_trip(c.issued.elapsed());
+        }
+        self.reply(hostname, &judged, started).await
+    }
+
+    /// Decides: evaluates the evidence under the policy in force (pure).
+    fn decide(
+        &self,
+        hostname: &str,
+        ak: &TpmPublic,
+        binding: Binding,
+        challenge: Result<&crate::challenge::Outstanding, &Reason>,
+        evidence: &Evidence,
+    ) -> Judged {
         let attested_at_ms = now_ms();
         let valid_until_ms = attested_at_ms
             + i64::try_from(self.state.down_time.as_millis()).unwrap_or(i64::MAX / 2);
-        let challenge = book.take(&evidence.nonce, started);
         let pcr_values: Vec<(u32, Vec<u8>)> = evidence
             .pcr_values
-            .into_iter()
-            .map(|p| (p.index, p.digest))
+            .iter()
+            .map(|p| (p.index, p.digest.clone()))
             .collect();
         let policy = self.state.policy();
+        // A pending TPM starts a clock history of its own.
+        let previous_clock = match binding {
+            Binding::Enrolled => self.state.registry.clock(hostname),
+            Binding::Pending => None,
+        };
         let evaluation = evaluate_evidence(
             ak,
-            challenge.as_ref().map_err(Clone::clone),
+            challenge.map_err(Clone::clone),
             EvidenceRef {
                 nonce: &evidence.nonce,
                 attest: &evidence.attest,
@@ -438,58 +562,123 @@ impl Session {
                 report: &evidence.hardening_report,
             },
             &policy,
-            self.state.registry.clock(hostname),
+            previous_clock,
             (attested_at_ms, valid_until_ms),
         );
         let digest = policy.digest_hex();
-        let mut verdicts: Vec<StoredVerdict> = evaluation
+        let verdicts = evaluation
             .pools
             .iter()
-            .map(|(pool, reasons)| StoredVerdict {
-                hostname: hostname.to_string(),
-                pool: pool.clone(),
-                trusted: reasons.is_empty(),
-                attested_at_ms,
-                valid_until_ms,
-                reasons: reasons.clone(),
-                policy_digest: digest.clone(),
+            .map(|(pool, reasons)| {
+                let mut reasons = reasons.clone();
+                if binding == Binding::Pending {
+                    reasons.push(Reason::new(
+                        PENDING,
+                        "signed by an AK that waits for an operator's approval",
+                    ));
+                }
+                StoredVerdict {
+                    hostname: hostname.to_string(),
+                    pool: pool.clone(),
+                    trusted: reasons.is_empty(),
+                    attested_at_ms,
+                    valid_until_ms,
+                    reasons,
+                    policy_digest: digest.clone(),
+                }
             })
             .collect();
-        // Durable before published: a trusted verdict that is not stored is not trusted.
-        if let Err(e) = self.state.store.put_verdicts(&verdicts).await {
-            warn!(host = %hostname, error = %format!("{e:#}"), "could not store verdicts: host marked untrusted");
-            for v in &mut verdicts {
+        Judged {
+            evaluation,
+            verdicts,
+            attested_at_ms,
+        }
+    }
+
+    /// Commits what the evidence changes, in one transaction, before any of
+    /// it is published. Sound evidence of the enrolled TPM replaces the
+    /// host's facts and clock; unsound evidence withdraws the facts (so no
+    /// reload or restart can re-admit the host from older evidence). A
+    /// repeat of an untrusted outcome already stored writes nothing. A
+    /// failed commit leaves the host untrusted.
+    async fn commit(&self, hostname: &str, binding: Binding, judged: &mut Judged) {
+        let facts_json;
+        let facts = match (&judged.evaluation.facts, binding) {
+            (Some(facts), Binding::Enrolled) => match facts.to_json() {
+                Ok(body) => {
+                    facts_json = body;
+                    FactsChange::Put(&facts_json)
+                }
+                Err(e) => {
+                    warn!(host = %hostname, error = %e, "could not encode the evidence facts");
+                    FactsChange::Withdraw
+                }
+            },
+            (Some(_), Binding::Pending) => FactsChange::Keep,
+            (None, _) => FactsChange::Withdraw,
+        };
+        let clock = match binding {
+            Binding::Enrolled => judged.evaluation.clock,
+            Binding::Pending => None,
+        };
+        let unchanged = facts == FactsChange::Withdraw
+            && self.state.registry.host_facts(hostname).is_none()
+            && same_untrusted_story(
+                &self.state.registry.recorded_verdicts(hostname),
+                &judged.verdicts,
+            );
+        if unchanged {
+            return;
+        }
+        let commit = EvidenceCommit {
+            hostname,
+            verdicts: &judged.verdicts,
+            facts,
+            clock,
+        };
+        if let Err(e) = self.state.store.commit_evidence(&commit).await {
+            warn!(host = %hostname, error = %format!("{e:#}"), "could not store the evidence: host marked untrusted");
+            for v in &mut judged.verdicts {
                 v.trusted = false;
                 v.reasons.push(Reason::new(
                     "server.store_unavailable",
                     "the verdict could not be stored durably",
                 ));
             }
+            // Nothing was stored: nothing of this evidence is applied either.
+            judged.evaluation.facts = None;
+            judged.evaluation.clock = None;
         }
-        if let Some(facts) = &evaluation.facts {
-            match facts.to_json() {
-                Ok(body) => {
-                    if let Err(e) = self.state.store.put_facts(hostname, &body).await {
-                        warn!(host = %hostname, error = %format!("{e:#}"), "could not store the evidence facts");
-                    }
-                }
-                Err(e) => {
-                    warn!(host = %hostname, error = %e, "could not encode the evidence facts")
+    }
+
+    /// Applies committed evidence: registry (facts, clock, membership),
+    /// history, metrics.
+    async fn apply(&self, hostname: &str, binding: Binding, judged: &Judged) {
+        let at = judged.attested_at_ms;
+        let now = mono_ms();
+        let evaluation = &judged.evaluation;
+        match (&evaluation.facts, binding) {
+            (Some(facts), Binding::Enrolled) => {
+                self.state.registry.set_facts(hostname, facts.clone(), now)
+            }
+            (Some(_), Binding::Pending) => {}
+            (None, _) => {
+                if self.state.registry.withdraw_facts(hostname) {
+                    info!(host = %hostname, "unsound evidence: the host's earlier facts are withdrawn");
                 }
             }
-            self.state.registry.set_facts(hostname, facts.clone());
         }
-        if let Some(clock) = evaluation.clock {
+        if let (Some(clock), Binding::Enrolled) = (evaluation.clock, binding) {
             if evaluation.rebooted {
                 info!(host = %hostname, reset_count = clock.reset_count, restart_count = clock.restart_count, "host rebooted or its TPM restarted");
                 self.state
                     .record(HistoryEvent {
-                        at_ms: attested_at_ms,
+                        at_ms: at,
                         hostname: hostname.to_string(),
                         pool: String::new(),
                         event: "reboot".into(),
                         trusted: false,
-                        policy_digest: digest.clone(),
+                        policy_digest: self.state.policy().digest_hex(),
                         reasons: vec![Reason::new(
                             "tpm.reboot",
                             format!(
@@ -501,33 +690,33 @@ impl Session {
                     })
                     .await;
             }
-            if let Err(e) = self.state.store.put_clock(hostname, clock).await {
-                warn!(host = %hostname, error = %format!("{e:#}"), "could not store the TPM clock");
-            }
             self.state.registry.set_clock(hostname, clock);
         }
         let changes = self
             .state
             .registry
-            .record_verdicts(verdicts, attested_at_ms);
-        for e in trust_events(&changes, "agent", attested_at_ms) {
+            .record_verdicts(judged.verdicts.clone(), now);
+        for e in trust_events(&changes, "agent", at) {
             self.state.record(e).await;
         }
-        if let Ok(c) = &challenge {
-            self.state
-                .metrics
-                .attestation_round_trip(c.issued.elapsed());
-        }
-        // What the agent is told includes revocation and pending approval.
+    }
+
+    /// Replies with the verdict as it stands, revocation and pending approval included.
+    async fn reply(
+        &self,
+        hostname: &str,
+        judged: &Judged,
+        started: Instant,
+    ) -> Result<(), SessionError> {
         let effective: Vec<StoredVerdict> = self
             .state
             .registry
-            .host(hostname, attested_at_ms)
+            .host(hostname, mono_ms())
             .map(|h| h.verdicts)
             .unwrap_or_default();
         let reply = Verdict {
-            attested_at_ms,
-            reasons: evaluation.common.iter().map(reason_msg).collect(),
+            attested_at_ms: judged.attested_at_ms,
+            reasons: judged.evaluation.common.iter().map(reason_msg).collect(),
             pools: effective
                 .iter()
                 .map(|v| PoolVerdict {
@@ -563,8 +752,13 @@ impl Session {
     }
 
     async fn finish(&mut self, outcome: Result<(), SessionError>) {
-        if let Some(host) = &self.hostname {
-            self.state.registry.set_connected(host, false);
+        if let (Some(host), Some(id)) = (&self.hostname, self.stream_id) {
+            // A replaced stream leaves the host's connected state to its successor.
+            if self.state.streams.close(host, id) {
+                self.state.registry.set_connected(host, false);
+            }
+        }
+        if self.counted {
             self.state.metrics.stream_closed();
         }
         let host = self.hostname.clone().unwrap_or_else(|| "?".into());
@@ -590,6 +784,22 @@ impl Session {
     }
 }
 
+/// True when `new` repeats what is stored: the same pools, all untrusted,
+/// with the same reasons under the same policy (a flood of the same bad
+/// evidence costs no write).
+fn same_untrusted_story(stored: &[StoredVerdict], new: &[StoredVerdict]) -> bool {
+    stored.len() == new.len()
+        && new.iter().all(|n| {
+            !n.trusted
+                && stored.iter().any(|s| {
+                    s.pool == n.pool
+                        && !s.trusted
+                        && s.reasons == n.reasons
+                        && s.policy_digest == n.policy_digest
+                })
+        })
+}
+
 fn reason_msg(r: &Reason) -> ReasonMsg {
     ReasonMsg {
         code: r.code.clone(),
@@ -599,4 +809,48 @@ fn reason_msg(r: &Reason) -> ReasonMsg {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(pool: &str, trusted: bool, code: &str) -> StoredVerdict {
+        StoredVerdict {
+            hostname: "h".into(),
+            pool: pool.into(),
+            trusted,
+            attested_at_ms: 1,
+            valid_until_ms: 2,
+            reasons: if code.is_empty() {
+                vec![]
+            } else {
+                vec![Reason::new(code, "m")]
+            },
+            policy_digest: "d".into(),
+        }
+    }
+
+    #[test]
+    fn attack_a_flood_of_the_same_bad_evidence_is_not_rewritten() {
+        let stored = vec![v("p", false, "nonce.unknown")];
+        assert!(same_untrusted_story(
+            &stored,
+            &[v("p", false, "nonce.unknown")]
+        ));
+        // Anything new is written: other reasons, trust, another pool.
+        assert!(!same_untrusted_story(
+            &stored,
+            &[v("p", false, "nonce.reused")]
+        ));
+        assert!(!same_untrusted_story(&stored, &[v("p", true, "")]));
+        assert!(!same_untrusted_story(
+            &[v("p", true, "")],
+            &[v("p", false, "x")]
+        ));
+        assert!(!same_untrusted_story(
+            &[],
+            &[v("p", false, "nonce.unknown")]
+        ));
+    }
 }

@@ -22,6 +22,10 @@ pub struct AppState {
     pub down_time: Duration,
     /// Prometheus metrics (sessions, feed, Placement sync).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The open agent streams, one per host.
+    pub streams: crate::streams::Streams,
+    /// The EK allowlist, when enrolment is restricted to listed TPMs.
+    pub ek_allowlist: crate::ek_allowlist::EkAllowlist,
     policy: RwLock<Arc<PolicySet>>,
     /// The append-only history (set once at start-up; events are dropped
     /// with a warning in contexts that run without one, such as unit tests).
@@ -61,6 +65,8 @@ impl AppState {
             report_interval,
             down_time,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            streams: crate::streams::Streams::default(),
+            ek_allowlist: crate::ek_allowlist::EkAllowlist::new(None),
             policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
             stopping: tokio::sync::watch::channel(false).0,
             policy: RwLock::new(Arc::new(policy)),
@@ -72,6 +78,12 @@ impl AppState {
                 last_error: String::new(),
             }),
         }
+    }
+
+    /// Restricts enrolment to the TPMs of an EK allowlist.
+    pub fn with_ek_allowlist(mut self, list: crate::ek_allowlist::EkAllowlist) -> AppState {
+        self.ek_allowlist = list;
+        self
     }
 
     /// Queues a history event (no-op without a history writer).
@@ -147,7 +159,18 @@ impl AppState {
     }
 }
 
-/// Unix time in milliseconds.
+/// The server's monotonic clock in milliseconds: the wall clock when the
+/// process first asked, advanced by `CLOCK_MONOTONIC` since. It never goes
+/// back and a step of the system clock does not move it; it decides every
+/// expiry (the registry's `now_ms`). Wall time ([`now_ms`]) only stamps what
+/// consumers and the history read.
+pub fn mono_ms() -> i64 {
+    static ANCHOR: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (now_ms(), std::time::Instant::now()));
+    wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Unix time in milliseconds (the wall clock).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -257,26 +257,50 @@ impl Store {
             .await
             .context("starting a verdict transaction")?;
         for v in verdicts {
-            let reasons = serde_json::to_string(&v.reasons).context("encoding reasons")?;
-            sqlx::query(
-                "INSERT INTO verdicts (hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (hostname, pool) DO UPDATE SET trusted = excluded.trusted,
-                   attested_at_ms = excluded.attested_at_ms, valid_until_ms = excluded.valid_until_ms,
-                   reasons = excluded.reasons, policy_digest = excluded.policy_digest",
-            )
-            .bind(&v.hostname)
-            .bind(&v.pool)
-            .bind(v.trusted)
-            .bind(v.attested_at_ms)
-            .bind(v.valid_until_ms)
-            .bind(reasons)
-            .bind(&v.policy_digest)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("storing the verdict of {} in pool {}", v.hostname, v.pool))?;
+            upsert_verdict(&mut tx, v).await?;
         }
         tx.commit().await.context("committing verdicts")?;
+        Ok(())
+    }
+
+    /// Commits what one piece of evidence changes, in one transaction: the
+    /// host's verdicts, its facts (replaced, kept, or withdrawn when the
+    /// evidence was not sound) and its TPM clock. Nothing of it is visible
+    /// unless all of it is.
+    pub async fn commit_evidence(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
+        let host = c.hostname;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .with_context(|| format!("starting the evidence transaction of {host}"))?;
+        for v in c.verdicts {
+            upsert_verdict(&mut tx, v).await?;
+        }
+        match c.facts {
+            FactsChange::Keep => {}
+            FactsChange::Put(body) => {
+                sqlx::query("INSERT INTO facts (hostname, body) VALUES (?, ?) ON CONFLICT (hostname) DO UPDATE SET body = excluded.body")
+                    .bind(host)
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("storing the evidence facts of {host}"))?;
+            }
+            FactsChange::Withdraw => {
+                sqlx::query("DELETE FROM facts WHERE hostname = ?")
+                    .bind(host)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("withdrawing the evidence facts of {host}"))?;
+            }
+        }
+        if let Some(clock) = c.clock {
+            upsert_clock(&mut tx, host, clock).await?;
+        }
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the evidence of {host}"))?;
         Ok(())
     }
 
@@ -306,18 +330,13 @@ impl Store {
 
     /// Records the TPM clock of the latest accepted quote.
     pub async fn put_clock(&self, hostname: &str, c: StoredClock) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO tpm_clocks (hostname, reset_count, restart_count, clock) VALUES (?, ?, ?, ?)
-             ON CONFLICT (hostname) DO UPDATE SET reset_count = excluded.reset_count,
-               restart_count = excluded.restart_count, clock = excluded.clock",
-        )
-        .bind(hostname)
-        .bind(i64::from(c.reset_count))
-        .bind(i64::from(c.restart_count))
-        .bind(i64::try_from(c.clock).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await
-        .with_context(|| format!("storing the TPM clock of {hostname}"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("starting a TPM clock update")?;
+        upsert_clock(&mut tx, hostname, c).await?;
+        tx.commit().await.context("committing a TPM clock")?;
         Ok(())
     }
 
@@ -391,8 +410,15 @@ impl Store {
     }
 
     /// Makes the pending enrolment of `hostname` the enrolment, in one
-    /// transaction with its history event (an approval is never lost).
-    pub async fn approve(&self, hostname: &str, event: &HistoryEvent) -> anyhow::Result<Enrolment> {
+    /// transaction with its history event (an approval is never lost). A TPM
+    /// (EK or AK) enrolled for other host names moves: their enrolments and
+    /// everything proven with them are removed in the same transaction, and
+    /// their names are returned.
+    pub async fn approve(
+        &self,
+        hostname: &str,
+        event: &HistoryEvent,
+    ) -> anyhow::Result<(Enrolment, Vec<String>)> {
         let pending = self
             .pending()
             .await?
@@ -401,6 +427,34 @@ impl Store {
             .with_context(|| format!("{hostname} has no pending enrolment"))?;
         let e = &pending.enrolment;
         let mut tx = self.pool.begin().await.context("starting an approval")?;
+        let moved_from: Vec<String> = sqlx::query_scalar(
+            "SELECT hostname FROM enrolments WHERE hostname <> ? AND (ek_public = ? OR ak_public = ?)
+             UNION SELECT hostname FROM pending_enrolments WHERE hostname <> ? AND (ek_public = ? OR ak_public = ?)",
+        )
+        .bind(hostname)
+        .bind(&e.ek_public)
+        .bind(&e.ak_public)
+        .bind(hostname)
+        .bind(&e.ek_public)
+        .bind(&e.ak_public)
+        .fetch_all(&mut *tx)
+        .await
+        .with_context(|| format!("looking for other hosts holding the TPM of {hostname}"))?;
+        for other in &moved_from {
+            for table in [
+                "enrolments",
+                "pending_enrolments",
+                "verdicts",
+                "facts",
+                "tpm_clocks",
+            ] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE hostname = ?"))
+                    .bind(other)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("moving the TPM of {other} to {hostname}"))?;
+            }
+        }
         sqlx::query(
             "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -432,7 +486,7 @@ impl Store {
             .with_context(|| format!("approving the enrolment of {hostname}"))?;
         insert_history(&mut tx, event).await?;
         tx.commit().await.context("committing an approval")?;
-        Ok(pending.enrolment)
+        Ok((pending.enrolment, moved_from))
     }
 
     /// Records a revocation (or, with `None`, removes it), durably with its history event.
@@ -458,6 +512,17 @@ impl Store {
         .execute(&mut *tx)
         .await
         .with_context(|| format!("changing the revocation of {hostname}"))?;
+        if revocation.is_none() {
+            // Readmitted: what the host sent while revoked decides nothing;
+            // its next report does.
+            for table in ["verdicts", "facts"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE hostname = ?"))
+                    .bind(hostname)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("readmitting {hostname}"))?;
+            }
+        }
         insert_history(&mut tx, event).await?;
         tx.commit().await.context("committing a revocation")?;
         Ok(())
@@ -587,6 +652,75 @@ fn enrolment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrolment, sqlx::Error> 
         cert_subject: r.try_get("cert_subject")?,
         enrolled_at_ms: r.try_get("enrolled_at_ms")?,
     })
+}
+
+/// How one piece of evidence changes a host's stored facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsChange<'a> {
+    /// Leave them as they are.
+    Keep,
+    /// Replace them (JSON).
+    Put(&'a str),
+    /// Delete them: the newest evidence was not sound.
+    Withdraw,
+}
+
+/// What one piece of evidence changes durably (see [`Store::commit_evidence`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EvidenceCommit<'a> {
+    /// The host.
+    pub hostname: &'a str,
+    /// Its new latest verdicts (may be empty).
+    pub verdicts: &'a [StoredVerdict],
+    /// Its facts.
+    pub facts: FactsChange<'a>,
+    /// Its accepted TPM clock, when it changed.
+    pub clock: Option<StoredClock>,
+}
+
+async fn upsert_verdict(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    v: &StoredVerdict,
+) -> anyhow::Result<()> {
+    let reasons = serde_json::to_string(&v.reasons).context("encoding reasons")?;
+    sqlx::query(
+        "INSERT INTO verdicts (hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (hostname, pool) DO UPDATE SET trusted = excluded.trusted,
+           attested_at_ms = excluded.attested_at_ms, valid_until_ms = excluded.valid_until_ms,
+           reasons = excluded.reasons, policy_digest = excluded.policy_digest",
+    )
+    .bind(&v.hostname)
+    .bind(&v.pool)
+    .bind(v.trusted)
+    .bind(v.attested_at_ms)
+    .bind(v.valid_until_ms)
+    .bind(reasons)
+    .bind(&v.policy_digest)
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("storing the verdict of {} in pool {}", v.hostname, v.pool))?;
+    Ok(())
+}
+
+async fn upsert_clock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    hostname: &str,
+    c: StoredClock,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO tpm_clocks (hostname, reset_count, restart_count, clock) VALUES (?, ?, ?, ?)
+         ON CONFLICT (hostname) DO UPDATE SET reset_count = excluded.reset_count,
+           restart_count = excluded.restart_count, clock = excluded.clock",
+    )
+    .bind(hostname)
+    .bind(i64::from(c.reset_count))
+    .bind(i64::from(c.restart_count))
+    .bind(i64::try_from(c.clock).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("storing the TPM clock of {hostname}"))?;
+    Ok(())
 }
 
 async fn insert_history(

@@ -47,6 +47,30 @@ pub struct Evaluation {
     pub facts: Option<Facts>,
 }
 
+impl Evaluation {
+    /// The outcome for evidence that answers no outstanding challenge: the
+    /// nonce's reason in every pool, nothing proven.
+    pub fn unanswered(reason: Reason, policy: &PolicySet) -> Evaluation {
+        Evaluation {
+            common: vec![reason.clone()],
+            pools: policy
+                .pools
+                .keys()
+                .map(|name| (name.clone(), vec![reason.clone()]))
+                .collect(),
+            clock: None,
+            rebooted: false,
+            facts: None,
+        }
+    }
+
+    /// Whether the evidence was sound (quote, nonce, clock, report): only
+    /// sound evidence replaces a host's facts; unsound evidence withdraws them.
+    pub fn is_sound(&self) -> bool {
+        self.facts.is_some()
+    }
+}
+
 /// What the verdict needs from a hardening report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportFacts {
@@ -98,14 +122,15 @@ pub fn evaluate_evidence(
     previous_clock: Option<StoredClock>,
     (attested_at_ms, valid_until_ms): (i64, i64),
 ) -> Evaluation {
-    let mut common = Vec::new();
-    let expected_pcrs = match &challenge {
-        Ok(c) => c.pcrs.clone(),
-        Err(reason) => {
-            common.push(reason.clone());
-            policy.union_pcrs()
-        }
+    // Evidence that answers no outstanding challenge costs nothing more:
+    // no parsing, no signature check (a misbehaving host must not cost the
+    // server more than an honest one).
+    let challenge = match challenge {
+        Ok(c) => c,
+        Err(reason) => return Evaluation::unanswered(reason, policy),
     };
+    let mut common = Vec::new();
+    let expected_pcrs = challenge.pcrs.clone();
     let report = match parse_report(evidence.report) {
         Ok(r) => r,
         Err(reason) => {
@@ -238,5 +263,37 @@ mod tests {
             parse_report(&huge).expect_err("big").code,
             codes::REPORT_MALFORMED
         );
+    }
+
+    #[test]
+    fn attack_unchallenged_evidence_is_refused_before_any_parsing_or_signature_check() {
+        let text = "require_measured_launch = false\n[[allow]]\nname = \"b\"\npcrs = {}\n";
+        let policy =
+            trustpool_evidence::policy::parse_policy_set(&[("p.toml".into(), text.into())])
+                .expect("policy");
+        let ak = trustpool_evidence::tpm::parse_public_2b(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../evidence/testdata/swtpm/ak_rsa.pub"
+        )))
+        .expect("a real swtpm AK");
+        let e = evaluate_evidence(
+            &ak,
+            Err(Reason::new(codes::NONCE_UNKNOWN, "never issued")),
+            EvidenceRef {
+                nonce: &[7; 32],
+                attest: b"garbage that would not parse",
+                signature: b"x",
+                pcr_values: &[],
+                report: b"{not json",
+            },
+            &policy,
+            None,
+            (0, 1),
+        );
+        // Only the nonce's reason: the quote and report were never looked at.
+        assert_eq!(e.common.len(), 1, "{:?}", e.common);
+        assert_eq!(e.common[0].code, codes::NONCE_UNKNOWN);
+        assert_eq!(e.pools[0].1.len(), 1);
+        assert!(!e.is_sound());
     }
 }
