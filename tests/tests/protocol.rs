@@ -1,7 +1,10 @@
-//! The wire protocol under attack: replayed and unknown nonces, a report
-//! swapped after the quote, malformed and truncated messages. A scripted
-//! agent speaks the protocol in-process with a real swtpm and real mutual
-//! TLS; a raw gRPC client sends bytes that are not protobuf at all.
+//! The wire protocol and the trust decision under attack: replayed and
+//! unknown nonces, a report swapped after the quote, malformed and truncated
+//! messages, a reload or restart that would re-admit a host on old evidence,
+//! a stream that outlives its AK, one TPM behind two host names, an EK the
+//! allowlist does not know. A scripted agent speaks the protocol in-process
+//! with a real swtpm and real mutual TLS; a raw gRPC client sends bytes that
+//! are not protobuf at all. Every test is named `attack_…`.
 
 use bytes::{Buf, BufMut};
 use prost::Message;
@@ -50,6 +53,14 @@ struct Scripted {
 
 impl Scripted {
     async fn open(cfg: &AgentConfig) -> Scripted {
+        match Scripted::try_open(cfg).await {
+            Ok(s) => s,
+            Err(code) => panic!("the session was refused: {code}"),
+        }
+    }
+
+    /// Opens a session; `Err` carries the server's error code.
+    async fn try_open(cfg: &AgentConfig) -> Result<Scripted, String> {
         let tpm =
             Tpm::open(&cfg.tcti, &cfg.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048).expect("tpm");
         let tpm = TpmWorker::spawn(tpm);
@@ -81,12 +92,35 @@ impl Scripted {
                     .expect("activate");
                 s.send(AgentMsg::Activation(ActivationProof { secret }))
                     .await;
-                assert!(matches!(s.next().await, ServerMsg::Enrolled(_)));
+                match s.next().await {
+                    ServerMsg::Enrolled(_) => {}
+                    ServerMsg::Error(e) => return Err(e.code),
+                    other => panic!("unexpected {other:?}"),
+                }
             }
             ServerMsg::Enrolled(_) => {}
+            ServerMsg::Error(e) => return Err(e.code),
             other => panic!("unexpected {other:?}"),
         }
-        s
+        Ok(s)
+    }
+
+    /// The code of the `Error` that ends the stream, skipping challenges.
+    async fn ended_with(&mut self) -> String {
+        loop {
+            match self.next().await {
+                ServerMsg::Error(e) => return e.code,
+                ServerMsg::Challenge(_) | ServerMsg::Verdict(_) => continue,
+                other => panic!("expected the stream to end, got {other:?}"),
+            }
+        }
+    }
+
+    /// Answers the next challenge honestly and returns the verdict.
+    async fn attest(&mut self) -> Verdict {
+        let c = self.challenge().await;
+        let e = self.evidence(&c.nonce, &c.nonce, &c.pcrs, b"", b"").await;
+        self.verdict(e).await
     }
 
     async fn send(&self, m: AgentMsg) {
@@ -149,9 +183,13 @@ impl Scripted {
 
     async fn verdict(&mut self, e: Evidence) -> Verdict {
         self.send(AgentMsg::Evidence(e)).await;
-        match self.next().await {
-            ServerMsg::Verdict(v) => v,
-            other => panic!("expected a verdict, got {other:?}"),
+        loop {
+            match self.next().await {
+                ServerMsg::Verdict(v) => return v,
+                // A reload challenges every stream at once.
+                ServerMsg::Challenge(_) => continue,
+                other => panic!("expected a verdict, got {other:?}"),
+            }
         }
     }
 }
@@ -181,7 +219,7 @@ fn setup(names: &[&str]) -> (tempfile::TempDir, Lab, Vec<LabHost>, ServerProcess
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_unknown_and_swapped_evidence_is_rejected() {
+async fn attack_replayed_unknown_and_swapped_evidence_is_rejected() {
     let (_dir, lab, hosts, server) = setup(&["host-a"]);
     let cfg = agent_config(&lab, &hosts[0], &server);
     let mut agent = Scripted::open(&cfg).await;
@@ -331,7 +369,7 @@ fn error_code(messages: &[ServerMessage]) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_messages_end_only_their_own_stream() {
+async fn attack_malformed_messages_end_only_their_own_stream() {
     let (_dir, lab, hosts, server) = setup(&["host-a", "host-b"]);
     // host-b runs a real long-lived agent and stays trusted throughout.
     let mut agent_b = lab
@@ -414,4 +452,264 @@ async fn malformed_messages_end_only_their_own_stream() {
     let e = a.evidence(&c.nonce, &c.nonce, &c.pcrs, b"", b"").await;
     assert!(a.verdict(e).await.pools.iter().all(|p| p.trusted));
     agent_b.stop().expect("stop b");
+}
+
+fn trusted(v: &Verdict) -> bool {
+    !v.pools.is_empty() && v.pools.iter().all(|p| p.trusted)
+}
+
+/// The reason codes of `host` in the default pool, from `/v1/hosts/{host}`.
+fn host_codes(server: &ServerProcess, host: &str) -> Vec<String> {
+    let body = server
+        .get(&format!("/v1/hosts/{host}"))
+        .expect("get")
+        .json()
+        .expect("json");
+    body["pools"][0]["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["code"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `trustpool` over the admin socket.
+fn admin(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(trustpool_tests::procs::binary("trustpool").expect("trustpool"))
+        .env_remove("TRUSTPOOL_SERVER")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("trustpool runs")
+}
+
+/// Counts the "policy reloaded" lines of the server's log.
+fn reloads(server: &ServerProcess) -> usize {
+    server.log_text().matches("policy reloaded").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_reload_does_not_readmit_a_host_on_old_evidence() {
+    let (_dir, lab, hosts, server) = setup(&["host-a"]);
+    let cfg = agent_config(&lab, &hosts[0], &server);
+    let mut agent = Scripted::open(&cfg).await;
+    let c1 = agent.challenge().await;
+    let good = agent
+        .evidence(&c1.nonce, &c1.nonce, &c1.pcrs, b"", b"")
+        .await;
+    assert!(trusted(&agent.verdict(good.clone()).await));
+    // Unsound evidence (a replay): out of the pool.
+    let c2 = agent.request_challenge().await;
+    let v = agent.verdict(good).await;
+    assert!(codes(&v).contains(&"nonce.reused".to_string()), "{v:?}");
+    assert!(server.pool_members("default").expect("feed").is_empty());
+    // A reload well within the down time (75 s) must not re-admit it from
+    // the facts of its earlier good evidence.
+    let before = reloads(&server);
+    lab.write_policy("default", &format!("# reviewed\n{}", golden_policy()))
+        .expect("policy");
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads(&server) > before),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        server.pool_members("default").expect("feed").is_empty(),
+        "re-admitted on old evidence:\n{}",
+        server.log_text()
+    );
+    assert!(host_codes(&server, "host-a").contains(&"nonce.reused".to_string()));
+    // Sound evidence again (the challenge still outstanding): trusted again.
+    let e = agent
+        .evidence(&c2.nonce, &c2.nonce, &c2.pcrs, b"", b"")
+        .await;
+    assert!(trusted(&agent.verdict(e).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_restart_does_not_publish_verdicts_the_policy_now_refuses() {
+    let (_dir, lab, hosts, mut server) = setup(&["host-a", "host-b"]);
+    for host in &hosts {
+        let cfg = agent_config(&lab, host, &server);
+        let mut agent = Scripted::open(&cfg).await;
+        assert!(trusted(&agent.attest().await));
+    }
+    let mut members = server.pool_members("default").expect("feed");
+    members.sort();
+    assert_eq!(members, vec!["host-a".to_string(), "host-b".to_string()]);
+    // While the server is down, the policy changes so that nobody passes.
+    server.stop().expect("stop");
+    let strict = golden_policy().replace(&hex::encode(trustpool_tests::lab::expected_pcrs(Launch::Golden)[&17]), &"ab".repeat(32));
+    assert_ne!(strict, golden_policy(), "the policy pins PCR 17");
+    lab.write_policy("default", &strict).expect("policy");
+    server.restart().expect("restart");
+    // The stored trusted verdicts (valid for 75 s) are re-evaluated before
+    // anything is published: nobody is in the feed, and the reason is named.
+    assert!(
+        server.pool_members("default").expect("feed").is_empty(),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        host_codes(&server, "host-a").contains(&"pcr.not_allowed".to_string()),
+        "{:?}",
+        host_codes(&server, "host-a")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_stream_never_outlives_its_ak() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &golden_policy())
+        .expect("policy");
+    let host = lab.add_host("host-a", Launch::Golden).expect("host");
+    let spare = lab.add_host("spare-tpm", Launch::Golden).expect("spare");
+    let socket = lab.dir.join("admin.sock");
+    let mut options = lab.server_options("30s", "75s");
+    options.admin_socket = Some(socket.clone());
+    let server = ServerProcess::start(options).expect("server");
+    let old_cfg = agent_config(&lab, &host, &server);
+    let mut old = Scripted::open(&old_cfg).await;
+    assert!(trusted(&old.attest().await));
+
+    // A second stream for the same host certificate, from another TPM: it
+    // replaces the first, which must not go on receiving verdicts.
+    let mut new_cfg = old_cfg.clone();
+    new_cfg.tcti = spare.swtpm.tcti();
+    new_cfg.state_dir = lab.dir.join("host-a-new-agent");
+    std::fs::create_dir_all(&new_cfg.state_dir).expect("dir");
+    let mut new = Scripted::open(&new_cfg).await;
+    assert_eq!(old.ended_with().await, "session.replaced");
+    let v = new.attest().await;
+    assert!(!trusted(&v), "{v:?}");
+    assert!(codes(&v).contains(&"host.pending".to_string()), "{v:?}");
+
+    // The operator approves the new TPM: the open stream (which spoke for
+    // the pending keys) ends, and the agent reconnects under the new binding.
+    let out = admin(&socket, &["hosts", "approve", "host-a"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(new.ended_with().await, "enrolment.changed");
+    drop(new);
+    let mut new = Scripted::open(&new_cfg).await;
+    assert!(trusted(&new.attest().await));
+    // The old TPM can no longer speak for the host: held for approval.
+    drop(old);
+    let mut old = Scripted::open(&old_cfg).await;
+    assert_eq!(new.ended_with().await, "session.replaced");
+    let v = old.attest().await;
+    assert!(!trusted(&v), "{v:?}");
+    assert!(codes(&v).contains(&"host.pending".to_string()), "{v:?}");
+    assert!(server.pool_members("default").expect("feed").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_one_tpm_cannot_back_two_host_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &golden_policy())
+        .expect("policy");
+    let a = lab.add_host("host-a", Launch::Golden).expect("host");
+    let b = lab.add_host("host-b", Launch::Golden).expect("host");
+    let socket = lab.dir.join("admin.sock");
+    let mut options = lab.server_options("30s", "75s");
+    options.admin_socket = Some(socket.clone());
+    let server = ServerProcess::start(options).expect("server");
+    let mut agent_a = Scripted::open(&agent_config(&lab, &a, &server)).await;
+    assert!(trusted(&agent_a.attest().await));
+    // Its verdict stays valid for the down time; the TPM is free for host-b.
+    drop(agent_a);
+
+    // host-b's certificate with host-a's TPM (same EK, a fresh AK).
+    let mut cfg_b = agent_config(&lab, &b, &server);
+    cfg_b.tcti = a.swtpm.tcti();
+    cfg_b.state_dir = lab.dir.join("host-b-on-a");
+    std::fs::create_dir_all(&cfg_b.state_dir).expect("dir");
+    let mut agent_b = Scripted::open(&cfg_b).await;
+    let v = agent_b.attest().await;
+    assert!(!trusted(&v), "{v:?}");
+    assert!(
+        v.pools.iter().flat_map(|p| &p.reasons).any(|r| r.code == "host.pending"
+            && r.message.contains("tpm.in_use")
+            && r.message.contains("host-a")),
+        "{v:?}"
+    );
+    assert_eq!(
+        server.pool_members("default").expect("feed"),
+        vec!["host-a".to_string()],
+        "host-a keeps its trust, host-b never gets any"
+    );
+    // An operator who really moved the TPM approves: host-a's enrolment goes.
+    let out = admin(&socket, &["hosts", "approve", "host-b"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(agent_b.ended_with().await, "enrolment.changed");
+    drop(agent_b);
+    let mut agent_b = Scripted::open(&cfg_b).await;
+    assert!(trusted(&agent_b.attest().await));
+    assert_eq!(
+        server.pool_members("default").expect("feed"),
+        vec!["host-b".to_string()],
+        "host-a's enrolment went with its TPM"
+    );
+    assert!(host_codes(&server, "host-a").contains(&"host.not_attested".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_ek_allowlist_admits_only_listed_tpms() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &golden_policy())
+        .expect("policy");
+    let a = lab.add_host("host-a", Launch::Golden).expect("host");
+    let b = lab.add_host("host-b", Launch::Golden).expect("host");
+    // The inventory knows host-a's EK (read from its TPM, as tpm2_readpublic would).
+    let ek_a = {
+        let tpm = Tpm::open(&a.swtpm.tcti(), &a.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048)
+            .expect("tpm");
+        let worker = TpmWorker::spawn(tpm);
+        worker.identity().await.expect("identity").ek_public
+    };
+    let list = lab.dir.join("ek-allowlist");
+    std::fs::write(
+        &list,
+        format!("# asset inventory\nhost-a 000b{}\n", hex::encode(Sha256::digest(&ek_a))),
+    )
+    .expect("allowlist");
+    let mut options = lab.server_options("30s", "75s");
+    options.publication.extra_args = vec!["--ek-allowlist".into(), list.display().to_string()];
+    let server = ServerProcess::start(options).expect("server");
+
+    let mut agent_a = Scripted::open(&agent_config(&lab, &a, &server)).await;
+    assert!(trusted(&agent_a.attest().await));
+    drop(agent_a);
+    // An unlisted host, and host-a's name with another TPM, are refused.
+    let refused = Scripted::try_open(&agent_config(&lab, &b, &server)).await;
+    assert_eq!(refused.err().as_deref(), Some("enrolment.ek_not_allowed"));
+    let mut other_tpm = agent_config(&lab, &a, &server);
+    other_tpm.tcti = b.swtpm.tcti();
+    other_tpm.state_dir = lab.dir.join("host-a-other-tpm");
+    std::fs::create_dir_all(&other_tpm.state_dir).expect("dir");
+    let refused = Scripted::try_open(&other_tpm).await;
+    assert_eq!(refused.err().as_deref(), Some("enrolment.ek_not_allowed"));
+    // Listing host-b takes effect without a restart.
+    let ek_b = {
+        let tpm = Tpm::open(&b.swtpm.tcti(), &b.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048)
+            .expect("tpm");
+        TpmWorker::spawn(tpm).identity().await.expect("identity").ek_public
+    };
+    std::fs::write(
+        &list,
+        format!(
+            "host-a 000b{}\nhost-b {}\n",
+            hex::encode(Sha256::digest(&ek_a)),
+            hex::encode(Sha256::digest(&ek_b))
+        ),
+    )
+    .expect("allowlist");
+    let mut agent_b = Scripted::open(&agent_config(&lab, &b, &server)).await;
+    assert!(trusted(&agent_b.attest().await));
 }
