@@ -91,8 +91,11 @@ pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
         .tls_config(tls)
         .context("invalid TLS configuration")?
         .connect_timeout(Duration::from_secs(10))
+        // A partition is noticed within interval + timeout, not at the
+        // kernel's TCP timeout: the agent then reconnects.
         .keep_alive_while_idle(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
+        .http2_keep_alive_interval(cfg.keepalive_interval)
+        .keep_alive_timeout(cfg.keepalive_timeout);
     endpoint
         .connect()
         .await

@@ -91,6 +91,13 @@ pub struct RunArgs {
     /// between rounds, asking for a challenge at once when one changes (default 5s).
     #[arg(long, value_parser = parse_duration)]
     pub watch_interval: Option<Duration>,
+    /// HTTP/2 keep-alive: ping the server after this much silence (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive_interval: Option<Duration>,
+    /// HTTP/2 keep-alive: the connection is dead when a ping is not answered
+    /// within this time, and the agent reconnects (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +116,10 @@ struct AgentFile {
     role: Option<String>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     watch_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    keepalive_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    keepalive_timeout: Option<Duration>,
 }
 
 /// The resolved configuration of the attesting agent.
@@ -138,10 +149,18 @@ pub struct AgentConfig {
     pub role: String,
     /// Period of the change watch between rounds.
     pub watch_interval: Duration,
+    /// HTTP/2 keep-alive ping interval.
+    pub keepalive_interval: Duration,
+    /// HTTP/2 keep-alive ping timeout.
+    pub keepalive_timeout: Duration,
 }
 
 /// Default period of the change watch.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default HTTP/2 keep-alive interval (both daemons).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default HTTP/2 keep-alive timeout (both daemons).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/agent.toml";
@@ -181,6 +200,14 @@ impl AgentConfig {
                 .watch_interval
                 .or(file.watch_interval)
                 .unwrap_or(DEFAULT_WATCH_INTERVAL),
+            keepalive_interval: args
+                .keepalive_interval
+                .or(file.keepalive_interval)
+                .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: args
+                .keepalive_timeout
+                .or(file.keepalive_timeout)
+                .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
         })
     }
 }

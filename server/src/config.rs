@@ -57,6 +57,13 @@ pub struct ServerArgs {
     /// A host whose last good report is older than this is out of every pool (default 75s).
     #[arg(long, value_parser = parse_duration)]
     pub down_time: Option<Duration>,
+    /// HTTP/2 keep-alive on agent streams: ping after this much silence (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive_interval: Option<Duration>,
+    /// HTTP/2 keep-alive: an agent whose ping is not answered within this time
+    /// is disconnected (`stream.lost`) (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive_timeout: Option<Duration>,
     /// PEM CA certificate(s) whose client certificates may read the feed (HTTPS listener).
     #[arg(long)]
     pub reader_ca: Option<PathBuf>,
@@ -101,6 +108,10 @@ struct ServerFile {
     report_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     down_time: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    keepalive_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    keepalive_timeout: Option<Duration>,
     reader_ca: Option<PathBuf>,
     #[serde(default)]
     feed_tokens: Vec<crate::publish::FeedTokenEntry>,
@@ -141,6 +152,10 @@ pub struct ServerConfig {
     pub report_interval: Duration,
     /// Age of the last good report after which a host is out of the pools.
     pub down_time: Duration,
+    /// HTTP/2 keep-alive ping interval on agent connections.
+    pub keepalive_interval: Duration,
+    /// HTTP/2 keep-alive ping timeout on agent connections.
+    pub keepalive_timeout: Duration,
     /// HTTPS API readers, PollHosts and the Placement sync.
     pub publication: crate::publish::PublicationConfig,
     /// Operator certificate names for the admin API.
@@ -153,6 +168,10 @@ pub struct ServerConfig {
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default down time.
 pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(75);
+/// Default HTTP/2 keep-alive interval on agent connections.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default HTTP/2 keep-alive timeout on agent connections.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/server.toml";
@@ -198,6 +217,14 @@ impl ServerConfig {
                 .down_time
                 .or(file.down_time)
                 .unwrap_or(DEFAULT_DOWN_TIME),
+            keepalive_interval: args
+                .keepalive_interval
+                .or(file.keepalive_interval)
+                .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: args
+                .keepalive_timeout
+                .or(file.keepalive_timeout)
+                .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             operators: if args.operators.is_empty() {
                 file.operators
             } else {

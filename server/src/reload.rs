@@ -4,6 +4,8 @@
 //! After a reload every host's latest verified facts are re-evaluated at
 //! once, so a stricter policy removes hosts immediately, and connected agents
 //! are challenged so their next report is judged under the new policy.
+//! A candidate with no pool is refused, and so is a file change that would
+//! remove a pool with members (see [`guard_removals`]).
 
 use crate::facts::evaluate_all;
 use crate::history::trust_events;
@@ -19,13 +21,70 @@ use trustpool_evidence::reason::Reason;
 /// How often the policy directory is checked for changes.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// How a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The operator asked (SIGHUP, `systemctl reload`).
+    Explicit,
+    /// The directory watch saw a file change (maybe a half-done rsync or checkout).
+    Watch,
+}
+
+/// Refuses a candidate that would empty the fleet by accident: a policy with
+/// no pool is never put in force, and a file change seen by the directory
+/// watch may not remove a pool that has members (an operator removes one
+/// with an explicit reload). Pure.
+pub fn guard_removals(
+    current: &[(String, usize)],
+    candidate: &[String],
+    trigger: Trigger,
+) -> Result<(), String> {
+    if candidate.is_empty() {
+        return Err(
+            "the candidate policy defines no pool: an empty policy directory is never put in force (a policy directory being rewritten?)".into(),
+        );
+    }
+    if trigger == Trigger::Watch {
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|(pool, members)| *members > 0 && !candidate.contains(pool))
+            .map(|(pool, members)| format!("{pool} ({members} trusted hosts)"))
+            .collect();
+        if !removed.is_empty() {
+            return Err(format!(
+                "the candidate policy removes pools that have members: {}; to remove them, reload explicitly (SIGHUP, systemctl reload trustpool-server)",
+                removed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reloads the policy directory; `actor` is recorded in the history.
-pub async fn reload(state: &AppState, actor: &str) -> anyhow::Result<bool> {
+pub async fn reload(state: &AppState, actor: &str, trigger: Trigger) -> anyhow::Result<bool> {
     let Some(dir) = state.policy_dir.get() else {
         anyhow::bail!("no policy directory configured");
     };
     let current = state.policy();
-    let candidate = match load_policy_dir(dir) {
+    let membership: Vec<(String, usize)> = state
+        .registry
+        .pool_names()
+        .into_iter()
+        .map(|p| {
+            let n = state
+                .registry
+                .pool(&p, mono_ms())
+                .map(|s| s.members.len())
+                .unwrap_or(0);
+            (p, n)
+        })
+        .collect();
+    let candidate = load_policy_dir(dir).and_then(|c| {
+        let names: Vec<String> = c.pools.keys().cloned().collect();
+        guard_removals(&membership, &names, trigger).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(c)
+    });
+    let candidate = match candidate {
         Ok(c) => c,
         Err(e) => {
             let message = format!("{e:#}");
@@ -156,17 +215,36 @@ pub fn spawn_watchers(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
                 _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
                     info!("SIGHUP: reloading the policy");
                     seen = fingerprint(&dir);
-                    let _ = reload(&state, "SIGHUP").await;
+                    let _ = reload(&state, "SIGHUP", Trigger::Explicit).await;
                 }
                 _ = tick.tick() => {
                     let now = fingerprint(&dir);
                     if now != seen {
                         seen = now;
-                        let _ = reload(&state, "policy directory watch").await;
+                        let _ = reload(&state, "policy directory watch", Trigger::Watch).await;
                     }
                 }
                 _ = stop.changed() => break,
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_an_empty_or_depopulating_candidate_is_refused() {
+        let current = vec![("default".to_string(), 12), ("gpu".to_string(), 0)];
+        for trigger in [Trigger::Watch, Trigger::Explicit] {
+            let e = guard_removals(&current, &[], trigger).expect_err("empty");
+            assert!(e.contains("defines no pool"), "{e}");
+        }
+        let e = guard_removals(&current, &["gpu".into()], Trigger::Watch).expect_err("removal");
+        assert!(e.contains("default (12 trusted hosts)"), "{e}");
+        // An explicit reload may remove a populated pool; anyone may remove an empty one.
+        assert!(guard_removals(&current, &["gpu".into()], Trigger::Explicit).is_ok());
+        assert!(guard_removals(&current, &["default".into()], Trigger::Watch).is_ok());
+    }
 }

@@ -130,6 +130,9 @@ pub async fn run(
     };
     let mut stop = stop_rx.clone();
     let grpc = Server::builder()
+        // A partitioned agent is disconnected within interval + timeout.
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
         .tls_config(tls)
         .context("invalid TLS configuration")?
         .add_service(AttestationServer::new(AttestationService::new(

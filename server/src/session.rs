@@ -169,10 +169,7 @@ impl Session {
                 "empty message from the agent",
             )),
             Ok(None) => Ok(None),
-            Err(status) => Err(SessionError::new(
-                "protocol.malformed",
-                format!("unreadable message from the agent: {}", status.message()),
-            )),
+            Err(status) => Err(inbound_error(&status)),
         }
     }
 
@@ -471,6 +468,13 @@ impl Session {
                     }
                 }
                 msg = self.next() => match msg? {
+                    // The request stream ended: the agent closed it, or the
+                    // connection died under it (then our response stream is
+                    // gone too, e.g. after an unanswered keep-alive ping).
+                    None if self.tx.is_closed() => return Err(SessionError::new(
+                        STREAM_LOST,
+                        "the connection to the agent was lost (keep-alive ping unanswered or connection reset)",
+                    )),
                     None => return Ok(()),
                     Some(AgentMsg::Evidence(evidence)) => {
                         self.judge(hostname, ak, ak_public, &mut book, evidence).await?
@@ -799,6 +803,29 @@ fn same_untrusted_story(stored: &[StoredVerdict], new: &[StoredVerdict]) -> bool
                 })
         })
 }
+
+/// Why reading the agent's stream failed: a message that does not decode is
+/// the agent's fault (`protocol.malformed`); anything else — a keep-alive
+/// ping unanswered, a reset, a broken connection — is the link
+/// (`stream.lost`).
+fn inbound_error(status: &Status) -> SessionError {
+    let decode = status.code() == tonic::Code::Internal
+        && status.message().to_ascii_lowercase().contains("decode");
+    if decode {
+        SessionError::new(
+            "protocol.malformed",
+            format!("unreadable message from the agent: {}", status.message()),
+        )
+    } else {
+        SessionError::new(
+            STREAM_LOST,
+            format!("the connection to the agent was lost: {}", status.message()),
+        )
+    }
+}
+
+/// Session end code: the connection to the agent broke (keep-alive timeout, reset).
+pub const STREAM_LOST: &str = "stream.lost";
 
 fn reason_msg(r: &Reason) -> ReasonMsg {
     ReasonMsg {

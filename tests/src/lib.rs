@@ -7,4 +7,5 @@ pub mod pki;
 pub mod placement;
 pub mod ports;
 pub mod procs;
+pub mod proxy;
 pub mod swtpm;

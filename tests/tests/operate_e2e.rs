@@ -130,3 +130,60 @@ fn a_pcr_extend_on_a_running_host_removes_it_from_the_feed() {
         agent.log_text()
     );
 }
+
+#[test]
+fn fault_an_emptied_policy_directory_is_refused_and_the_pool_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &golden_policy())
+        .expect("policy");
+    lab.write_policy("gpu", &golden_policy()).expect("policy");
+    let host = lab.add_host("host-a", Launch::Golden).expect("host");
+    let server = ServerProcess::start(lab.server_options("60s", "180s")).expect("server");
+    let mut agent = lab
+        .agent_options(&host, &server)
+        .spawn(&lab.dir.join("agent.log"))
+        .expect("agent");
+    assert!(wait_until(Duration::from_secs(30), || members(&server) == ["host-a"]));
+    let refusals = |s: &ServerProcess| s.log_text().matches("policy reload refused").count();
+
+    // A moment of `rm`, rsync or git checkout: every file gone. Refused.
+    let before = refusals(&server);
+    for pool in ["default", "gpu"] {
+        std::fs::remove_file(lab.policy_dir.join(format!("{pool}.toml"))).expect("rm");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || refusals(&server) > before),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(members(&server), ["host-a"], "the fleet is not emptied");
+    assert!(server.log_text().contains("defines no pool"));
+    // An explicit reload of an empty directory is refused as well.
+    let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+    let before = refusals(&server);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    assert!(wait_until(Duration::from_secs(10), || refusals(&server) > before));
+    assert_eq!(members(&server), ["host-a"]);
+
+    // Only `gpu` comes back: the watch refuses to drop `default`, which has a member.
+    lab.write_policy("gpu", &golden_policy()).expect("policy");
+    let before = refusals(&server);
+    assert!(wait_until(Duration::from_secs(10), || refusals(&server) > before));
+    assert!(
+        server.log_text().contains("default (1 trusted hosts)"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(members(&server), ["host-a"]);
+    // The operator means it: SIGHUP removes the populated pool.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .get("/v1/pools/default/hosts")
+            .is_ok_and(|r| r.status == 404)),
+        "{}",
+        server.log_text()
+    );
+    agent.stop().expect("stop");
+}
