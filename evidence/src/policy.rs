@@ -171,7 +171,14 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
     let raw: RawPool = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            errors.at(e.span(), e.message().trim_end().to_string());
+            // One error, one line: toml's message may span several.
+            let message: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            errors.at(e.span(), message.join("; "));
             return Err(errors.list);
         }
     };

@@ -4,7 +4,7 @@
 //! agent's host certificate), or over the local UNIX socket by root.
 
 use crate::facts::evaluate_all;
-use crate::history::trust_events;
+use crate::history::{trust_events, STORY_CHANGE, TRUST_CHANGE};
 use crate::identity::PeerIdentity;
 use crate::loaders::check_against_catalogue;
 use crate::registry::{HostSnapshot, PENDING};
@@ -329,21 +329,37 @@ impl Admin for AdminService {
                 )
             })
             .collect();
-        let mut seen = BTreeSet::new();
-        for e in events.iter().filter(|e| e.event == "verdict") {
-            if seen.insert(e.pool.clone()) {
-                pools.insert(
-                    e.pool.clone(),
-                    PoolAt {
-                        pool: e.pool.clone(),
-                        known: true,
-                        trusted: e.trusted,
-                        policy_digest: e.policy_digest.clone(),
-                        reasons: e.reasons.iter().map(reason_msg).collect(),
-                        since_ms: e.at_ms,
-                    },
-                );
-            }
+        // The state at T is the newest verdict event of each pool; "since" is
+        // when that trust state began: the oldest of the newest run of events
+        // with the same trust (a change of reasons alone is not a new "since").
+        let mut by_pool: BTreeMap<String, Vec<&crate::store::HistoryEvent>> = BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.event == TRUST_CHANGE || e.event == STORY_CHANGE)
+        {
+            by_pool.entry(e.pool.clone()).or_default().push(e);
+        }
+        for (pool, newest_first) in by_pool {
+            let Some(latest) = newest_first.first() else {
+                continue;
+            };
+            let since_ms = newest_first
+                .iter()
+                .take_while(|e| e.trusted == latest.trusted)
+                .last()
+                .map(|e| e.at_ms)
+                .unwrap_or(latest.at_ms);
+            pools.insert(
+                pool.clone(),
+                PoolAt {
+                    pool,
+                    known: true,
+                    trusted: latest.trusted,
+                    policy_digest: latest.policy_digest.clone(),
+                    reasons: latest.reasons.iter().map(reason_msg).collect(),
+                    since_ms,
+                },
+            );
         }
         let revoked = events
             .iter()
@@ -410,7 +426,9 @@ impl Admin for AdminService {
         );
         info!(host = %hostname, %actor, "enrolment approved");
         Ok(Response::new(ActionResponse {
-            message: format!("{hostname}: enrolment approved by {actor}; trusted again after its next good report"),
+            message: format!(
+                "enrolment approved by {actor}; trusted again after its next good report"
+            ),
         }))
     }
 
@@ -460,7 +478,7 @@ impl Admin for AdminService {
         );
         info!(host = %h.hostname, %actor, "host revoked");
         Ok(Response::new(ActionResponse {
-            message: format!("{}: revoked by {actor}; out of every pool", h.hostname),
+            message: format!("revoked by {actor}; out of every pool"),
         }))
     }
 
@@ -509,8 +527,7 @@ impl Admin for AdminService {
         info!(host = %h.hostname, %actor, "host readmitted");
         Ok(Response::new(ActionResponse {
             message: format!(
-                "{}: readmitted by {actor}; its evidence decides again",
-                h.hostname
+                "readmitted by {actor}; evidence sent while revoked is forgotten, its next report decides"
             ),
         }))
     }

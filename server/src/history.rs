@@ -87,7 +87,14 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<HistoryEvent>) {
     }
 }
 
-/// History events for membership changes.
+/// History event kind: a host joined or left a pool.
+pub const TRUST_CHANGE: &str = "verdict";
+/// History event kind: a verdict that says something new (its reasons or
+/// policy digest) without changing membership.
+pub const STORY_CHANGE: &str = "reasons";
+
+/// History events for membership changes ([`TRUST_CHANGE`]) and for verdicts
+/// whose reasons or policy changed without a flip ([`STORY_CHANGE`]).
 pub fn trust_events(
     changes: &[crate::registry::TrustChange],
     actor: &str,
@@ -99,7 +106,7 @@ pub fn trust_events(
             at_ms,
             hostname: c.hostname.clone(),
             pool: c.pool.clone(),
-            event: "verdict".into(),
+            event: if c.flip { TRUST_CHANGE } else { STORY_CHANGE }.into(),
             trusted: c.trusted,
             policy_digest: c.policy_digest.clone(),
             reasons: c.reasons.clone(),

@@ -83,6 +83,9 @@ pub struct TrustChange {
     pub reasons: Vec<Reason>,
     /// Policy digest of the verdict behind the change.
     pub policy_digest: String,
+    /// True when membership flipped; false when only the story changed
+    /// (first verdict, other reasons, another policy digest).
+    pub flip: bool,
 }
 
 /// A verdict with its expiry on the monotonic clock.
@@ -245,7 +248,14 @@ impl Inner {
 }
 
 impl Inner {
-    fn change(&self, host: &str, pool: &str, trusted: bool, now_ms: i64) -> TrustChange {
+    fn change(
+        &self,
+        host: &str,
+        pool: &str,
+        trusted: bool,
+        now_ms: i64,
+        flip: bool,
+    ) -> TrustChange {
         let v = self
             .hosts
             .get(host)
@@ -260,6 +270,7 @@ impl Inner {
                 v.as_ref().map(|v| v.reasons.clone()).unwrap_or_default()
             },
             policy_digest: v.map(|v| v.policy_digest).unwrap_or_default(),
+            flip,
         }
     }
 }
@@ -474,7 +485,7 @@ impl Registry {
                 .hosts
                 .get(&host)
                 .is_some_and(|h| h.member_of(&pool, now_ms));
-            flips.push(inner.change(&host, &pool, trusted, now_ms));
+            flips.push(inner.change(&host, &pool, trusted, now_ms, false));
         }
         flips
     }
@@ -751,7 +762,7 @@ fn recompute_host(inner: &mut Inner, host: &str, now_ms: i64) -> Vec<TrustChange
     }
     flips
         .into_iter()
-        .map(|(pool, trusted)| inner.change(host, &pool, trusted, now_ms))
+        .map(|(pool, trusted)| inner.change(host, &pool, trusted, now_ms, true))
         .collect()
 }
 

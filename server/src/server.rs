@@ -10,7 +10,7 @@ use crate::registry::Registry;
 use crate::session::AttestationService;
 use crate::state::{mono_ms, now_ms, AppState};
 use crate::store::Store;
-use crate::store::StoredVerdict;
+use crate::store::{HistoryEvent, StoredVerdict};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -52,9 +52,18 @@ pub async fn run(
         .check()
         .map_err(|e| anyhow::anyhow!("the EK allowlist is unusable: {e}"))?;
     let registry = Arc::new(Registry::new(u64::try_from(now_ms()).unwrap_or(1)));
-    let enrolled = restore(&store, &registry, &policy).await?;
+    let (enrolled, expired) = restore(&store, &registry, &policy).await?;
     info!(enrolled, db = %cfg.db.display(), "state restored");
     let (history, history_task) = crate::history::History::start(store.clone());
+    if !expired.is_empty() {
+        info!(
+            verdicts = expired.len(),
+            "trusted verdicts expired while the server was down: recorded"
+        );
+    }
+    for e in expired {
+        history.record(e).await;
+    }
 
     let state = Arc::new(
         AppState::new(
@@ -181,8 +190,14 @@ pub async fn run(
 /// returns the number of enrolled hosts. A stored trusted verdict is
 /// published again only when the host's stored facts, re-evaluated under the
 /// policy in force now, still trust it; its expiry is what is left of its
-/// validity (never more than the down time from now).
-async fn restore(store: &Store, registry: &Registry, policy: &PolicySet) -> anyhow::Result<usize> {
+/// validity (never more than the down time from now). Also returns the
+/// history events of trusted verdicts that expired while the server was down
+/// (at their `valid_until`), so that "was it trusted at T" stays true.
+async fn restore(
+    store: &Store,
+    registry: &Registry,
+    policy: &PolicySet,
+) -> anyhow::Result<(usize, Vec<HistoryEvent>)> {
     let (now, wall) = (mono_ms(), now_ms());
     let pool_names: Vec<String> = policy.pools.keys().cloned().collect();
     registry.set_pools(&pool_names, now);
@@ -216,9 +231,29 @@ async fn restore(store: &Store, registry: &Registry, policy: &PolicySet) -> anyh
     }
     let digest = policy.digest_hex();
     let mut changed = 0usize;
-    let verdicts: Vec<StoredVerdict> = store
-        .verdicts()
-        .await?
+    let stored = store.verdicts().await?;
+    let mut expired = Vec::new();
+    for v in stored
+        .iter()
+        .filter(|v| v.trusted && v.valid_until_ms <= wall)
+    {
+        if store.last_recorded_trust(&v.hostname, &v.pool).await? == Some(true) {
+            expired.push(HistoryEvent {
+                at_ms: v.valid_until_ms,
+                hostname: v.hostname.clone(),
+                pool: v.pool.clone(),
+                event: crate::history::TRUST_CHANGE.into(),
+                trusted: false,
+                policy_digest: v.policy_digest.clone(),
+                reasons: vec![Reason::new(
+                    trustpool_evidence::reason::codes::STALE,
+                    "the verdict expired while the server was down (recorded at start-up)",
+                )],
+                actor: "sweeper".into(),
+            });
+        }
+    }
+    let verdicts: Vec<StoredVerdict> = stored
         .into_iter()
         .map(|v| {
             let f = facts.get(v.hostname.as_str());
@@ -234,7 +269,7 @@ async fn restore(store: &Store, registry: &Registry, policy: &PolicySet) -> anyh
         );
     }
     registry.restore_verdicts(verdicts, now, wall);
-    Ok(enrolled)
+    Ok((enrolled, expired))
 }
 
 /// A stored verdict as the policy in force judges it: a trusted verdict

@@ -629,6 +629,24 @@ impl Store {
         rows.into_iter().map(history_row).collect()
     }
 
+    /// Whether the newest recorded verdict event of `hostname` in `pool` says
+    /// trusted (`None`: no verdict event recorded).
+    pub async fn last_recorded_trust(
+        &self,
+        hostname: &str,
+        pool: &str,
+    ) -> anyhow::Result<Option<bool>> {
+        sqlx::query_scalar(
+            "SELECT trusted FROM history WHERE hostname = ? AND pool = ? AND event IN ('verdict', 'reasons')
+             ORDER BY at_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(hostname)
+        .bind(pool)
+        .fetch_optional(&self.pool)
+        .await
+        .with_context(|| format!("reading the last verdict event of {hostname}"))
+    }
+
     /// Closes every connection; later operations fail with an error.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -475,6 +475,11 @@ fn revoke_takes_the_host_out_at_once_and_readmit_lets_its_next_report_decide() {
 
     let revoke = op.op(&["hosts", "revoke", "host-a", "--comment", "disk swapped"]);
     assert_eq!(revoke.code, 0, "{revoke}");
+    assert!(
+        revoke.stdout.starts_with("host-a: revoked by")
+            && !revoke.stdout.contains("host-a: host-a"),
+        "{revoke}"
+    );
     // At once, without waiting for a report.
     assert!(op.members().is_empty(), "{:?}", op.members());
     let revoked_at = now_ms();
@@ -520,6 +525,9 @@ fn revoke_takes_the_host_out_at_once_and_readmit_lets_its_next_report_decide() {
 
     let readmit = op.op(&["hosts", "readmit", "host-a"]);
     assert_eq!(readmit.code, 0, "{readmit}");
+    // Its verdict from before the revocation is still within the down time,
+    // yet readmitting alone trusts nobody: the next report decides.
+    assert!(op.members().is_empty(), "{:?}", op.members());
     let (code, out) = op.attest(&hosts[0]);
     assert_eq!(
         code,

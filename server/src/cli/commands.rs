@@ -352,6 +352,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_toml_syntax_error_is_one_error_on_one_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.toml"), "require_measured_launch = \n").expect("write");
+        let out = policy_check(dir.path(), false).expect("runs");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines[0].ends_with(": 1 error"), "{}", out.stdout);
+        assert_eq!(lines.len(), 2, "{}", out.stdout);
+        assert!(lines[1].contains("a.toml:1:"), "{}", out.stdout);
+        let json: Value =
+            serde_json::from_str(&policy_check(dir.path(), true).expect("runs").stdout)
+                .expect("json");
+        assert_eq!(json["errors"].as_array().map(Vec::len), Some(1), "{json}");
+    }
+
+    #[test]
     fn policy_check_offline_names_file_and_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(

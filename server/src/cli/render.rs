@@ -324,7 +324,7 @@ fn history_rows_table(events: &[HistoryEvent]) -> String {
                 rfc3339(e.at_ms),
                 e.event.clone(),
                 or_dash(&e.pool).to_string(),
-                if e.event == "verdict" {
+                if e.event == "verdict" || e.event == "reasons" {
                     if e.trusted { "yes" } else { "no" }.into()
                 } else {
                     "-".into()
