@@ -636,6 +636,11 @@ fn a_new_tpm_for_a_known_host_is_pending_until_approved() {
     replaced.state_dir = op.lab.dir.join("host-a-replaced-agent");
     std::fs::create_dir_all(&replaced.state_dir).expect("dir");
     let out = replaced.run_once().expect("agent runs");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("tpm.clock_rollback"),
+        "a new TPM starts a clock history of its own:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_ne!(
         out.status.code(),
         Some(0),
