@@ -266,6 +266,7 @@ impl Lab {
             state_dir: host.state_dir.clone(),
             root: host.root.clone(),
             watch_interval: None,
+            extra_args: Vec::new(),
         }
     }
 }

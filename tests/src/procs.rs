@@ -334,6 +334,8 @@ pub struct AgentOptions {
     pub root: Option<PathBuf>,
     /// `--watch-interval`, if any.
     pub watch_interval: Option<String>,
+    /// More flags, given as they are (e.g. `--tpm-lost-exit-after 3s`).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -360,6 +362,7 @@ impl AgentOptions {
         if let Some(interval) = &self.watch_interval {
             cmd.arg("--watch-interval").arg(interval);
         }
+        cmd.args(&self.extra_args);
         Ok(cmd)
     }
 
@@ -408,6 +411,29 @@ impl AgentProcess {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Process id of the agent (0 once it was stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits up to `timeout` for the agent to exit by itself: its exit
+    /// status (the process is reaped), or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("the agent was already stopped");
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The agent log so far.

@@ -238,6 +238,39 @@ impl Swtpm {
         ports::release_pair(self.port);
     }
 
+    /// Kills swtpm with SIGKILL, as a crash or `kill -9` would (open TPM
+    /// connections break at once, the volatile state is lost), and reaps it.
+    /// Its ports stay reserved for [`Swtpm::start_again`]. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts swtpm again on the same state and the same ports after
+    /// [`Swtpm::kill`] or [`Swtpm::stop`]: the TPM is back where its clients
+    /// look for it (a TPM Reset: PCRs at their reset values, keys and NV
+    /// kept). An error if the ports stay taken (retried for about 4 s).
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("swtpm on port {} is still running", self.port);
+        }
+        ports::reserve_pair(self.port);
+        let mut last_err = anyhow!("no attempt made");
+        for _ in 0..40 {
+            match spawn_on(&self.state_dir, self.port) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last_err.context(format!("swtpm did not start again on port {}", self.port)))
+    }
+
     /// Stops and starts swtpm again on the same state: a host reboot (PCRs
     /// back to their reset values, resetCount + 1, keys and NV kept). Tries
     /// to keep the same ports; if they were taken meanwhile, other ports are
