@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// between rounds, asking for a challenge at once when one changes (default 5s).
     #[arg(long, value_parser = parse_duration)]
     pub watch_interval: Option<Duration>,
+    /// How long the running agent tolerates a TPM it cannot reach (connection
+    /// lost, reopening fails, or a TPM command that does not return) before it
+    /// exits with code 3, so that its service manager restarts it (default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub tpm_lost_exit_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +114,8 @@ struct AgentFile {
     role: Option<String>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     watch_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    tpm_lost_exit_after: Option<Duration>,
 }
 
 /// The resolved configuration of the attesting agent.
@@ -138,10 +145,18 @@ pub struct AgentConfig {
     pub role: String,
     /// Period of the change watch between rounds.
     pub watch_interval: Duration,
+    /// How long the running agent goes on without a working TPM before it
+    /// exits with [`crate::EXIT_TPM_LOST`].
+    pub tpm_lost_exit_after: Duration,
 }
 
 /// Default period of the change watch.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Default of `--tpm-lost-exit-after`: long enough for a resource manager or
+/// vTPM back end to restart, short enough that a host does not stay out of
+/// its pools for long because of a wedged agent.
+pub const DEFAULT_TPM_LOST_EXIT_AFTER: Duration = Duration::from_secs(300);
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/agent.toml";
@@ -181,6 +196,10 @@ impl AgentConfig {
                 .watch_interval
                 .or(file.watch_interval)
                 .unwrap_or(DEFAULT_WATCH_INTERVAL),
+            tpm_lost_exit_after: args
+                .tpm_lost_exit_after
+                .or(file.tpm_lost_exit_after)
+                .unwrap_or(DEFAULT_TPM_LOST_EXIT_AFTER),
         })
     }
 }
@@ -221,6 +240,7 @@ mod tests {
         let cfg = AgentConfig::resolve(cli(&full).run).expect("resolves");
         assert_eq!(cfg.hostname, "host-a");
         assert!(cfg.once);
+        assert_eq!(cfg.tpm_lost_exit_after, DEFAULT_TPM_LOST_EXIT_AFTER);
         let err = AgentConfig::resolve(cli(&full[2..]).run).expect_err("server missing");
         assert!(err.to_string().contains("--server"), "{err}");
     }
@@ -256,7 +276,8 @@ mod tests {
             &path,
             "server = \"https://file:1\"\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
              tcti = \"device:/dev/tpmrm0\"\nhostname = \"From-File\"\nstate_dir = \"/s\"\n\
-             once = true\npool = \"gold\"\nroot = \"/host\"\nrole = \"other\"\n",
+             once = true\npool = \"gold\"\nroot = \"/host\"\nrole = \"other\"\n\
+             tpm_lost_exit_after = \"90s\"\n",
         )
         .expect("write");
         let p = path.display().to_string();
@@ -268,6 +289,7 @@ mod tests {
         assert_eq!(cfg.pool.as_deref(), Some("gold"));
         assert_eq!(cfg.root, PathBuf::from("/host"));
         assert_eq!(cfg.role, "other");
+        assert_eq!(cfg.tpm_lost_exit_after, Duration::from_secs(90));
         let cfg = AgentConfig::resolve(
             cli(&[
                 "--config",
@@ -276,11 +298,14 @@ mod tests {
                 "https://flag:2",
                 "--role",
                 "compute",
+                "--tpm-lost-exit-after",
+                "3s",
             ])
             .run,
         )
         .expect("flags over file");
         assert_eq!(cfg.server, "https://flag:2");
+        assert_eq!(cfg.tpm_lost_exit_after, Duration::from_secs(3));
         assert_eq!(cfg.role, "compute");
         assert_eq!(cfg.state_dir, PathBuf::from("/s"));
     }

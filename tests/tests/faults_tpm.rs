@@ -1,7 +1,8 @@
 //! The agent and a TPM that goes away: swtpm killed under a running agent
 //! (as a crashed vTPM back end or a restarted resource manager would do)
 //! and started again on the same state and ports. The agent must come back
-//! by itself without a restart.
+//! by itself without a restart, and give up (exit non-zero, for systemd's
+//! `Restart=on-failure`) when the TPM stays away too long.
 //!
 //! The hosts boot without a measured launch: a restarted swtpm is a TPM
 //! Reset (PCRs back to their reset values), and a measured launch cannot be
@@ -119,6 +120,27 @@ fn the_agent_recovers_when_its_tpm_comes_back() {
         "enrolled once, at the start: {log}"
     );
     assert!(log.contains("new_enrolment=false"), "{log}");
+}
+
+/// swtpm stays away longer than `--tpm-lost-exit-after`: the agent exits
+/// with code 3 and says why, so that systemd's `Restart=on-failure` takes
+/// over.
+#[test]
+fn the_agent_exits_when_its_tpm_stays_away() {
+    let (_dir, lab) = lab();
+    let (mut host, _server, mut agent) = attesting_host(&lab, &["--tpm-lost-exit-after", "3s"]);
+    host.swtpm.kill();
+    let status = agent
+        .wait_exit(Duration::from_secs(90))
+        .expect("wait")
+        .unwrap_or_else(|| panic!("the agent still runs:\n{}", agent.log_text()));
+    let log = agent.log_text();
+    assert_eq!(status.code(), Some(3), "{status}\n{log}");
+    assert!(
+        log.contains("no working TPM for longer than --tpm-lost-exit-after (3s)"),
+        "{log}"
+    );
+    assert!(log.contains("exit_code=3"), "{log}");
 }
 
 /// The library alone: a `Tpm` whose swtpm was killed fails while it is

@@ -38,6 +38,7 @@ fn agent_config(lab: &Lab, host: &LabHost, server: &ServerProcess) -> AgentConfi
         root: "/".into(),
         role: "compute".into(),
         watch_interval: std::time::Duration::from_secs(5),
+        tpm_lost_exit_after: trustpool_agent::config::DEFAULT_TPM_LOST_EXIT_AFTER,
     }
 }
 

@@ -42,7 +42,7 @@ mod state;
 mod worker;
 
 pub use error::{rc, TpmError};
-pub use worker::TpmWorker;
+pub use worker::{TpmHealth, TpmUnusable, TpmWorker};
 
 use sha2::{Digest as _, Sha256};
 use std::convert::TryFrom;
