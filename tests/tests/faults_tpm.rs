@@ -143,6 +143,26 @@ fn the_agent_exits_when_its_tpm_stays_away() {
     assert!(log.contains("exit_code=3"), "{log}");
 }
 
+/// A TPM that accepts commands but never answers (swtpm frozen): the TPM
+/// thread is stuck in a command that no reopen can help, and after
+/// `--tpm-lost-exit-after` the agent exits with code 3 all the same.
+#[test]
+fn the_agent_exits_when_a_tpm_command_does_not_return() {
+    let (_dir, lab) = lab();
+    let (host, _server, mut agent) = attesting_host(&lab, &["--tpm-lost-exit-after", "3s"]);
+    host.swtpm.pause().expect("freeze swtpm");
+    let status = agent.wait_exit(Duration::from_secs(90)).expect("wait");
+    host.swtpm.resume().expect("thaw swtpm");
+    let status = status.unwrap_or_else(|| panic!("the agent still runs:\n{}", agent.log_text()));
+    let log = agent.log_text();
+    assert_eq!(status.code(), Some(3), "{status}\n{log}");
+    assert!(
+        log.contains("no working TPM for longer than --tpm-lost-exit-after (3s)"),
+        "{log}"
+    );
+    assert!(log.contains("a TPM request did not return"), "{log}");
+}
+
 /// The library alone: a `Tpm` whose swtpm was killed fails while it is
 /// away, every call again (never a stale context's
 /// `Esys called in bad sequence`), and works again with the same EK and AK
