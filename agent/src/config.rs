@@ -354,6 +354,26 @@ mod tests {
         }
     }
 
+    /// `--tpm-lost-exit-after` relies on the service manager to start the
+    /// agent again: the packaged unit must restart it on a non-zero exit.
+    #[test]
+    fn packaged_unit_restarts_an_agent_that_gave_up_on_its_tpm() {
+        const UNIT: &str = include_str!("../../packaging/systemd/trustpool-agent.service");
+        let service: Vec<&str> = UNIT
+            .lines()
+            .skip_while(|l| l.trim() != "[Service]")
+            .take_while(|l| !l.starts_with("[Install]"))
+            .map(str::trim)
+            .collect();
+        assert!(service.contains(&"Restart=on-failure"), "{UNIT}");
+        assert!(
+            !service
+                .iter()
+                .any(|l| l.starts_with("RestartPreventExitStatus=")),
+            "{UNIT}"
+        );
+    }
+
     #[test]
     fn default_file_is_read_only_when_present_and_config_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
