@@ -210,3 +210,56 @@ fn a_tpm_handle_works_again_after_swtpm_comes_back() {
         "{loaded:?}"
     );
 }
+
+/// A connection that dies leaves what it had loaded in a TPM without
+/// resource manager (here: the primary keys tpm2-tools leave in swtpm, as
+/// they do not flush them either). A reopened `Tpm` flushes them first, so
+/// the TPM's few object slots are not lost for good.
+#[test]
+fn a_reopened_tpm_flushes_what_was_left_loaded() {
+    let (_dir, lab) = lab();
+    let host = lab.add_host("host-a", Launch::None).expect("host");
+    let open = || {
+        Tpm::open(
+            &host.swtpm.tcti(),
+            &host.state_dir,
+            EkAlg::Rsa2048,
+            AkAlg::RsaSsa2048,
+        )
+        .expect("open")
+    };
+    let mut tpm = open();
+    let id = tpm.identity().expect("identity");
+    tpm.close();
+    let work = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["tpm2_createprimary", "-C", "o", "-c", "owner.ctx"],
+        vec!["tpm2_createprimary", "-C", "e", "-c", "endorsement.ctx"],
+    ] {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(work.path())
+            .env("TPM2TOOLS_TCTI", host.swtpm.tcti())
+            .output()
+            .expect("tpm2-tools");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut probe = open();
+    let left = probe.loaded_handles().expect("handles");
+    drop(probe);
+    assert!(
+        left.transient_objects.len() >= 2,
+        "the tools left something loaded: {left:?}"
+    );
+
+    assert_eq!(tpm.identity().expect("identity after reopening"), id);
+    let loaded = tpm.loaded_handles().expect("handles");
+    assert!(
+        loaded.transient_objects.is_empty() && loaded.loaded_sessions.is_empty(),
+        "{loaded:?}"
+    );
+}

@@ -267,6 +267,13 @@ pub struct LoadedHandles {
 /// re-created from its template, so a TPM that comes back (swtpm or the
 /// resource manager restarted) serves the same EK and AK again.
 /// [`Tpm::is_open`] says whether a context is open.
+///
+/// The discarded context could not flush what it had loaded. A TPM without
+/// resource manager (swtpm, `/dev/tpm0`) keeps those objects and sessions
+/// in its few slots, so a reopened context first flushes every transient
+/// object and loaded session the TPM lists: on such a TPM only one
+/// connection exists at a time, so they are leftovers; behind a resource
+/// manager (`/dev/tpmrm0`) a new connection sees none.
 pub struct Tpm {
     conn: Connection<Context>,
     tcti: String,
@@ -422,6 +429,46 @@ fn open_context(tcti: &str) -> Result<Context, TpmError> {
     })
 }
 
+/// Opens a context again after one was discarded, and flushes what the TPM
+/// still holds loaded (see "Lost connection" in [`Tpm`]). A flush that
+/// fails is logged; the operation that follows finds out whether the TPM
+/// is usable.
+fn reopen_context(tcti: &str) -> Result<Context, TpmError> {
+    let mut ctx = open_context(tcti)?;
+    let leftovers = match Tpm::loaded_handles_once(&mut ctx) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, tcti, "cannot list what the TPM holds loaded after reopening it");
+            return Ok(ctx);
+        }
+    };
+    let mut flushed = Vec::new();
+    for raw in leftovers
+        .transient_objects
+        .iter()
+        .chain(&leftovers.loaded_sessions)
+    {
+        let flush = TpmHandle::try_from(*raw)
+            .and_then(|h| ctx.execute_without_session(|c| c.tr_from_tpm_public(h)))
+            .and_then(|h| ctx.flush_context(h));
+        match flush {
+            // tss-esapi files policy-session handles as "close, never flush":
+            // it refuses its bookkeeping after TPM2_FlushContext succeeded.
+            Ok(())
+            | Err(tss_esapi::Error::WrapperError(
+                tss_esapi::WrapperErrorKind::InvalidHandleState,
+            )) => flushed.push(format!("{raw:#010x}")),
+            Err(e) => {
+                warn!(handle = format_args!("{raw:#010x}"), error = %e, "cannot flush a handle left loaded in the TPM")
+            }
+        }
+    }
+    if !flushed.is_empty() {
+        warn!(handles = ?flushed, tcti, "flushed objects and sessions left loaded in the TPM by the lost connection");
+    }
+    Ok(ctx)
+}
+
 impl Tpm {
     /// Opens the TPM through `tcti` (e.g. `device:/dev/tpmrm0`,
     /// `swtpm:host=127.0.0.1,port=2321`). `state_dir` keeps the AK blobs; it
@@ -469,12 +516,19 @@ impl Tpm {
         self.conn.is_open()
     }
 
-    /// Drops the TPM connection and opens a new one. On error no context is
-    /// left; the next operation tries to open one again.
+    /// Drops the TPM connection and opens a new one (flushing leftovers, see
+    /// "Lost connection" above). On error no context is left; the next
+    /// operation tries to open one again.
     pub fn reopen(&mut self) -> Result<(), TpmError> {
         self.conn.ctx = None;
-        self.conn.ctx = Some(open_context(&self.tcti)?);
+        self.conn.ctx = Some(reopen_context(&self.tcti)?);
         Ok(())
+    }
+
+    /// Closes the TPM connection (e.g. to let another client use a TPM that
+    /// serves one connection at a time); the next operation reopens it.
+    pub fn close(&mut self) {
+        self.conn.ctx = None;
     }
 
     /// Runs `op` on the context (opened first if absent), discarding and
@@ -485,7 +539,7 @@ impl Tpm {
     ) -> Result<T, TpmError> {
         let Tpm { conn, tcti, keys } = self;
         let tcti = tcti.as_str();
-        conn.run(tcti, || open_context(tcti), |ctx| op(ctx, keys))
+        conn.run(tcti, || reopen_context(tcti), |ctx| op(ctx, keys))
     }
 
     /// The enrolment identity: EK public and certificate, AK public and name.
