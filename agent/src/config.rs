@@ -98,6 +98,11 @@ pub struct RunArgs {
     /// within this time, and the agent reconnects (default 5s).
     #[arg(long, value_parser = parse_duration)]
     pub keepalive_timeout: Option<Duration>,
+    /// How long the running agent tolerates a TPM it cannot reach (connection
+    /// lost, reopening fails, or a TPM command that does not return) before it
+    /// exits with code 3, so that its service manager restarts it (default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub tpm_lost_exit_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +125,7 @@ struct AgentFile {
     keepalive_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     keepalive_timeout: Option<Duration>,
+    tpm_lost_exit_after: Option<Duration>,
 }
 
 /// The resolved configuration of the attesting agent.
@@ -153,6 +159,9 @@ pub struct AgentConfig {
     pub keepalive_interval: Duration,
     /// HTTP/2 keep-alive ping timeout.
     pub keepalive_timeout: Duration,
+    /// How long the running agent goes on without a working TPM before it
+    /// exits with [`crate::EXIT_TPM_LOST`].
+    pub tpm_lost_exit_after: Duration,
 }
 
 /// Default period of the change watch.
@@ -161,6 +170,11 @@ pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Default HTTP/2 keep-alive timeout (both daemons).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default of `--tpm-lost-exit-after`: long enough for a resource manager or
+/// vTPM back end to restart, short enough that a host does not stay out of
+/// its pools for long because of a wedged agent.
+pub const DEFAULT_TPM_LOST_EXIT_AFTER: Duration = Duration::from_secs(300);
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/agent.toml";
@@ -208,6 +222,10 @@ impl AgentConfig {
                 .keepalive_timeout
                 .or(file.keepalive_timeout)
                 .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+            tpm_lost_exit_after: args
+                .tpm_lost_exit_after
+                .or(file.tpm_lost_exit_after)
+                .unwrap_or(DEFAULT_TPM_LOST_EXIT_AFTER),
         })
     }
 }
@@ -248,6 +266,7 @@ mod tests {
         let cfg = AgentConfig::resolve(cli(&full).run).expect("resolves");
         assert_eq!(cfg.hostname, "host-a");
         assert!(cfg.once);
+        assert_eq!(cfg.tpm_lost_exit_after, DEFAULT_TPM_LOST_EXIT_AFTER);
         let err = AgentConfig::resolve(cli(&full[2..]).run).expect_err("server missing");
         assert!(err.to_string().contains("--server"), "{err}");
     }
@@ -283,7 +302,8 @@ mod tests {
             &path,
             "server = \"https://file:1\"\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
              tcti = \"device:/dev/tpmrm0\"\nhostname = \"From-File\"\nstate_dir = \"/s\"\n\
-             once = true\npool = \"gold\"\nroot = \"/host\"\nrole = \"other\"\n",
+             once = true\npool = \"gold\"\nroot = \"/host\"\nrole = \"other\"\n\
+             tpm_lost_exit_after = \"90s\"\n",
         )
         .expect("write");
         let p = path.display().to_string();
@@ -295,6 +315,7 @@ mod tests {
         assert_eq!(cfg.pool.as_deref(), Some("gold"));
         assert_eq!(cfg.root, PathBuf::from("/host"));
         assert_eq!(cfg.role, "other");
+        assert_eq!(cfg.tpm_lost_exit_after, Duration::from_secs(90));
         let cfg = AgentConfig::resolve(
             cli(&[
                 "--config",
@@ -303,11 +324,14 @@ mod tests {
                 "https://flag:2",
                 "--role",
                 "compute",
+                "--tpm-lost-exit-after",
+                "3s",
             ])
             .run,
         )
         .expect("flags over file");
         assert_eq!(cfg.server, "https://flag:2");
+        assert_eq!(cfg.tpm_lost_exit_after, Duration::from_secs(3));
         assert_eq!(cfg.role, "compute");
         assert_eq!(cfg.state_dir, PathBuf::from("/s"));
     }
@@ -354,6 +378,26 @@ mod tests {
                 "--{long} is not documented as a key in packaging/agent.toml"
             );
         }
+    }
+
+    /// `--tpm-lost-exit-after` relies on the service manager to start the
+    /// agent again: the packaged unit must restart it on a non-zero exit.
+    #[test]
+    fn packaged_unit_restarts_an_agent_that_gave_up_on_its_tpm() {
+        const UNIT: &str = include_str!("../../packaging/systemd/trustpool-agent.service");
+        let service: Vec<&str> = UNIT
+            .lines()
+            .skip_while(|l| l.trim() != "[Service]")
+            .take_while(|l| !l.starts_with("[Install]"))
+            .map(str::trim)
+            .collect();
+        assert!(service.contains(&"Restart=on-failure"), "{UNIT}");
+        assert!(
+            !service
+                .iter()
+                .any(|l| l.starts_with("RestartPreventExitStatus=")),
+            "{UNIT}"
+        );
     }
 
     #[test]

@@ -20,6 +20,15 @@ use crate::report::Reporter;
 use crate::tpm::{AkAlg, EkAlg, Tpm, TpmWorker};
 use anyhow::Context;
 
+/// Exit code of a running agent that gave up on its TPM after
+/// `--tpm-lost-exit-after` (its service manager restarts it).
+pub const EXIT_TPM_LOST: u8 = 3;
+
+/// How long an agent that gives up on its TPM waits for the TPM thread to
+/// close the context before it exits anyway (the thread may be stuck in a
+/// TPM command that does not return).
+const TPM_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the agent; returns the process exit code.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
     // A key that others may read stops start-up at once, before the TPM.
@@ -46,6 +55,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
             outcome = client::run_forever(&cfg, &tpm, &reporter) => outcome?,
             () = trustpool_daemon::shutdown_signal() => {
                 tracing::info!("stopping: the TPM operation in flight finishes and flushes first");
+            }
+            lost = tpm.unusable_for(cfg.tpm_lost_exit_after) => {
+                tracing::error!(
+                    tcti = %cfg.tcti,
+                    unusable_for_ms = u64::try_from(lost.lasted.as_millis()).unwrap_or(u64::MAX),
+                    last_error = %lost.reason,
+                    exit_code = EXIT_TPM_LOST,
+                    "no working TPM for longer than --tpm-lost-exit-after ({}): exiting so that \
+                     the service manager restarts the agent",
+                    trustpool_evidence::duration::format_duration(cfg.tpm_lost_exit_after),
+                );
+                if tokio::time::timeout(TPM_STOP_GRACE, tpm.stop()).await.is_err() {
+                    tracing::warn!("the TPM thread did not stop; exiting without closing the TPM context");
+                }
+                return Ok(EXIT_TPM_LOST);
             }
         }
         // The session (and its stream) is dropped by now; without a resource

@@ -1,7 +1,8 @@
 //! `trustpool-agent`: see `trustpool-agent --help`.
 //!
 //! Exit codes: 0 success (with `--once`: trusted; with `check`: no required
-//! check fails), 1 not trusted / a required check fails, 2 error.
+//! check fails), 1 not trusted / a required check fails, 2 error, 3 the
+//! running agent had no working TPM for `--tpm-lost-exit-after`.
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -248,6 +248,29 @@ impl Swtpm {
         }
     }
 
+    /// Freezes swtpm (SIGSTOP): connections stay open and commands are
+    /// accepted but never answered, as with a wedged TPM or vTPM back end.
+    /// [`Swtpm::resume`] lets it go on; stopping or dropping it works while
+    /// frozen.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a [`Swtpm::pause`]d swtpm go on (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("swtpm on port {} is not running", self.port))?;
+        let pid = i32::try_from(child.id()).context("swtpm pid")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .with_context(|| format!("sending {signal} to swtpm"))
+    }
+
     /// Starts swtpm again on the same state and the same ports after
     /// [`Swtpm::kill`] or [`Swtpm::stop`]: the TPM is back where its clients
     /// look for it (a TPM Reset: PCRs at their reset values, keys and NV

@@ -43,6 +43,7 @@ fn agent_config(lab: &Lab, host: &LabHost, server: &ServerProcess) -> AgentConfi
         watch_interval: std::time::Duration::from_secs(5),
         keepalive_interval: std::time::Duration::from_secs(10),
         keepalive_timeout: std::time::Duration::from_secs(5),
+        tpm_lost_exit_after: trustpool_agent::config::DEFAULT_TPM_LOST_EXIT_AFTER,
     }
 }
 

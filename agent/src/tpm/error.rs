@@ -105,13 +105,47 @@ impl TpmError {
     }
 
     /// True if the error came from the transport (TCTI layer), e.g. the TPM
-    /// connection was lost; reopening the context may help.
+    /// connection was lost.
     pub fn is_transport(&self) -> bool {
-        matches!(self.response_code(), Some(rc) if (rc >> 16) & 0xff == TCTI_LAYER)
+        matches!(self.response_code(), Some(rc) if layer(rc) == TCTI_LAYER)
+    }
+
+    /// True if the TPM context this error came from must not be used again:
+    /// the next operation opens a new one.
+    ///
+    /// A context is kept only when the TPM answered the command (a TPM
+    /// response code, also when a resource manager relays it) or when the
+    /// failure is ours (invalid input, an answer we refuse, the state
+    /// directory, the tss-esapi wrapper). Everything else from the TSS stack
+    /// discards it: a TCTI error (connection lost, TPM gone), ESYS errors
+    /// such as `TSS2_ESYS_RC_BAD_SEQUENCE` (a context left mid-command by a
+    /// failed call is unusable for good), SYS/MU/resource-manager errors, and
+    /// a failed open (there is no context).
+    pub fn discards_context(&self) -> bool {
+        match self {
+            TpmError::Open { .. } => true,
+            TpmError::Tpm { source, .. } => match raw_rc(source) {
+                Some(rc) => !matches!(layer(rc), TPM_LAYER | RESMGR_TPM_LAYER),
+                None => false,
+            },
+            TpmError::State { .. }
+            | TpmError::InvalidInput { .. }
+            | TpmError::Unexpected { .. }
+            | TpmError::PcrRace { .. }
+            | TpmError::WorkerGone => false,
+        }
     }
 }
 
+/// TSS2_RC layers (bits 16-23 of a `TSS2_RC`).
+const TPM_LAYER: u32 = 0;
 const TCTI_LAYER: u32 = 10;
+/// TPM response codes relayed (or generated in TPM format) by a resource manager.
+const RESMGR_TPM_LAYER: u32 = 12;
+
+fn layer(rc: u32) -> u32 {
+    (rc >> 16) & 0xff
+}
 
 pub(crate) fn raw_rc(e: &tss_esapi::Error) -> Option<u32> {
     use tss_esapi::constants::response_code::Tss2ResponseCode;
@@ -171,5 +205,55 @@ mod tests {
         assert_eq!(base_rc(0x18b), rc::HANDLE);
         assert_eq!(base_rc(0x902), rc::OBJECT_MEMORY);
         assert_eq!(base_rc(0x907), rc::LOCALITY);
+    }
+
+    fn tss(rc: u32) -> TpmError {
+        TpmError::Tpm {
+            op: "t",
+            source: tss_esapi::Error::Tss2Error(
+                tss_esapi::constants::response_code::Tss2ResponseCode::from(rc),
+            ),
+        }
+    }
+
+    #[test]
+    fn only_an_answer_of_the_tpm_keeps_the_context() {
+        // the TPM answered: integrity, handle, object memory, relayed by a resource manager
+        for rc in [0x1df, 0x18b, 0x902, 0x000c_0902] {
+            assert!(!tss(rc).discards_context(), "{rc:#x}");
+        }
+        // TCTI I/O error (connection lost), ESYS bad sequence and bad
+        // reference (a context poisoned by a failed call), SYS, MU and
+        // resource-manager errors
+        for rc in [
+            0x000a_000a,
+            0x000a_0005,
+            0x0007_0007,
+            0x0007_0005,
+            0x0008_0007,
+            0x0009_0009,
+            0x000b_0001,
+        ] {
+            assert!(tss(rc).discards_context(), "{rc:#x}");
+        }
+        let open = TpmError::Open {
+            tcti: "swtpm:port=1".into(),
+            source: tss_esapi::Error::Tss2Error(
+                tss_esapi::constants::response_code::Tss2ResponseCode::from(0x000a_000a),
+            ),
+        };
+        assert!(open.discards_context());
+        let wrapper = TpmError::Tpm {
+            op: "t",
+            source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InvalidParam),
+        };
+        assert!(!wrapper.discards_context());
+        for ours in [
+            TpmError::invalid("t", "x"),
+            TpmError::unexpected("t", "x"),
+            TpmError::PcrRace { attempts: 5 },
+        ] {
+            assert!(!ours.discards_context(), "{ours}");
+        }
     }
 }

@@ -42,7 +42,7 @@ mod state;
 mod worker;
 
 pub use error::{rc, TpmError};
-pub use worker::TpmWorker;
+pub use worker::{TpmHealth, TpmUnusable, TpmWorker};
 
 use sha2::{Digest as _, Sha256};
 use std::convert::TryFrom;
@@ -255,10 +255,83 @@ pub struct LoadedHandles {
 /// The agent's handle on the TPM. Blocking (TPM commands take 5-200 ms on
 /// swtpm, up to seconds on a discrete TPM): use it from a dedicated thread,
 /// e.g. through [`TpmWorker`].
+///
+/// # Lost connection
+///
+/// The connection is either open or absent. An operation that fails in a
+/// way that leaves the context unusable (see [`TpmError::discards_context`]:
+/// the TPM went away, a TCTI or ESYS error) discards it; the next operation
+/// opens a new one (a context that was open before the operation began is
+/// reopened at once, once: it may have died while idle). Nothing is lost
+/// with the context: the AK blobs are in the state directory and the EK is
+/// re-created from its template, so a TPM that comes back (swtpm or the
+/// resource manager restarted) serves the same EK and AK again.
+/// [`Tpm::is_open`] says whether a context is open.
+///
+/// The discarded context could not flush what it had loaded. A TPM without
+/// resource manager (swtpm, `/dev/tpm0`) keeps those objects and sessions
+/// in its few slots, so a reopened context first flushes every transient
+/// object and loaded session the TPM lists: on such a TPM only one
+/// connection exists at a time, so they are leftovers; behind a resource
+/// manager (`/dev/tpmrm0`) a new connection sees none.
 pub struct Tpm {
-    ctx: Context,
+    conn: Connection<Context>,
     tcti: String,
     keys: Keys,
+}
+
+/// A TPM context that is either open or absent; see the section "Lost
+/// connection" of [`Tpm`]. Generic over the context so that the
+/// discard-and-reopen decisions are tested without a TPM.
+struct Connection<C> {
+    ctx: Option<C>,
+}
+
+impl<C> Connection<C> {
+    fn open(ctx: C) -> Self {
+        Connection { ctx: Some(ctx) }
+    }
+
+    fn is_open(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    /// Runs `op` on the context, opening one with `open` if there is none.
+    /// An error that [discards the context](TpmError::discards_context)
+    /// drops it; if that context was already open before this call, a new
+    /// one is opened and `op` runs once more. A failed open leaves no
+    /// context and returns its error.
+    fn run<T>(
+        &mut self,
+        tcti: &str,
+        mut open: impl FnMut() -> Result<C, TpmError>,
+        mut op: impl FnMut(&mut C) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let mut opened_here = false;
+        loop {
+            let ctx = match self.ctx.take() {
+                Some(ctx) => ctx,
+                None => {
+                    let ctx = open()?;
+                    info!(tcti, "TPM connection opened again");
+                    opened_here = true;
+                    ctx
+                }
+            };
+            let ctx = self.ctx.insert(ctx);
+            match op(ctx) {
+                Err(e) if e.discards_context() => {
+                    self.ctx = None;
+                    if opened_here {
+                        warn!(error = %e, tcti, "TPM connection failed again; discarded it, the next operation opens a new one");
+                        return Err(e);
+                    }
+                    warn!(error = %e, tcti, "TPM connection failed; discarded it and opening a new one");
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Tpm {
@@ -356,6 +429,46 @@ fn open_context(tcti: &str) -> Result<Context, TpmError> {
     })
 }
 
+/// Opens a context again after one was discarded, and flushes what the TPM
+/// still holds loaded (see "Lost connection" in [`Tpm`]). A flush that
+/// fails is logged; the operation that follows finds out whether the TPM
+/// is usable.
+fn reopen_context(tcti: &str) -> Result<Context, TpmError> {
+    let mut ctx = open_context(tcti)?;
+    let leftovers = match Tpm::loaded_handles_once(&mut ctx) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, tcti, "cannot list what the TPM holds loaded after reopening it");
+            return Ok(ctx);
+        }
+    };
+    let mut flushed = Vec::new();
+    for raw in leftovers
+        .transient_objects
+        .iter()
+        .chain(&leftovers.loaded_sessions)
+    {
+        let flush = TpmHandle::try_from(*raw)
+            .and_then(|h| ctx.execute_without_session(|c| c.tr_from_tpm_public(h)))
+            .and_then(|h| ctx.flush_context(h));
+        match flush {
+            // tss-esapi files policy-session handles as "close, never flush":
+            // it refuses its bookkeeping after TPM2_FlushContext succeeded.
+            Ok(())
+            | Err(tss_esapi::Error::WrapperError(
+                tss_esapi::WrapperErrorKind::InvalidHandleState,
+            )) => flushed.push(format!("{raw:#010x}")),
+            Err(e) => {
+                warn!(handle = format_args!("{raw:#010x}"), error = %e, "cannot flush a handle left loaded in the TPM")
+            }
+        }
+    }
+    if !flushed.is_empty() {
+        warn!(handles = ?flushed, tcti, "flushed objects and sessions left loaded in the TPM by the lost connection");
+    }
+    Ok(ctx)
+}
+
 impl Tpm {
     /// Opens the TPM through `tcti` (e.g. `device:/dev/tpmrm0`,
     /// `swtpm:host=127.0.0.1,port=2321`). `state_dir` keeps the AK blobs; it
@@ -369,7 +482,7 @@ impl Tpm {
         state::ensure_dir(state_dir)?;
         let ctx = open_context(tcti)?;
         Ok(Tpm {
-            ctx,
+            conn: Connection::open(ctx),
             tcti: tcti.to_string(),
             keys: Keys {
                 state_dir: state_dir.to_path_buf(),
@@ -397,28 +510,36 @@ impl Tpm {
         self.keys.ak_alg
     }
 
-    /// Drops the TPM connection and opens a new one (e.g. after the TPM
-    /// connection was lost).
+    /// True while a TPM context is open; false after a failure discarded it
+    /// and no new one could be opened yet (see "Lost connection" above).
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// Drops the TPM connection and opens a new one (flushing leftovers, see
+    /// "Lost connection" above). On error no context is left; the next
+    /// operation tries to open one again.
     pub fn reopen(&mut self) -> Result<(), TpmError> {
-        let ctx = open_context(&self.tcti)?;
-        self.ctx = ctx;
+        self.conn.ctx = None;
+        self.conn.ctx = Some(reopen_context(&self.tcti)?);
         Ok(())
     }
 
-    /// Runs `op`; if it failed in the transport (TCTI) layer, reopens the
-    /// connection once and runs it again.
-    fn with_reconnect<T>(
+    /// Closes the TPM connection (e.g. to let another client use a TPM that
+    /// serves one connection at a time); the next operation reopens it.
+    pub fn close(&mut self) {
+        self.conn.ctx = None;
+    }
+
+    /// Runs `op` on the context (opened first if absent), discarding and
+    /// reopening it as [`Connection::run`] says.
+    fn with_connection<T>(
         &mut self,
-        op: impl Fn(&mut Tpm) -> Result<T, TpmError>,
+        mut op: impl FnMut(&mut Context, &mut Keys) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
-        match op(self) {
-            Err(e) if e.is_transport() => {
-                warn!(error = %e, tcti = %self.tcti, "TPM connection failed; reopening it once");
-                self.reopen()?;
-                op(self)
-            }
-            r => r,
-        }
+        let Tpm { conn, tcti, keys } = self;
+        let tcti = tcti.as_str();
+        conn.run(tcti, || reopen_context(tcti), |ctx| op(ctx, keys))
     }
 
     /// The enrolment identity: EK public and certificate, AK public and name.
@@ -426,12 +547,11 @@ impl Tpm {
     /// directory, or creates and stores a new AK if there is none (or the
     /// stored one cannot be loaded by this TPM any more — logged as a warning).
     pub fn identity(&mut self) -> Result<Identity, TpmError> {
-        self.with_reconnect(Tpm::identity_once)
+        self.with_connection(Tpm::identity_once)
     }
 
-    fn identity_once(&mut self) -> Result<Identity, TpmError> {
-        let mut s = Scope::new(&mut self.ctx);
-        let keys = &mut self.keys;
+    fn identity_once(ctx: &mut Context, keys: &mut Keys) -> Result<Identity, TpmError> {
+        let mut s = Scope::new(ctx);
         let ek = keys.load_ek(&mut s)?;
         let (ek_pub, _, _) = s
             .read_public(ek)
@@ -487,18 +607,21 @@ impl Tpm {
                 ),
             )
         })?;
-        self.with_reconnect(|tpm| tpm.activate_once(id_object.clone(), secret.clone()))
+        self.with_connection(|ctx, keys| {
+            Tpm::activate_once(ctx, keys, id_object.clone(), secret.clone())
+        })
     }
 
     fn activate_once(
-        &mut self,
+        ctx: &mut Context,
+        keys: &mut Keys,
         id_object: IdObject,
         secret: EncryptedSecret,
     ) -> Result<Vec<u8>, TpmError> {
         const OP: &str = "TPM2_ActivateCredential";
-        let mut s = Scope::new(&mut self.ctx);
-        let ek = self.keys.load_ek(&mut s)?;
-        let ak = self.keys.load_ak(&mut s, Some(ek))?;
+        let mut s = Scope::new(ctx);
+        let ek = keys.load_ek(&mut s)?;
+        let ak = keys.load_ak(&mut s, Some(ek))?;
         let (ek_pub, _, _) = s
             .read_public(ek)
             .map_err(TpmError::tpm("TPM2_ReadPublic(EK)"))?;
@@ -532,19 +655,20 @@ impl Tpm {
         })?;
         let slots = normalize_pcrs(OP, pcrs)?;
         let selection = sha256_selection(OP, &slots)?;
-        self.with_reconnect(|tpm| tpm.quote_once(&data, &slots, &selection))
+        self.with_connection(|ctx, keys| Tpm::quote_once(ctx, keys, &data, &slots, &selection))
     }
 
     fn quote_once(
-        &mut self,
+        ctx: &mut Context,
+        keys: &mut Keys,
         data: &Data,
         slots: &[u32],
         selection: &PcrSelectionList,
     ) -> Result<Quote, TpmError> {
         const OP: &str = "TPM2_Quote";
-        let mut s = Scope::new(&mut self.ctx);
+        let mut s = Scope::new(ctx);
         // the EK is only needed if the AK's saved context is gone
-        let ak = self.keys.load_ak(&mut s, None)?;
+        let ak = keys.load_ak(&mut s, None)?;
         for attempt in 1..=QUOTE_ATTEMPTS {
             let (attest, signature) = s
                 .execute_with_session(Some(AuthSession::Password), |c| {
@@ -589,8 +713,8 @@ impl Tpm {
     /// Reads SHA-256 PCR values (ascending PCR order); cheap, no key needed.
     pub fn read_pcrs(&mut self, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, TpmError> {
         let slots = normalize_pcrs("TPM2_PCR_Read", pcrs)?;
-        self.with_reconnect(|tpm| {
-            let mut s = Scope::new(&mut tpm.ctx);
+        self.with_connection(|ctx, _| {
+            let mut s = Scope::new(ctx);
             read_sha256(&mut s, &slots)
         })
     }
@@ -599,10 +723,13 @@ impl Tpm {
     /// free slots it reports. After any operation of this type both lists
     /// must be empty (unless another TPM client left something loaded).
     pub fn loaded_handles(&mut self) -> Result<LoadedHandles, TpmError> {
+        self.with_connection(|ctx, _| Tpm::loaded_handles_once(ctx))
+    }
+
+    fn loaded_handles_once(ctx: &mut Context) -> Result<LoadedHandles, TpmError> {
         const OP: &str = "TPM2_GetCapability";
         let mut list = |first: u32| -> Result<Vec<u32>, TpmError> {
-            let (data, _) = self
-                .ctx
+            let (data, _) = ctx
                 .execute_without_session(|c| c.get_capability(CapabilityType::Handles, first, 64))
                 .map_err(TpmError::tpm(OP))?;
             match data {
@@ -618,12 +745,10 @@ impl Tpm {
         let transient_objects = list(0x8000_0000)?;
         let mut loaded_sessions = list(0x0200_0000)?;
         loaded_sessions.extend(list(0x0300_0000)?);
-        let transient_avail = self
-            .ctx
+        let transient_avail = ctx
             .execute_without_session(|c| c.get_tpm_property(PropertyTag::HrTransientAvail))
             .map_err(TpmError::tpm(OP))?;
-        let sessions_avail = self
-            .ctx
+        let sessions_avail = ctx
             .execute_without_session(|c| c.get_tpm_property(PropertyTag::HrLoadedAvail))
             .map_err(TpmError::tpm(OP))?;
         Ok(LoadedHandles {
@@ -774,7 +899,21 @@ impl Keys {
                     self.ek_saved = Some(saved);
                     return Ok(KeyHandle::from(h));
                 }
-                Err(e) => debug!(error = %e, "saved EK context is no longer valid (TPM reset?)"),
+                Err(e) => {
+                    let e = TpmError::Tpm {
+                        op: "TPM2_ContextLoad(EK)",
+                        source: e,
+                    };
+                    if e.discards_context() {
+                        // The context is unusable now: say why instead of
+                        // failing on the next command. The saved context is
+                        // dropped all the same (the EK is re-created), so
+                        // that a saved context that cannot be loaded can
+                        // never fail every attempt.
+                        return Err(e);
+                    }
+                    debug!(error = %e, "saved EK context is no longer valid (TPM reset?)");
+                }
             }
         }
         let ek = s
@@ -799,7 +938,17 @@ impl Keys {
                     self.ak_saved = Some(saved);
                     return Ok(KeyHandle::from(h));
                 }
-                Err(e) => debug!(error = %e, "saved AK context is no longer valid (TPM reset?)"),
+                Err(e) => {
+                    let e = TpmError::Tpm {
+                        op: "TPM2_ContextLoad(AK)",
+                        source: e,
+                    };
+                    if e.discards_context() {
+                        // as for the EK in `load_ek`
+                        return Err(e);
+                    }
+                    debug!(error = %e, "saved AK context is no longer valid (TPM reset?)");
+                }
             }
         }
         let ek = match ek {
@@ -1054,6 +1203,150 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, TpmError::Open { .. }), "{e}");
+    }
+
+    /// A stand-in for an ESYS context: its generation, and whether a failed
+    /// call left it mid-command (then every later call is BAD_SEQUENCE).
+    struct FakeCtx {
+        generation: u32,
+        poisoned: bool,
+    }
+
+    fn tss_err(rc: u32) -> TpmError {
+        TpmError::Tpm {
+            op: "t",
+            source: tss_esapi::Error::Tss2Error(
+                tss_esapi::constants::response_code::Tss2ResponseCode::from(rc),
+            ),
+        }
+    }
+
+    const TCTI_IO: u32 = 0x000a_000a;
+    const ESYS_BAD_SEQUENCE: u32 = 0x0007_0007;
+
+    /// A TPM that may be away: opening fails then, and a call on an open
+    /// context fails in the TCTI and poisons it, as tss-esapi does.
+    struct FakeTpm {
+        up: bool,
+        opens: u32,
+    }
+
+    impl FakeTpm {
+        fn open(&mut self) -> Result<FakeCtx, TpmError> {
+            self.opens += 1;
+            if !self.up {
+                return Err(TpmError::Open {
+                    tcti: "fake".into(),
+                    source: tss_esapi::Error::Tss2Error(
+                        tss_esapi::constants::response_code::Tss2ResponseCode::from(TCTI_IO),
+                    ),
+                });
+            }
+            Ok(FakeCtx {
+                generation: self.opens,
+                poisoned: false,
+            })
+        }
+
+        fn call(&self, ctx: &mut FakeCtx) -> Result<u32, TpmError> {
+            if ctx.poisoned {
+                return Err(tss_err(ESYS_BAD_SEQUENCE));
+            }
+            if !self.up {
+                ctx.poisoned = true;
+                return Err(tss_err(TCTI_IO));
+            }
+            Ok(ctx.generation)
+        }
+    }
+
+    fn run(conn: &mut Connection<FakeCtx>, tpm: &mut FakeTpm) -> Result<u32, TpmError> {
+        let tpm = std::cell::RefCell::new(tpm);
+        conn.run(
+            "fake",
+            || tpm.borrow_mut().open(),
+            |ctx| tpm.borrow().call(ctx),
+        )
+    }
+
+    #[test]
+    fn a_lost_tpm_is_reopened_once_it_is_back() {
+        let mut tpm = FakeTpm { up: true, opens: 0 };
+        let mut conn = Connection::open(tpm.open().unwrap());
+        assert_eq!(run(&mut conn, &mut tpm).unwrap(), 1);
+        // The TPM goes away: the call fails in the TCTI, the context is
+        // discarded, reopening fails too: no context is kept.
+        tpm.up = false;
+        let e = run(&mut conn, &mut tpm).unwrap_err();
+        assert!(matches!(e, TpmError::Open { .. }), "{e}");
+        assert!(!conn.is_open());
+        assert_eq!(tpm.opens, 2);
+        // Every later call tries to open again; never a stale context's BAD_SEQUENCE.
+        let e = run(&mut conn, &mut tpm).unwrap_err();
+        assert!(matches!(e, TpmError::Open { .. }), "{e}");
+        assert_eq!(tpm.opens, 3);
+        // The TPM is back: the next call opens a new context and succeeds.
+        tpm.up = true;
+        assert_eq!(run(&mut conn, &mut tpm).unwrap(), 4);
+        assert!(conn.is_open());
+        assert_eq!(run(&mut conn, &mut tpm).unwrap(), 4, "kept while it works");
+    }
+
+    #[test]
+    fn a_context_that_died_while_idle_is_replaced_within_the_call() {
+        let mut tpm = FakeTpm { up: true, opens: 0 };
+        let mut conn = Connection::open(FakeCtx {
+            generation: 0,
+            poisoned: true,
+        });
+        assert_eq!(run(&mut conn, &mut tpm).unwrap(), 1);
+        assert_eq!(tpm.opens, 1);
+    }
+
+    #[test]
+    fn a_fresh_context_that_fails_is_discarded_without_a_loop() {
+        let mut opens = 0;
+        let mut conn: Connection<FakeCtx> = Connection { ctx: None };
+        let e = conn
+            .run(
+                "fake",
+                || {
+                    opens += 1;
+                    Ok(FakeCtx {
+                        generation: opens,
+                        poisoned: true,
+                    })
+                },
+                |ctx| FakeTpm { up: true, opens: 0 }.call(ctx),
+            )
+            .unwrap_err();
+        assert_eq!(e.response_code(), Some(ESYS_BAD_SEQUENCE));
+        assert_eq!(opens, 1);
+        assert!(!conn.is_open());
+    }
+
+    #[test]
+    fn a_tpm_answer_keeps_the_context() {
+        let mut opens = 0;
+        let mut conn = Connection::open(FakeCtx {
+            generation: 0,
+            poisoned: false,
+        });
+        for rc in [0x1df, 0x902] {
+            let e = conn
+                .run(
+                    "fake",
+                    || {
+                        opens += 1;
+                        Err(TpmError::invalid("t", "must not open"))
+                    },
+                    |_| -> Result<(), TpmError> { Err(tss_err(rc)) },
+                )
+                .unwrap_err();
+            assert_eq!(e.response_code(), Some(rc));
+            assert!(conn.is_open());
+        }
+        assert_eq!(opens, 0);
     }
 
     #[test]
