@@ -125,6 +125,7 @@ struct AgentFile {
     keepalive_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     tpm_lost_exit_after: Option<Duration>,
 }
 
