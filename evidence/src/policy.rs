@@ -1465,7 +1465,7 @@ name = "golden-2026-12"
             "pcrs = [0, 17, 18]\n[[allow]]\nname = \"mle-only\"\n[allow.pcrs]\n0 = \"{H0}\"\n18 = \"{H18}\"\n"
         );
         let e = one_error("gold.toml", &text);
-        assert!(e.line.is_some(), "{e}");
+        assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e}");
         assert!(
             e.message
                 .starts_with("allow entry 'mle-only' does not pin PCR 17: "),
