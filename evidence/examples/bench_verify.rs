@@ -49,12 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             fixture!("quote_ecc.sig"),
         ),
     ];
+    let ek = parse_public_2b(fixture!("ek_rsa.pub"))?;
     for (label, ak, attest, signature) in cases {
         let ak = parse_public_2b(ak)?;
         let check = QuoteCheck {
             attest,
             signature,
             ak: &ak,
+            ek: Some(&ek),
             expected_extra_data: &NONCE,
             expected_pcrs: &DEFAULT_PCRS,
             pcr_values: &values,

@@ -32,11 +32,16 @@
 //!   `TpmPublic::check_ek_attributes`, `has_attributes`, `tpm::attr`, `tpm::alg`.
 //! * `quote::ClockChange` = `Same | Reboot { previous_reset_count, reset_count } | Restart`;
 //!   `check_clock(None, _)` returns `Same`.
-//! * `verify_quote` also checks the AK attributes (code `ak.attributes`) and
-//!   that a signature uses the AK's scheme when the AK fixes one. It does not
-//!   compare `qualifiedSigner` (the signature already binds the AK).
-//! * Extra reason codes: `ak.attributes`, `pcr.missing`,
-//!   `host.identity_mismatch`, `policy.unavailable`; `codes::ALL` lists all.
+//! * `verify_quote` also checks the AK (code `ak.attributes`: what a
+//!   TPM-resident restricted signing key looks like, see
+//!   `TpmPublic::check_ak_attributes`), that a signature uses the AK's
+//!   scheme when the AK fixes one, and, given the enrolled EK
+//!   (`QuoteCheck::ek`), that `qualifiedSigner` is the AK's qualified name
+//!   under that EK (code `quote.signer_mismatch`). `VerifiedQuote` exposes
+//!   the signed `firmware_version()` and `clock_safe()`.
+//! * Extra reason codes: `ak.attributes`, `quote.signer_mismatch`,
+//!   `pcr.missing`, `host.identity_mismatch`, `policy.unavailable`;
+//!   `codes::ALL` lists all.
 //! * `credential::kdfa(hash, key, label, context_u, context_v, bits: u16)`,
 //!   `credential::kdfe(hash, z, label, party_u, party_v, bits: u16)`: labels
 //!   without their NUL (appended), plus `credential::hmac`.

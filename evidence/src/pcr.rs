@@ -26,6 +26,13 @@ pub fn is_reset_drtm(value: &[u8; 32]) -> bool {
     value == &DRTM_RESET_VALUE
 }
 
+/// True if `value` is all zeros. For PCR 17 or 18 this means no measured
+/// launch either: the locality-4 hash start resets PCRs 17-22 to zero, and
+/// a value that stayed zero had no SINIT/MLE measurement extended into it.
+pub fn is_zero(value: &[u8; 32]) -> bool {
+    value == &[0u8; 32]
+}
+
 /// PCR 17 after a locality-4 hash sequence (`TPM_HASH_START/DATA/END`, what
 /// SINIT does and `swtpm_ioctl -h DATA` simulates): the PCR is reset to zero
 /// and extended with SHA-256(data), i.e. `SHA-256(0^32 || SHA-256(data))`.
@@ -79,6 +86,8 @@ mod tests {
         let mut v = [0xff; 32];
         v[31] = 0xfe;
         assert!(!is_reset_drtm(&v));
+        assert!(is_zero(&[0; 32]));
+        assert!(!is_zero(&v));
     }
 
     #[test]

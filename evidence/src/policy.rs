@@ -2,19 +2,26 @@
 //! evaluation against verified host facts.
 //!
 //! ```toml
-//! require_measured_launch = true            # default true (fail closed): PCR 17 and 18 must not be all-FF
+//! require_measured_launch = true            # default true (fail closed): PCR 17 and 18 show a TXT launch
 //! pcrs = [0,1,2,3,4,5,6,7,17,18,19]         # sha256 PCRs quoted; default DEFAULT_PCRS; 0..=23, no duplicates
 //! require_checks = ["mac.enforcing_any"]    # hardening checks that must be "pass"
 //!
 //! [[allow]]                                 # at least one; names unique
 //! name = "golden-2026-11"
-//! pcrs = { 17 = "9851…78", 0 = "…" }        # 64 hex chars; keys inside `pcrs`; unlisted PCRs unconstrained; {} = any
+//! pcrs = { 17 = "9851…78", 18 = "…", 0 = "…" } # 64 hex chars; keys inside `pcrs`; unlisted PCRs unconstrained
 //! ```
+//!
+//! With `require_measured_launch` (the default) every `[[allow]]` entry must
+//! pin PCR 17 (SINIT / launch details) and PCR 18 (MLE / authorities), to
+//! values other than all-FF (no dynamic launch) and all-zero (hash start
+//! with nothing extended): an entry that leaves them open would accept any
+//! SINIT and MLE. `pcrs = {}` (accept any values) is only valid with
+//! `require_measured_launch = false`.
 //!
 //! Errors carry the file, line and column of the offending item, collected
 //! across all files ([`parse_policy_set`]). Unknown keys are errors.
 
-use crate::pcr::{is_reset_drtm, DEFAULT_PCRS, MAX_PCR_INDEX};
+use crate::pcr::{is_reset_drtm, is_zero, DEFAULT_PCRS, MAX_PCR_INDEX};
 use crate::reason::{codes, Reason};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -28,7 +35,8 @@ use toml::Spanned;
 pub struct PoolPolicy {
     /// Pool name (the file stem).
     pub name: String,
-    /// PCR 17 and 18 must show a dynamic (TXT) launch (not all 0xFF).
+    /// PCR 17 and 18 must show a dynamic (TXT) launch: neither all 0xFF
+    /// nor all zero, and (checked at load) pinned by every allow entry.
     pub require_measured_launch: bool,
     /// sha256 PCR indices to quote, ascending.
     pub pcrs: Vec<u8>,
@@ -289,7 +297,13 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
         Some(list) => {
             let mut names: BTreeMap<String, usize> = BTreeMap::new();
             for entry in list.get_ref() {
-                if let Some(e) = parse_allow(entry.get_ref(), &selected, &mut names, &mut errors) {
+                if let Some(e) = parse_allow(
+                    entry.get_ref(),
+                    &selected,
+                    require_measured_launch,
+                    &mut names,
+                    &mut errors,
+                ) {
                     allow.push(e);
                 }
             }
@@ -310,9 +324,14 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
     }
 }
 
+/// The PCRs a measured-launch pool's allow entries must pin: 17 (SINIT,
+/// launch details) and 18 (MLE, authorities).
+const LAUNCH_PCRS: [u8; 2] = [17, 18];
+
 fn parse_allow(
     raw: &RawAllow,
     selected: &BTreeSet<u8>,
+    require_measured_launch: bool,
     names: &mut BTreeMap<String, usize>,
     errors: &mut Errors<'_>,
 ) -> Option<AllowEntry> {
@@ -341,6 +360,8 @@ fn parse_allow(
         return None;
     };
     let mut pcrs = BTreeMap::new();
+    // PCR indices named by a key, even with a bad value (reported on its own).
+    let mut named = BTreeSet::new();
     for (key, value) in table.get_ref() {
         let k = key.get_ref();
         let index = match k.parse::<u8>() {
@@ -354,6 +375,7 @@ fn parse_allow(
                 continue;
             }
         };
+        named.insert(index);
         if !selected.contains(&index) {
             errors.at(
                 Some(key.span()),
@@ -372,6 +394,17 @@ fn parse_allow(
         };
         match parsed {
             Some(v) => {
+                if require_measured_launch && LAUNCH_PCRS.contains(&index) {
+                    if let Some(what) = not_launched(&v) {
+                        errors.at(
+                            Some(value.span()),
+                            format!(
+                                "allow entry '{name}' pins PCR {index} to {what}, which shows no measured launch: with require_measured_launch no host can match it; pin the value of the launched SINIT/MLE"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
                 if pcrs.insert(index, v).is_some() {
                     errors.at(Some(key.span()), format!("PCR {index} is listed twice"));
                     ok = false;
@@ -389,7 +422,39 @@ fn parse_allow(
             }
         }
     }
+    if require_measured_launch {
+        // A launch PCR missing from the selection is reported by parse_pool.
+        let unpinned: Vec<String> = LAUNCH_PCRS
+            .iter()
+            .filter(|p| selected.contains(p) && !named.contains(p))
+            .map(|p| p.to_string())
+            .collect();
+        if !unpinned.is_empty() {
+            errors.at(
+                Some(table.span()),
+                format!(
+                    "allow entry '{name}' does not pin PCR {}: with require_measured_launch (the default) every entry must pin PCR 17 (SINIT) and PCR 18 (MLE), or it accepts any SINIT and MLE; pin them or set require_measured_launch = false",
+                    unpinned.join(" and ")
+                ),
+            );
+            ok = false;
+        }
+    }
     ok.then_some(AllowEntry { name, pcrs })
+}
+
+/// How `value` of PCR 17 or 18 shows that no measured launch happened:
+/// the reset value all-FF (no dynamic launch since TPM startup) or all
+/// zeros (the locality-4 hash start reset the PCR but no SINIT/MLE
+/// measurement was extended). None for any other value.
+fn not_launched(value: &[u8; 32]) -> Option<&'static str> {
+    if is_reset_drtm(value) {
+        Some("the reset value ff…ff")
+    } else if is_zero(value) {
+        Some("all zeros 00…00")
+    } else {
+        None
+    }
 }
 
 /// All pool policies, with a digest identifying this exact version.
@@ -519,7 +584,8 @@ pub struct HostFacts<'a> {
 ///   against the closest entry (fewest mismatches, first on ties) with the
 ///   actual and expected values.
 /// * `launch.not_measured`: `require_measured_launch` and PCR 17 or 18 is
-///   all-FF or missing.
+///   all-FF (no dynamic launch), all-zero (hash start without any
+///   SINIT/MLE measurement) or missing.
 /// * `check.required_failed`: each required check whose status is not
 ///   `pass` (including a missing report or check).
 pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
@@ -540,17 +606,20 @@ pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
     evaluate_allow(policy, facts, &mut reasons);
 
     if policy.require_measured_launch {
-        for p in [17u8, 18] {
+        for p in LAUNCH_PCRS {
             match facts.pcrs.get(&p) {
                 None => reasons.push(Reason::new(
                     codes::LAUNCH_NOT_MEASURED,
                     format!("no TXT measured launch can be shown: PCR {p} was not quoted"),
                 )),
-                Some(v) if is_reset_drtm(v) => reasons.push(Reason::new(
-                    codes::LAUNCH_NOT_MEASURED,
-                    format!("no TXT measured launch: PCR {p} is the reset value ff…ff"),
-                )),
-                Some(_) => {}
+                Some(v) => {
+                    if let Some(what) = not_launched(v) {
+                        reasons.push(Reason::new(
+                            codes::LAUNCH_NOT_MEASURED,
+                            format!("no TXT measured launch: PCR {p} is {what}"),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -648,6 +717,8 @@ mod tests {
 
     const H17: &str = "9851312028952521510e8eaab5be94e7dc24b5fc292b2e9781173cf11ffa9878";
     const H0: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+    /// PCR 18 of [`launched_pcrs`] ([18; 32]).
+    const P18: &str = "1212121212121212121212121212121212121212121212121212121212121212";
 
     fn good() -> String {
         format!(
@@ -658,12 +729,13 @@ require_checks = ["mac.enforcing_any", "kvm.present"]
 
 [[allow]]
 name = "golden-2026-11"
-pcrs = {{ 17 = "{H17}", 0 = "{H0}" }}
+pcrs = {{ 17 = "{H17}", 0 = "{H0}", 18 = "{P18}" }}
 
 [[allow]]
 name = "golden-2026-12"
 [allow.pcrs]
 17 = "{}"
+18 = "{P18}"
 "#,
             H17.to_uppercase().replace("9851", "1234")
         )
@@ -686,18 +758,22 @@ name = "golden-2026-12"
         assert_eq!(p.allow[0].name, "golden-2026-11");
         assert_eq!(p.allow[0].pcrs[&17], drtm_hash_start(b"hello"));
         assert_eq!(p.allow[0].pcrs[&0][31], 1);
-        assert_eq!(p.allow[1].pcrs.len(), 1);
+        assert_eq!(p.allow[1].pcrs.len(), 2);
         assert_eq!(p.allow[1].pcrs[&17][..2], [0x12, 0x34]);
     }
 
     #[test]
     fn defaults() {
-        let p = parse_pool("dir/min.v2.toml", "[[allow]]\nname = \"any\"\npcrs = {}\n").unwrap();
+        let p = parse_pool(
+            "dir/min.v2.toml",
+            &format!("[[allow]]\nname = \"launch\"\npcrs = {{ 17 = \"{H17}\", 18 = \"{P18}\" }}\n"),
+        )
+        .unwrap();
         assert_eq!(p.name, "min.v2");
         assert!(p.require_measured_launch, "fails closed by default");
         assert_eq!(p.pcrs, DEFAULT_PCRS.to_vec());
         assert!(p.require_checks.is_empty());
-        assert!(p.allow[0].pcrs.is_empty());
+        assert_eq!(p.allow[0].pcrs.len(), 2);
         // Selection is sorted and may omit 17/18 without measured launch.
         let p = parse_pool(
             "srtm.toml",
@@ -725,8 +801,8 @@ name = "golden-2026-12"
 
     #[test]
     fn bad_hex_length_has_its_line() {
-        let text = "[[allow]]\nname = \"a\"\npcrs = { 17 = \"abcd\" }\n";
-        let e = one_error("p.toml", text);
+        let text = format!("[[allow]]\nname = \"a\"\npcrs = {{ 17 = \"abcd\", 18 = \"{P18}\" }}\n");
+        let e = one_error("p.toml", &text);
         assert_eq!(e.line, Some(3));
         assert_eq!(e.column, Some(15));
         assert!(
@@ -736,7 +812,7 @@ name = "golden-2026-12"
         assert!(e.message.contains("got 4"), "{e}");
         // 64 characters but not hex.
         let text = format!(
-            "[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n17 = \"{}\"\n",
+            "[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n17 = \"{}\"\n18 = \"{P18}\"\n",
             "zz".repeat(32)
         );
         let e = one_error("p.toml", &text);
@@ -780,12 +856,12 @@ name = "golden-2026-12"
     fn duplicate_allow_name_has_its_line() {
         let e = one_error(
             "p.toml",
-            "[[allow]]\nname = \"gold\"\npcrs = {}\n\n[[allow]]\nname = \"gold\"\npcrs = {}\n",
+            "require_measured_launch = false\n[[allow]]\nname = \"gold\"\npcrs = {}\n\n[[allow]]\nname = \"gold\"\npcrs = {}\n",
         );
-        assert_eq!(e.line, Some(6));
+        assert_eq!(e.line, Some(7));
         assert!(
             e.message
-                .contains("duplicate allow entry name 'gold' (first defined on line 2)"),
+                .contains("duplicate allow entry name 'gold' (first defined on line 3)"),
             "{e}"
         );
     }
@@ -793,7 +869,7 @@ name = "golden-2026-12"
     #[test]
     fn allow_key_outside_selection_has_its_line() {
         let text = format!(
-            "pcrs = [0, 17, 18]\n[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n19 = \"{H17}\"\n"
+            "pcrs = [0, 17, 18]\n[[allow]]\nname = \"a\"\n[allow.pcrs]\n0 = \"{H0}\"\n19 = \"{H17}\"\n17 = \"{H17}\"\n18 = \"{P18}\"\n"
         );
         let e = one_error("p.toml", &text);
         assert_eq!((e.line, e.column), (Some(6), Some(1)));
@@ -805,14 +881,14 @@ name = "golden-2026-12"
         // Non-numeric key.
         let e = one_error(
             "p.toml",
-            &format!("[[allow]]\nname = \"a\"\npcrs = {{ pcr17 = \"{H17}\" }}\n"),
+            &format!("[[allow]]\nname = \"a\"\npcrs = {{ pcr17 = \"{H17}\", 17 = \"{H17}\", 18 = \"{P18}\" }}\n"),
         );
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("'pcr17' is not a PCR index"), "{e}");
         // Same PCR written twice ("17" and "017").
         let e = one_error(
             "p.toml",
-            &format!("[[allow]]\nname = \"a\"\n[allow.pcrs]\n17 = \"{H17}\"\n017 = \"{H17}\"\n"),
+            &format!("[[allow]]\nname = \"a\"\n[allow.pcrs]\n17 = \"{H17}\"\n017 = \"{H17}\"\n18 = \"{P18}\"\n"),
         );
         assert!(e.message.contains("listed twice"), "{e}");
     }
@@ -848,7 +924,7 @@ name = "golden-2026-12"
     fn measured_launch_needs_17_and_18() {
         let e = one_error(
             "p.toml",
-            "pcrs = [0, 17]\n[[allow]]\nname = \"a\"\npcrs = {}\n",
+            &format!("pcrs = [0, 17]\n[[allow]]\nname = \"a\"\npcrs = {{ 17 = \"{H17}\" }}\n"),
         );
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("missing: 18"), "{e}");
@@ -858,7 +934,7 @@ name = "golden-2026-12"
     fn bad_names_and_checks() {
         let errs = parse_pool(
             "bad pool!.toml",
-            "require_checks = [\"ok\", \"not ok\", \"ok\"]\n[[allow]]\nname = \"\"\npcrs = {}\n",
+            &format!("require_checks = [\"ok\", \"not ok\", \"ok\"]\n[[allow]]\nname = \"\"\npcrs = {{ 17 = \"{H17}\", 18 = \"{P18}\" }}\n"),
         )
         .unwrap_err();
         let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -899,7 +975,7 @@ name = "golden-2026-12"
             ("a.toml".to_string(), good()),
             (
                 "c.toml".to_string(),
-                "[[allow]]\nname = \"x\"\npcrs = { 17 = \"ab\" }\n".to_string(),
+                format!("[[allow]]\nname = \"x\"\npcrs = {{ 17 = \"ab\", 18 = \"{P18}\" }}\n"),
             ),
         ];
         let errs = parse_policy_set(&files).unwrap_err();
@@ -1083,7 +1159,18 @@ name = "golden-2026-12"
 
     #[test]
     fn launch_not_measured() {
-        let p = parse_pool("gold.toml", "[[allow]]\nname = \"any\"\npcrs = {}\n").unwrap();
+        // Built by hand: the parser refuses an open entry under measured launch.
+        let p = PoolPolicy {
+            name: "gold".into(),
+            require_measured_launch: true,
+            pcrs: DEFAULT_PCRS.to_vec(),
+            require_checks: vec![],
+            check_params: None,
+            allow: vec![AllowEntry {
+                name: "any".into(),
+                pcrs: BTreeMap::new(),
+            }],
+        };
         let mut pcrs = launched_pcrs();
         pcrs.insert(17, [0xff; 32]);
         pcrs.insert(18, [0xff; 32]);
@@ -1120,7 +1207,7 @@ name = "golden-2026-12"
         .is_empty());
         // Missing PCR 17: missing and not measured.
         pcrs.remove(&17);
-        pcrs.insert(18, [0; 32]);
+        pcrs.insert(18, [0x12; 32]);
         let r = evaluate(
             &p,
             &HostFacts {
@@ -1347,5 +1434,157 @@ name = "golden-2026-12"
             r[0].message,
             "required check 'mac.enforcing_any' is fail (must be pass): AppArmor is disabled and SELinux absent"
         );
+    }
+
+    // ---- measured launch: allow entries must pin PCR 17 and 18 ----
+
+    #[test]
+    fn the_packaged_example_policy_parses() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/policy-example.toml"
+        ));
+        let p = parse_pool("default.toml", text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(p.require_measured_launch);
+        assert_eq!(p.allow[0].pcrs[&17], drtm_hash_start(b"hello"));
+    }
+
+    const H18: &str = "0323b36d6f71bd2b52c8b0e3b2b1e1c85e14a51c2d6f2d60b9e3f3c2a47e50d8";
+
+    #[test]
+    fn attack_policy_unpinned_pcr_18_under_measured_launch() {
+        // Any MLE (or none: PCR 18 = 0 after a bare hash start) would match.
+        let text = format!(
+            "require_measured_launch = true\npcrs = [0, 17, 18]\n\n[[allow]]\nname = \"sinit-only\"\npcrs = {{ 17 = \"{H17}\" }}\n"
+        );
+        let e = one_error("gold.toml", &text);
+        assert_eq!((e.line, e.column), (Some(6), Some(8)));
+        assert_eq!(
+            e.to_string(),
+            "gold.toml:6:8: allow entry 'sinit-only' does not pin PCR 18: with require_measured_launch (the default) every entry must pin PCR 17 (SINIT) and PCR 18 (MLE), or it accepts any SINIT and MLE; pin them or set require_measured_launch = false"
+        );
+    }
+
+    #[test]
+    fn attack_policy_unpinned_pcr_17_under_measured_launch() {
+        // [allow.pcrs] table form: the error names the entry and its table.
+        let text = format!(
+            "pcrs = [0, 17, 18]\n[[allow]]\nname = \"mle-only\"\n[allow.pcrs]\n0 = \"{H0}\"\n18 = \"{H18}\"\n"
+        );
+        let e = one_error("gold.toml", &text);
+        assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e}");
+        assert!(
+            e.message
+                .starts_with("allow entry 'mle-only' does not pin PCR 17: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn attack_policy_accept_anything_under_measured_launch() {
+        // `pcrs = {}` with the default require_measured_launch = true.
+        let e = one_error("any.toml", "[[allow]]\nname = \"any\"\npcrs = {}\n");
+        assert_eq!((e.line, e.column), (Some(3), Some(8)));
+        assert!(
+            e.message
+                .starts_with("allow entry 'any' does not pin PCR 17 and 18: "),
+            "{e}"
+        );
+        // Each entry is judged on its own: the good one passes, the open one is named.
+        let text = format!(
+            "[[allow]]\nname = \"good\"\npcrs = {{ 17 = \"{H17}\", 18 = \"{H18}\" }}\n\n[[allow]]\nname = \"open\"\npcrs = {{ 0 = \"{H0}\" }}\n"
+        );
+        let e = one_error("two.toml", &text);
+        assert_eq!(e.line, Some(7));
+        assert!(
+            e.message
+                .starts_with("allow entry 'open' does not pin PCR 17 and 18"),
+            "{e}"
+        );
+        // Without measured launch an open entry is fine.
+        parse_pool(
+            "srtm.toml",
+            "require_measured_launch = false\n[[allow]]\nname = \"any\"\npcrs = {}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn attack_policy_pins_pcr_18_to_a_not_launched_value() {
+        for (value, what) in [
+            ("00".repeat(32), "all zeros 00…00"),
+            ("ff".repeat(32), "the reset value ff…ff"),
+            ("FF".repeat(32), "the reset value ff…ff"),
+        ] {
+            let text = format!(
+                "[[allow]]\nname = \"bare-hash-start\"\n[allow.pcrs]\n17 = \"{H17}\"\n18 = \"{value}\"\n"
+            );
+            let e = one_error("gold.toml", &text);
+            assert_eq!((e.line, e.column), (Some(5), Some(6)), "{e}");
+            assert_eq!(
+                e.message,
+                format!("allow entry 'bare-hash-start' pins PCR 18 to {what}, which shows no measured launch: with require_measured_launch no host can match it; pin the value of the launched SINIT/MLE")
+            );
+        }
+        // PCR 17 too; without measured launch such a value is allowed.
+        let text = format!(
+            "[[allow]]\nname = \"x\"\npcrs = {{ 17 = \"{}\", 18 = \"{H18}\" }}\n",
+            "ff".repeat(32)
+        );
+        assert!(one_error("g.toml", &text)
+            .message
+            .contains("pins PCR 17 to the reset value"));
+        parse_pool(
+            "g.toml",
+            &format!("require_measured_launch = false\n{text}"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn attack_launch_pcr_18_all_zero_is_not_measured() {
+        // A host that ran the locality-4 hash start but extended no MLE:
+        // PCR 17 is a SINIT value, PCR 18 stays all zeros.
+        let mut pcrs = launched_pcrs();
+        pcrs.insert(18, [0; 32]);
+        // A policy that bypasses the load-time rule (built by hand).
+        let open = PoolPolicy {
+            name: "open".into(),
+            require_measured_launch: true,
+            pcrs: DEFAULT_PCRS.to_vec(),
+            require_checks: vec![],
+            check_params: None,
+            allow: vec![AllowEntry {
+                name: "any".into(),
+                pcrs: BTreeMap::new(),
+            }],
+        };
+        fn facts(pcrs: &BTreeMap<u8, [u8; 32]>) -> HostFacts<'_> {
+            HostFacts {
+                pcrs,
+                check_status: None,
+                check_reason: None,
+            }
+        }
+        let r = evaluate(&open, &facts(&pcrs));
+        assert_eq!(codes_of(&r), vec![codes::LAUNCH_NOT_MEASURED]);
+        assert_eq!(
+            r[0].message,
+            "no TXT measured launch: PCR 18 is all zeros 00…00"
+        );
+        // PCR 17 all zeros too: both named.
+        pcrs.insert(17, [0; 32]);
+        let r = evaluate(&open, &facts(&pcrs));
+        assert_eq!(
+            codes_of(&r),
+            vec![codes::LAUNCH_NOT_MEASURED, codes::LAUNCH_NOT_MEASURED]
+        );
+        assert!(r[0].message.contains("PCR 17 is all zeros"), "{r:?}");
+        // Not required: no reason.
+        let relaxed = PoolPolicy {
+            require_measured_launch: false,
+            ..open
+        };
+        assert!(evaluate(&relaxed, &facts(&pcrs)).is_empty());
     }
 }

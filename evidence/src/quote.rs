@@ -27,6 +27,12 @@ pub struct QuoteCheck<'a> {
     pub signature: &'a [u8],
     /// The enrolled AK.
     pub ak: &'a TpmPublic,
+    /// The enrolled EK, the AK's parent. When given, the quote's
+    /// `qualifiedSigner` must be the AK's qualified name under it
+    /// ([`TpmPublic::qualified_name_under_ek`], code
+    /// `quote.signer_mismatch`). `None` skips that comparison: only for
+    /// callers that do not know the EK (the signature still binds the AK).
+    pub ek: Option<&'a TpmPublic>,
     /// The qualifying data the quote must carry
     /// ([`crate::binding::qualifying_data`] of our nonce and the report).
     pub expected_extra_data: &'a [u8],
@@ -45,9 +51,24 @@ pub struct VerifiedQuote {
     pub pcrs: BTreeMap<u8, [u8; 32]>,
 }
 
+impl VerifiedQuote {
+    /// The TPM's `firmwareVersion` as signed in the quote (vendor specific;
+    /// a change between two quotes of one TPM means a firmware update).
+    pub fn firmware_version(&self) -> u64 {
+        self.attest.firmware_version
+    }
+
+    /// `clockInfo.safe` as signed in the quote: false if the TPM clock may
+    /// have been reported before with a higher value (state lost since).
+    pub fn clock_safe(&self) -> bool {
+        self.attest.clock_info.safe
+    }
+}
+
 /// Verifies a quote and collects EVERY reason it is not acceptable (does not
 /// stop at the first): AK attributes, signature, quote structure,
-/// extraData, PCR selection, reported PCR values and the PCR digest.
+/// qualifiedSigner (when the EK is given), extraData, PCR selection,
+/// reported PCR values and the PCR digest.
 pub fn verify_quote(check: &QuoteCheck) -> Result<VerifiedQuote, Vec<Reason>> {
     let mut reasons = Vec::new();
 
@@ -95,6 +116,19 @@ pub fn verify_quote(check: &QuoteCheck) -> Result<VerifiedQuote, Vec<Reason>> {
 
     let mut digest_verified = false;
     if let Some(a) = &attest {
+        if let Some(ek) = check.ek {
+            let expected = check.ak.qualified_name_under_ek(ek);
+            if a.qualified_signer != expected {
+                reasons.push(Reason::new(
+                    codes::SIGNER_MISMATCH,
+                    format!(
+                        "quote qualifiedSigner is {} but the enrolled AK's qualified name under the enrolled EK is {}",
+                        hex_or_empty(&a.qualified_signer),
+                        hex::encode(&expected)
+                    ),
+                ));
+            }
+        }
         if a.extra_data != check.expected_extra_data {
             reasons.push(Reason::new(
                 codes::NONCE_MISMATCH,
@@ -653,6 +687,7 @@ mod tests {
             attest: &f.attest,
             signature: &f.sig,
             ak,
+            ek: Some(test_ek()),
             expected_extra_data: NONCE,
             expected_pcrs: &DEFAULT_PCRS,
             pcr_values: &f.values,
@@ -732,6 +767,7 @@ mod tests {
             attest: &f.attest,
             signature: &f.sig,
             ak: &ak.public,
+            ek: Some(test_ek()),
             expected_extra_data: NONCE,
             expected_pcrs: &expected,
             pcr_values: &f.values,
@@ -760,19 +796,133 @@ mod tests {
         let f = fixture(&ak);
         let r = run(&other.public, &f);
         let reasons = r.clone().unwrap_err();
-        assert_eq!(codes_of(r), vec![codes::SIGNATURE_INVALID]);
+        assert_eq!(
+            codes_of(r),
+            vec![codes::SIGNATURE_INVALID, codes::SIGNER_MISMATCH]
+        );
         assert!(reasons[0].message.contains("enrolled AK"), "{reasons:?}");
         // ECC AK signed, RSA AK enrolled: key type mismatch.
         let ecc = SoftAk::p256(3);
         let f = fixture(&ecc);
         let r = run(&ak.public, &f);
-        assert_eq!(codes_of(r.clone()), vec![codes::SIGNATURE_INVALID]);
+        assert_eq!(
+            codes_of(r.clone()),
+            vec![codes::SIGNATURE_INVALID, codes::SIGNER_MISMATCH]
+        );
         assert!(r.unwrap_err()[0].message.contains("ECDSA"));
         // Another P-256 key.
         assert_eq!(
             codes_of(run(&SoftAk::p256(9).public, &f)),
-            vec![codes::SIGNATURE_INVALID]
+            vec![codes::SIGNATURE_INVALID, codes::SIGNER_MISMATCH]
         );
+    }
+
+    /// A quote whose signature verifies with the enrolled AK but whose
+    /// qualifiedSigner names another key: refused with its own code.
+    #[test]
+    fn attack_quote_with_another_qualified_signer() {
+        let ak = SoftAk::rsassa(0);
+        let pcrs = sample_pcrs();
+        let digest = ak.hash.digest_parts(
+            &DEFAULT_PCRS
+                .iter()
+                .map(|i| pcrs[i].as_slice())
+                .collect::<Vec<_>>(),
+        );
+        for (label, signer) in [
+            ("the AK's plain name", ak.public.name()),
+            (
+                "another AK under the same EK",
+                SoftAk::rsassa(1).public.qualified_name_under_ek(test_ek()),
+            ),
+            (
+                "the AK under another EK",
+                ak.public.qualified_name(&[0x40, 0x00, 0x00, 0x01]),
+            ),
+            ("empty", vec![]),
+        ] {
+            let attest = marshal::encode_quote_attest(
+                &signer,
+                NONCE,
+                &clock(),
+                0x2019_1023_0016_3636,
+                &[(HashAlg::Sha256, DEFAULT_PCRS.to_vec())],
+                &digest,
+            )
+            .unwrap();
+            let f = Fixture {
+                sig: ak.sign(&attest),
+                attest,
+                values: reported(&DEFAULT_PCRS, &pcrs),
+            };
+            let r = run(&ak.public, &f);
+            assert_eq!(codes_of(r.clone()), vec![codes::SIGNER_MISMATCH], "{label}");
+            let msg = &r.unwrap_err()[0].message;
+            assert!(
+                msg.contains(&hex::encode(ak.public.qualified_name_under_ek(test_ek()))),
+                "{label}: {msg}"
+            );
+        }
+        // Without the EK the comparison is skipped (callers that lack it).
+        let attest = marshal::encode_quote_attest(
+            &ak.public.name(),
+            NONCE,
+            &clock(),
+            7,
+            &[(HashAlg::Sha256, DEFAULT_PCRS.to_vec())],
+            &digest,
+        )
+        .unwrap();
+        let sig = ak.sign(&attest);
+        let values = reported(&DEFAULT_PCRS, &pcrs);
+        let v = verify_quote(&QuoteCheck {
+            attest: &attest,
+            signature: &sig,
+            ak: &ak.public,
+            ek: None,
+            expected_extra_data: NONCE,
+            expected_pcrs: &DEFAULT_PCRS,
+            pcr_values: &values,
+        })
+        .unwrap();
+        assert_eq!(v.firmware_version(), 7);
+    }
+
+    #[test]
+    fn firmware_version_and_clock_safe_are_exposed() {
+        let ak = SoftAk::p256(3);
+        let f = fixture(&ak);
+        let v = run(&ak.public, &f).unwrap();
+        assert_eq!(v.firmware_version(), 0x2019_1023_0016_3636);
+        assert!(v.clock_safe());
+        // An unsafe clock is reported as such (it is not a refusal).
+        let pcrs = sample_pcrs();
+        let digest = ak.hash.digest_parts(
+            &DEFAULT_PCRS
+                .iter()
+                .map(|i| pcrs[i].as_slice())
+                .collect::<Vec<_>>(),
+        );
+        let attest = marshal::encode_quote_attest(
+            &ak.public.qualified_name_under_ek(test_ek()),
+            NONCE,
+            &ClockInfo {
+                safe: false,
+                ..clock()
+            },
+            0x0102_0304_0506_0708,
+            &[(HashAlg::Sha256, DEFAULT_PCRS.to_vec())],
+            &digest,
+        )
+        .unwrap();
+        let f = Fixture {
+            sig: ak.sign(&attest),
+            attest,
+            values: reported(&DEFAULT_PCRS, &pcrs),
+        };
+        let v = run(&ak.public, &f).unwrap();
+        assert!(!v.clock_safe());
+        assert_eq!(v.firmware_version(), 0x0102_0304_0506_0708);
     }
 
     #[test]
@@ -853,7 +1003,7 @@ mod tests {
         let digest = HashAlg::Sha256.digest_parts(&values);
         for (sha1_bank, ok) in [(vec![], true), (vec![0u8], false)] {
             let attest = marshal::encode_quote_attest(
-                &[],
+                &ak.public.qualified_name_under_ek(test_ek()),
                 NONCE,
                 &clock(),
                 1,
@@ -1032,13 +1182,18 @@ mod tests {
         let pss = SoftAk::rsapss(0, 32); // same key, PSS
         let f = fixture(&pss);
         let r = run(&ak.public, &f);
-        assert_eq!(codes_of(r.clone()), vec![codes::SIGNATURE_INVALID]);
+        // (The quote names the PSS public area as its signer, not the enrolled one.)
+        assert_eq!(
+            codes_of(r.clone()),
+            vec![codes::SIGNATURE_INVALID, codes::SIGNER_MISMATCH]
+        );
         assert!(r.unwrap_err()[0]
             .message
             .contains("RSAPSS-sha256 does not match the AK's scheme RSASSA-sha256"));
-        // With a NULL-scheme AK public the same signature is accepted.
+        // A NULL-scheme AK accepts the PSS signature of that key (its own
+        // quote: another public area is another qualifiedSigner).
         let null = SoftAk::rsapss(0, 32).with_scheme(Scheme::Null, HashAlg::Sha256);
-        assert!(run(&null.public, &f).is_ok());
+        assert!(run(&null.public, &fixture(&null)).is_ok());
     }
 
     #[test]

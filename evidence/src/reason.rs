@@ -64,8 +64,14 @@ pub mod codes {
     /// The PCR values reported by the agent are unusable: wrong length,
     /// duplicate or out-of-range index, or not exactly the selected PCRs.
     pub const PCR_VALUES_INVALID: &str = "quote.pcr_values_invalid";
-    /// The AK is not a restricted, fixed signing key (it could sign forged
-    /// attestation structures).
+    /// The quote's qualifiedSigner is not the enrolled AK's qualified name
+    /// under the enrolled EK: the signing key is not (or no longer) the AK
+    /// created under that EK in that TPM.
+    pub const SIGNER_MISMATCH: &str = "quote.signer_mismatch";
+    /// The AK is not what a TPM-resident restricted signing key looks like:
+    /// attributes (fixedTPM, fixedParent, sensitiveDataOrigin, restricted,
+    /// sign, no decrypt), a symmetric algorithm or authPolicy set, a nameAlg
+    /// weaker than sha256, or a key weaker than RSA-2048 / P-256.
     pub const AK_ATTRIBUTES: &str = "ak.attributes";
     /// The TPM clock went backwards: resetCount or restartCount decreased, or
     /// the clock decreased within one boot.
@@ -74,8 +80,10 @@ pub mod codes {
     pub const PCR_NOT_ALLOWED: &str = "pcr.not_allowed";
     /// A PCR the pool policy selects was not part of the verified evidence.
     pub const PCR_MISSING: &str = "pcr.missing";
-    /// The pool requires a measured launch (Intel TXT) and PCR 17/18 hold
-    /// their reset value (all 0xFF) or are missing.
+    /// The pool requires a measured launch (Intel TXT) and PCR 17 or 18
+    /// holds its reset value (all 0xFF: no dynamic launch), is all zeros
+    /// (a locality-4 hash start with no SINIT/MLE measurement extended), or
+    /// is missing.
     pub const LAUNCH_NOT_MEASURED: &str = "launch.not_measured";
     /// A hardening check required by the pool is not `pass` (or was not
     /// reported at all).
@@ -110,6 +118,7 @@ pub mod codes {
         SELECTION_MISMATCH,
         PCR_DIGEST_MISMATCH,
         PCR_VALUES_INVALID,
+        SIGNER_MISMATCH,
         AK_ATTRIBUTES,
         CLOCK_ROLLBACK,
         PCR_NOT_ALLOWED,
@@ -159,6 +168,7 @@ mod tests {
         assert_eq!(codes::SELECTION_MISMATCH, "quote.selection_mismatch");
         assert_eq!(codes::PCR_DIGEST_MISMATCH, "quote.pcr_digest_mismatch");
         assert_eq!(codes::PCR_VALUES_INVALID, "quote.pcr_values_invalid");
+        assert_eq!(codes::SIGNER_MISMATCH, "quote.signer_mismatch");
         assert_eq!(codes::CLOCK_ROLLBACK, "tpm.clock_rollback");
         assert_eq!(codes::PCR_NOT_ALLOWED, "pcr.not_allowed");
         assert_eq!(codes::LAUNCH_NOT_MEASURED, "launch.not_measured");

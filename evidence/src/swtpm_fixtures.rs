@@ -108,19 +108,23 @@ fn real_quotes_verify() {
         ),
     ] {
         let ak = parse_public_2b(ak).unwrap();
+        let ek = parse_public_2b(fixture!("ek_rsa.pub")).unwrap();
         let values = values();
         let check = QuoteCheck {
             attest,
             signature: sig,
             ak: &ak,
+            ek: Some(&ek),
             expected_extra_data: &NONCE,
             expected_pcrs: &DEFAULT_PCRS,
             pcr_values: &values,
         };
         let v = verify_quote(&check).unwrap_or_else(|e| panic!("{} AK: {e:?}", ak.key));
         assert_eq!(v.pcrs[&17], drtm_hash_start(b"hello"));
-        assert_eq!(v.attest.firmware_version, 0x2019_1023_0016_3636);
-        assert!(v.attest.clock_info.safe);
+        assert_eq!(v.firmware_version(), 0x2019_1023_0016_3636);
+        assert!(v.clock_safe());
+        // qualifiedSigner is the AK's qualified name under the EK it was made under.
+        assert_eq!(v.attest.qualified_signer, ak.qualified_name_under_ek(&ek));
         // Tampering with a reported value is caught by the digest.
         let mut bad = values.clone();
         bad[0].1[0] = 1;
@@ -146,12 +150,41 @@ fn real_quotes_verify() {
         attest: fixture!("quote_rsa.attest"),
         signature: fixture!("quote_rsa.sig"),
         ak: &pss,
+        ek: None,
         expected_extra_data: &NONCE,
         expected_pcrs: &DEFAULT_PCRS,
         pcr_values: &values,
     })
     .unwrap_err();
     assert_eq!(e[0].code, codes::SIGNATURE_INVALID);
+}
+
+/// A real quote, correctly signed by the enrolled AK, checked against an
+/// enrolment that names another EK: the TPM's qualifiedSigner shows the AK
+/// lives under a different parent.
+#[test]
+fn attack_real_quote_from_an_ak_under_another_ek() {
+    let ak = parse_public_2b(fixture!("ak_rsa.pub")).unwrap();
+    let other_ek = parse_public_2b(fixture!("ek_p256.pub")).unwrap();
+    let values = values();
+    let e = verify_quote(&QuoteCheck {
+        attest: fixture!("quote_rsa.attest"),
+        signature: fixture!("quote_rsa.sig"),
+        ak: &ak,
+        ek: Some(&other_ek),
+        expected_extra_data: &NONCE,
+        expected_pcrs: &DEFAULT_PCRS,
+        pcr_values: &values,
+    })
+    .unwrap_err();
+    let codes: Vec<&str> = e.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, vec![codes::SIGNER_MISMATCH]);
+    assert!(
+        e[0].message.starts_with(
+            "quote qualifiedSigner is 000baf5d1bdd1eb5ee08c16f0bbe486da0d7066243d39ec4d03854fa1c7ef4c8f4dd"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]

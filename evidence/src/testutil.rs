@@ -290,8 +290,24 @@ pub fn clock() -> ClockInfo {
     }
 }
 
+/// The EK every [`SoftAk`] is taken to be created under: an RSA-2048 EK
+/// of the TCG default template (key 2 of [`rsa_key`]).
+pub fn test_ek() -> &'static TpmPublic {
+    static EK: OnceLock<TpmPublic> = OnceLock::new();
+    EK.get_or_init(|| {
+        public(
+            HashAlg::Sha256,
+            EK_ATTRS,
+            &rsa_public_key(rsa_key(2)),
+            Some(SymDef::aes_cfb(128)),
+            Scheme::Null,
+        )
+    })
+}
+
 /// A quote over `selection` (sha256 bank) of `values`, with the digest
-/// computed with the AK's hash.
+/// computed with the AK's hash, signed (qualifiedSigner) as by `ak`
+/// created under [`test_ek`].
 pub fn quote_bytes(
     ak: &SoftAk,
     extra: &[u8],
@@ -303,10 +319,8 @@ pub fn quote_bytes(
         .map(|i| values.get(i).unwrap().as_slice())
         .collect();
     let digest = ak.hash.digest_parts(&parts);
-    let mut qn = vec![0x00, 0x0b];
-    qn.extend_from_slice(&[0x42; 32]);
     marshal::encode_quote_attest(
-        &qn,
+        &ak.public.qualified_name_under_ek(test_ek()),
         extra,
         &clock(),
         0x2019_1023_0016_3636,

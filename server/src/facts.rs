@@ -29,6 +29,16 @@ pub struct Facts {
     pub restart_count: u32,
     /// TPM clock of the quote (ms).
     pub clock: u64,
+    /// The TPM's firmwareVersion, as signed in the quote (vendor specific;
+    /// a different value for the same TPM means its firmware changed).
+    /// 0 in facts stored by releases that did not record it.
+    #[serde(default)]
+    pub firmware_version: u64,
+    /// clockInfo.safe of the quote: false if the TPM clock may have been
+    /// reported higher before (state lost since). False in facts stored by
+    /// releases that did not record it.
+    #[serde(default)]
+    pub clock_safe: bool,
 }
 
 impl Facts {
@@ -111,7 +121,27 @@ mod tests {
             reset_count: 0,
             restart_count: 0,
             clock: 0,
+            firmware_version: 0x2019_1023_0016_3636,
+            clock_safe: true,
         }
+    }
+
+    #[test]
+    fn facts_stored_before_firmware_and_clock_safe_still_load() {
+        // JSON as an older release stored it: no firmware_version, no clock_safe.
+        let mut old = serde_json::to_value(facts(0x11)).expect("json");
+        let map = old.as_object_mut().expect("object");
+        map.remove("firmware_version");
+        map.remove("clock_safe");
+        let loaded = Facts::from_json(&old.to_string()).expect("old facts load");
+        assert_eq!(loaded.firmware_version, 0);
+        assert!(!loaded.clock_safe);
+        assert_eq!(loaded.pcrs, facts(0x11).pcrs);
+        // And the new fields round-trip.
+        let f = facts(0x11);
+        let back = Facts::from_json(&f.to_json().expect("json")).expect("parse");
+        assert_eq!(back.firmware_version, 0x2019_1023_0016_3636);
+        assert!(back.clock_safe);
     }
 
     #[test]

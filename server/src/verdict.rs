@@ -108,14 +108,53 @@ pub fn params_digest(check_params_json: &str) -> String {
     hex::encode(Sha256::digest(check_params_json.as_bytes()))
 }
 
+/// Evaluates evidence from an enrolled host whose EK is not at hand: like
+/// [`evaluate_evidence_under_ek`] except that the quote's qualifiedSigner
+/// is not compared with the AK's qualified name (the signature still binds
+/// the enrolled AK). Prefer [`evaluate_evidence_under_ek`].
+pub fn evaluate_evidence(
+    ak: &TpmPublic,
+    challenge: Result<&Outstanding, Reason>,
+    evidence: EvidenceRef<'_>,
+    policy: &PolicySet,
+    previous_clock: Option<StoredClock>,
+    times: (i64, i64),
+) -> Evaluation {
+    evaluate(ak, None, challenge, evidence, policy, previous_clock, times)
+}
+
 /// Evaluates evidence from an enrolled host.
 ///
+/// `ak` and `ek` are the enrolled keys (the quote's qualifiedSigner must be
+/// the AK's qualified name under the EK: `quote.signer_mismatch`);
 /// `challenge` is the outcome of looking up the nonce on the stream;
 /// `previous_clock` the last accepted TPM clock of this host;
 /// `attested_at_ms`/`valid_until_ms` the time of this evaluation and the
-/// validity of a trusted verdict from it.
-pub fn evaluate_evidence(
+/// validity of a trusted verdict from it. The facts of a sound quote carry
+/// its signed firmwareVersion and clockInfo.safe.
+pub fn evaluate_evidence_under_ek(
     ak: &TpmPublic,
+    ek: &TpmPublic,
+    challenge: Result<&Outstanding, Reason>,
+    evidence: EvidenceRef<'_>,
+    policy: &PolicySet,
+    previous_clock: Option<StoredClock>,
+    times: (i64, i64),
+) -> Evaluation {
+    evaluate(
+        ak,
+        Some(ek),
+        challenge,
+        evidence,
+        policy,
+        previous_clock,
+        times,
+    )
+}
+
+fn evaluate(
+    ak: &TpmPublic,
+    ek: Option<&TpmPublic>,
     challenge: Result<&Outstanding, Reason>,
     evidence: EvidenceRef<'_>,
     policy: &PolicySet,
@@ -145,6 +184,7 @@ pub fn evaluate_evidence(
         attest: evidence.attest,
         signature: evidence.signature,
         ak,
+        ek,
         expected_extra_data: &expected,
         expected_pcrs: &expected_pcrs,
         pcr_values: evidence.pcr_values,
@@ -186,6 +226,8 @@ pub fn evaluate_evidence(
                 reset_count: current.reset_count,
                 restart_count: current.restart_count,
                 clock: current.clock,
+                firmware_version: verified.firmware_version(),
+                clock_safe: verified.clock_safe(),
             });
         }
         Err(reasons) => common.extend(reasons),

@@ -42,6 +42,10 @@ pub enum Launch {
     Rogue,
     /// No measured launch: PCR 17-19 stay all-FF.
     None,
+    /// The locality-4 hash start of the golden SINIT and nothing else (no
+    /// MLE or module measured): PCR 17 is the golden value, PCR 18-19 all
+    /// zeros. Not a measured launch.
+    HashStartOnly,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -70,6 +74,12 @@ pub fn expected_pcrs(launch: Launch) -> BTreeMap<u8, [u8; 32]> {
         Launch::Golden => Some(GOLDEN_SINIT),
         Launch::Rogue => Some(ROGUE_SINIT),
         Launch::None => None,
+        Launch::HashStartOnly => {
+            pcrs.insert(17, drtm_hash_start(GOLDEN_SINIT));
+            pcrs.insert(18, [0u8; 32]);
+            pcrs.insert(19, [0u8; 32]);
+            return pcrs;
+        }
     };
     match sinit {
         None => {
@@ -210,6 +220,7 @@ impl Lab {
             Launch::Golden => swtpm.simulate_measured_launch(GOLDEN_SINIT, &mle, &modules)?,
             Launch::Rogue => swtpm.simulate_measured_launch(ROGUE_SINIT, &mle, &modules)?,
             Launch::None => {}
+            Launch::HashStartOnly => swtpm.txt_hash_start(GOLDEN_SINIT)?,
         }
         let certs = self.ca.issue_client(&host_dir.join("certs"), name)?;
         let state_dir = host_dir.join("agent");

@@ -138,6 +138,29 @@ fn no_measured_launch_is_refused_with_its_reason() {
     );
 }
 
+/// A real swtpm that ran only the locality-4 hash start of the golden SINIT
+/// (PCR 17 golden, PCR 18 all zeros: no MLE): not a measured launch.
+#[test]
+fn attack_hash_start_without_mle_is_not_a_measured_launch() {
+    let (_dir, lab) = lab();
+    let host = lab.add_host("host-h", Launch::HashStartOnly).expect("host");
+    let server = ServerProcess::start(lab.server_options("30s", "75s")).expect("server");
+    let (code, stdout, _) = run_once(&lab, &host, &server);
+    assert_eq!(code, 1, "{stdout}");
+    let reasons = reasons(&server, "host-h");
+    let launch: Vec<&str> = reasons
+        .iter()
+        .filter(|(c, _)| c == "launch.not_measured")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(
+        launch,
+        vec!["no TXT measured launch: PCR 18 is all zeros 00…00"],
+        "{reasons:?}"
+    );
+    assert!(server.pool_members("default").expect("feed").is_empty());
+}
+
 #[test]
 fn a_certificate_for_another_host_is_refused_and_the_victim_is_unaffected() {
     let (_dir, lab) = lab();
@@ -282,6 +305,26 @@ fn a_bad_policy_stops_start_up_with_file_and_line() {
         .expect("must not start");
     let text = format!("{err:#}");
     assert!(text.contains("broken.toml:5"), "{text}");
+}
+
+/// The server refuses to start on a measured-launch pool whose entry pins
+/// neither PCR 17 nor 18 (it would admit any SINIT and MLE).
+#[test]
+fn attack_server_refuses_a_measured_launch_pool_that_pins_no_launch_pcrs() {
+    let (_dir, lab) = lab();
+    lab.write_policy(
+        "open",
+        "require_measured_launch = true\n\n[[allow]]\nname = \"anything\"\npcrs = {}\n",
+    )
+    .expect("write");
+    let err = ServerProcess::start(lab.server_options("30s", "75s"))
+        .err()
+        .expect("must not start");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("open.toml:5:8: allow entry 'anything' does not pin PCR 17 and 18"),
+        "{text}"
+    );
 }
 
 /// host-a with a long-running agent, rounds every second (down time 3 s),

@@ -176,8 +176,9 @@ impl OpLab {
 /// A `default` pool that admits a build none of the lab hosts runs.
 fn foreign_policy() -> String {
     format!(
-        "# Pool 'default' before the capture.\nrequire_measured_launch = true\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n[[allow]]\nname = \"some-other-build\"\npcrs = {{ 17 = \"{}\" }}\n",
-        "17".repeat(32)
+        "# Pool 'default' before the capture.\nrequire_measured_launch = true\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n[[allow]]\nname = \"some-other-build\"\npcrs = {{ 17 = \"{}\", 18 = \"{}\" }}\n",
+        "17".repeat(32),
+        "18".repeat(32)
     )
 }
 
@@ -355,6 +356,29 @@ fn diff_between_golden_and_rogue_names_pcr_17() {
     assert!(same.stdout.contains("identical"), "{same}");
     let unknown = op.op(&["policy", "diff", "host-a", "nobody"]);
     assert_eq!(unknown.code, 3, "{unknown}");
+}
+
+/// A measured-launch pool whose entry leaves PCR 18 open would accept any
+/// MLE (or none): `policy check` refuses it with file and line, offline.
+#[test]
+fn attack_policy_check_refuses_an_entry_that_does_not_pin_pcr_18() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let golden17 = hex::encode(trustpool_tests::lab::expected_pcrs(Launch::Golden)[&17]);
+    std::fs::write(
+        dir.path().join("default.toml"),
+        format!(
+            "require_measured_launch = true\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n[[allow]]\nname = \"any-mle\"\npcrs = {{ 17 = \"{golden17}\" }}\n"
+        ),
+    )
+    .expect("write");
+    let run = trustpool(&[], &["policy", "check", &dir.path().display().to_string()]);
+    assert_eq!(run.code, 1, "{run}");
+    let errors: Vec<&str> = run.stdout.lines().skip(1).collect();
+    assert_eq!(errors.len(), 1, "{run}");
+    assert!(
+        errors[0].contains("default.toml:6:8: allow entry 'any-mle' does not pin PCR 18: "),
+        "{run}"
+    );
 }
 
 #[test]

@@ -64,17 +64,29 @@ fn pcr_indices(pcrs: &[u32]) -> Vec<u8> {
 }
 
 fn verify(q: &Quote, ak: &TpmPublic, nonce: &[u8], pcrs: &[u32]) -> Result<(), String> {
+    verify_under(q, ak, None, nonce, pcrs).map_err(|codes| format!("{codes:?}"))
+}
+
+/// Verifies with the EK too (qualifiedSigner = the AK's qualified name
+/// under it); the error is the list of reason codes and messages.
+fn verify_under(
+    q: &Quote,
+    ak: &TpmPublic,
+    ek: Option<&TpmPublic>,
+    nonce: &[u8],
+    pcrs: &[u32],
+) -> Result<(), Vec<trustpool_evidence::reason::Reason>> {
     let expected = pcr_indices(pcrs);
     trustpool_evidence::quote::verify_quote(&trustpool_evidence::quote::QuoteCheck {
         attest: &q.attest,
         signature: &q.signature,
         ak,
+        ek,
         expected_extra_data: nonce,
         expected_pcrs: &expected,
         pcr_values: &q.pcr_values,
     })
     .map(|_| ())
-    .map_err(|reasons| format!("{reasons:?}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -382,10 +394,18 @@ fn software_make_credential_activates_on_rsa_and_ecc_eks() {
             assert!(matches!(e, TpmError::Tpm { .. }), "{e}");
         }
 
-        // still usable
+        // still usable; the quote names the AK under this EK as its signer
         let nonce = random_bytes(16);
         let q = tpm.quote(&nonce, &PCRS).unwrap();
-        verify(&q, &parse_public(&id.ak_public).unwrap(), &nonce, &PCRS).unwrap();
+        let ak = parse_public(&id.ak_public).unwrap();
+        verify_under(&q, &ak, Some(&ek), &nonce, &PCRS)
+            .unwrap_or_else(|e| panic!("{ek_alg}/{ak_alg}: {e:?}"));
+        let e = verify_under(&q, &ak, Some(&other_ek), &nonce, &PCRS).unwrap_err();
+        assert_eq!(
+            e.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+            vec!["quote.signer_mismatch"],
+            "{ek_alg}/{ak_alg}"
+        );
         let loaded = tpm.loaded_handles().unwrap();
         assert!(loaded.transient_objects.is_empty(), "{loaded:?}");
         assert!(loaded.loaded_sessions.is_empty(), "{loaded:?}");

@@ -9,6 +9,9 @@
 # --allow      PCRs pinned in the [[allow]] entry (default: all quoted ones,
 #              0-7 and 17-19). A VM's PCR 1 holds its SMBIOS tables, UUID
 #              included, so the lab leaves it out to admit its sibling VMs.
+#              With a measured launch (the default) it must include 17 and
+#              18, and the host must show one there (not all-FF, not
+#              all-zero): the server refuses such a policy otherwise.
 # The TPM is TPM2TOOLS_TCTI's (default /dev/tpmrm0): use
 # TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=P for an swtpm.
 set -euo pipefail
@@ -26,6 +29,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if [ "$measured" = true ]; then
+  for p in 17 18; do
+    tr ',' '\n' <<<"$allow" | grep -qx "$p" ||
+      { echo "capture-policy: --allow must include PCR $p with a measured launch (or give --no-measured-launch)" >&2; exit 2; }
+  done
+fi
+
 values=$(tpm2_pcrread "sha256:$allow")
 # Lines like "    7 : 0x00AB..." or "    17: 0xFF..." (only the sha256 bank was asked).
 entries=$(sed -nE 's/^ *([0-9]+) *: *0x([0-9A-Fa-f]+) *$/\1 \2/p' <<<"$values" |
@@ -36,6 +46,20 @@ if [ "$got" -ne "$count" ]; then
   echo "capture-policy: read $got of $count PCR values from tpm2_pcrread:" >&2
   echo "$values" >&2
   exit 1
+fi
+
+if [ "$measured" = true ]; then
+  for p in 17 18; do
+    v=$(sed -nE "s/^ *$p *: *0x([0-9A-Fa-f]+) *\$/\1/p" <<<"$values")
+    if [[ $v =~ ^[Ff]+$ ]]; then
+      echo "capture-policy: PCR $p is all-FF: no measured launch on this host; give --no-measured-launch for a host without TXT" >&2
+      exit 1
+    fi
+    if [[ $v =~ ^0+$ ]]; then
+      echo "capture-policy: PCR $p is all zeros: a hash start without SINIT/MLE measurements is no measured launch; give --no-measured-launch for a host without TXT" >&2
+      exit 1
+    fi
+  done
 fi
 
 checks=""

@@ -403,7 +403,7 @@ mod tests {
         .expect("write");
         std::fs::write(
             dir.path().join("default.toml"),
-            "require_checks = [\"mac.enforcing_anyy\"]\n[[allow]]\nname = \"g\"\npcrs = {}\n",
+            "require_checks = [\"mac.enforcing_anyy\"]\n[[allow]]\nname = \"g\"\npcrs = { 17 = \"1111111111111111111111111111111111111111111111111111111111111111\", 18 = \"1212121212121212121212121212121212121212121212121212121212121212\" }\n",
         )
         .expect("write");
         let out = policy_check(dir.path(), false).expect("runs");
@@ -417,7 +417,7 @@ mod tests {
 
         std::fs::write(
             dir.path().join("default.toml"),
-            "require_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"g\"\npcrs = {}\n",
+            "require_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"g\"\npcrs = { 17 = \"1111111111111111111111111111111111111111111111111111111111111111\", 18 = \"1212121212121212121212121212121212121212121212121212121212121212\" }\n",
         )
         .expect("write");
         let out = policy_check(dir.path(), false).expect("runs");

@@ -152,7 +152,7 @@ mod tests {
         p
     }
 
-    const POOL_HEAD: &str = "# pool\nrequire_measured_launch = true\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n[[allow]]\nname = \"old-build\"\npcrs = { 17 = \"0000000000000000000000000000000000000000000000000000000000000017\" }\n";
+    const POOL_HEAD: &str = "# pool\nrequire_measured_launch = true\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\n[[allow]]\nname = \"old-build\"\npcrs = { 17 = \"0000000000000000000000000000000000000000000000000000000000000017\", 18 = \"0000000000000000000000000000000000000000000000000000000000000018\" }\n";
 
     #[test]
     fn captured_entry_appended_to_a_pool_file_parses_to_the_same_values() {

@@ -1009,7 +1009,7 @@ mod tests {
     fn policy_check_valid_lists_pools_and_digest() {
         let files = vec![(
             "default.toml".to_string(),
-            "require_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"g\"\npcrs = {}\n"
+            "require_checks = [\"mac.enforcing_any\"]\n[[allow]]\nname = \"g\"\npcrs = { 17 = \"1111111111111111111111111111111111111111111111111111111111111111\", 18 = \"1212121212121212121212121212121212121212121212121212121212121212\" }\n"
                 .to_string(),
         )];
         let set = trustpool_evidence::policy::parse_policy_set(&files).expect("valid");

@@ -176,6 +176,7 @@ fn describe(launch: Launch) -> &'static str {
         Launch::Golden => "TXT measured launch of the golden SINIT/MLE",
         Launch::Rogue => "TXT measured launch of an unknown SINIT",
         Launch::None => "no measured launch (PCR 17-19 stay all-FF)",
+        Launch::HashStartOnly => "TXT hash start of the golden SINIT, no MLE (PCR 18-19 all zeros)",
     }
 }
 
