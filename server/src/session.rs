@@ -663,6 +663,11 @@ impl Session {
         let evaluation = &judged.evaluation;
         match (&evaluation.facts, binding) {
             (Some(facts), Binding::Enrolled) => {
+                let before = self.state.registry.host_facts(hostname);
+                if let Some(event) = firmware_change(hostname, before.as_ref(), facts) {
+                    info!(host = %hostname, "the TPM's firmware version changed");
+                    self.state.record(event).await;
+                }
                 self.state.registry.set_facts(hostname, facts.clone(), now)
             }
             (Some(_), Binding::Pending) => {}
@@ -788,6 +793,39 @@ impl Session {
     }
 }
 
+/// The history event of a TPM firmware update, when `new` was signed by the
+/// same TPM with another `firmwareVersion` than the host's previous facts.
+fn firmware_change(
+    hostname: &str,
+    before: Option<&crate::facts::Facts>,
+    new: &crate::facts::Facts,
+) -> Option<HistoryEvent> {
+    let before = before?;
+    // 0: facts stored by a release that did not record the version.
+    if before.firmware_version == 0 || before.firmware_version == new.firmware_version {
+        return None;
+    }
+    Some(HistoryEvent {
+        at_ms: new.attested_at_ms,
+        hostname: hostname.to_string(),
+        pool: String::new(),
+        event: "firmware".into(),
+        trusted: false,
+        policy_digest: String::new(),
+        reasons: vec![Reason::new(
+            FIRMWARE_CHANGED,
+            format!(
+                "TPM firmwareVersion {:#018x} -> {:#018x}",
+                before.firmware_version, new.firmware_version
+            ),
+        )],
+        actor: "agent".into(),
+    })
+}
+
+/// History reason code: the TPM's firmwareVersion changed between two quotes.
+pub const FIRMWARE_CHANGED: &str = "tpm.firmware_changed";
+
 /// True when `new` repeats what is stored: the same pools, all untrusted,
 /// with the same reasons under the same policy (a flood of the same bad
 /// evidence costs no write).
@@ -856,6 +894,26 @@ mod tests {
             },
             policy_digest: "d".into(),
         }
+    }
+
+    #[test]
+    fn a_firmware_update_is_a_history_event() {
+        let facts = |fw: u64| {
+            let mut f = crate::facts::Facts::from_json(
+                r#"{"attested_at_ms":5,"valid_until_ms":6,"pcrs":{},"statuses":null,
+                    "check_reasons":null,"params_digest":null,"reset_count":0,"restart_count":0,"clock":0}"#,
+            )
+            .expect("facts");
+            f.firmware_version = fw;
+            f
+        };
+        assert!(firmware_change("h", None, &facts(1)).is_none());
+        assert!(firmware_change("h", Some(&facts(1)), &facts(1)).is_none());
+        assert!(firmware_change("h", Some(&facts(0)), &facts(7)).is_none());
+        let e = firmware_change("h", Some(&facts(1)), &facts(2)).expect("changed");
+        assert_eq!(e.event, "firmware");
+        assert_eq!(e.reasons[0].code, FIRMWARE_CHANGED);
+        assert!(e.reasons[0].message.contains("0x0000000000000002"), "{e:?}");
     }
 
     #[test]
