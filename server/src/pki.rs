@@ -188,8 +188,9 @@ impl Pki {
                 });
             }
         }
-        if let Some(op) = cas.iter().find(|c| c.role == Role::Operators) {
-            let agents = &cas[0];
+        let agents = cas.iter().find(|c| c.role == Role::Agents);
+        let operators = cas.iter().find(|c| c.role == Role::Operators);
+        if let (Some(agents), Some(op)) = (agents, operators) {
             if op.certs.iter().any(|c| agents.certs.contains(c)) {
                 bail!(
                     "the operator CA {} holds a certificate of the agents' CA {}: operators need a CA of their own, or any host certificate could be an operator",
@@ -222,14 +223,6 @@ impl Pki {
     /// True when `role` has a CA configured.
     pub fn has(&self, role: Role) -> bool {
         self.cas.iter().any(|c| c.role == role)
-    }
-
-    /// The CA file of `role`, if configured.
-    pub fn ca_path(&self, role: Role) -> Option<&Path> {
-        self.cas
-            .iter()
-            .find(|c| c.role == role)
-            .map(|c| c.path.as_path())
     }
 
     fn current(&self) -> Arc<Loaded> {
