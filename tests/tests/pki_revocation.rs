@@ -490,3 +490,26 @@ fn attack_expired_crl_refuses_the_certificates_of_its_ca() {
     assert!(metric(&server, &refused("grpc", "crl_expired")) >= 1);
     assert!(!enrolled(&server, "host-a"));
 }
+
+#[test]
+fn attack_silent_tls_clients_do_not_block_the_handshakes_of_others() {
+    let (_dir, lab) = lab();
+    let host = lab.add_host("host-a", Launch::Golden).expect("host");
+    let server = ServerProcess::start(options(&lab, &[])).expect("server");
+    // Connections that never say a word, held open during the agent's round.
+    let silent: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.grpc_port)).expect("connect"))
+        .collect();
+    let (code, out) = attest(&lab, &host, &server);
+    assert_eq!(code, 0, "{out}");
+    // Each silent handshake ends at its deadline, counted.
+    assert!(
+        wait_until(Duration::from_secs(30), || metric(
+            &server,
+            &refused("grpc", "handshake_timeout")
+        ) == 8),
+        "{}",
+        server.get("/metrics").expect("metrics").body
+    );
+    drop(silent);
+}
