@@ -318,7 +318,7 @@ impl Pki {
         self: &Arc<Self>,
         listener: &'static str,
         role: Role,
-        chain: Vec<CertificateDer<'static>>,
+        chain: Arc<Vec<CertificateDer<'static>>>,
     ) -> impl std::future::Future<Output = Refusal> + Send + 'static {
         let pki = self.clone();
         let mut changes = self.changes.subscribe();

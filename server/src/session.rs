@@ -94,7 +94,7 @@ impl Attestation for AttestationService {
             .clone();
         pki.check_logged("attestation", crate::pki::Role::Agents, &certs)
             .map_err(|r| Status::permission_denied(r.to_string()))?;
-        let revoked = pki.until_refused("attestation", crate::pki::Role::Agents, certs.to_vec());
+        let revoked = pki.until_refused("attestation", crate::pki::Role::Agents, certs.clone());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let state = self.state.clone();
