@@ -1,12 +1,14 @@
 //! The operator API (`trustpool.v1.Admin`): hosts, history, approvals,
 //! revocations, policy capture and dry-run. Reachable over mutual TLS with a
-//! client certificate the configuration names as an operator (never an
-//! agent's host certificate), or over the local UNIX socket by root.
+//! client certificate of the operator CA (`--operator-ca`, never the agents'
+//! CA) that names a configured operator, or over the local UNIX socket by
+//! root.
 
 use crate::facts::evaluate_all;
 use crate::history::{trust_events, STORY_CHANGE, TRUST_CHANGE};
 use crate::identity::PeerIdentity;
 use crate::loaders::check_against_catalogue;
+use crate::pki::Role;
 use crate::registry::{HostSnapshot, PENDING};
 use crate::state::{mono_ms, now_ms, AppState};
 use crate::store::{HistoryEvent, Revocation, StoredVerdict};
@@ -37,30 +39,41 @@ impl AdminService {
         AdminService { state }
     }
 
-    /// Who is calling, if allowed: an operator certificate or root on the socket.
+    /// Who is calling, if allowed: a certificate of the operator CA (with
+    /// its CRLs) that names a configured operator, or root on the socket.
     fn authorize<T>(&self, request: &Request<T>) -> Result<String, Status> {
         if let Some(certs) = request.peer_certs() {
+            let Some(pki) = self.state.pki.get() else {
+                return Err(Status::unavailable("no client CA is configured"));
+            };
+            if !pki.has(Role::Operators) {
+                return Err(Status::permission_denied(
+                    "the admin API over mutual TLS is off (the server has no --operator-ca): not an operator; use the local admin socket",
+                ));
+            }
+            pki.check_logged("admin", Role::Operators, &certs)
+                .map_err(|r| {
+                    Status::permission_denied(format!("{}: not an operator", r.message))
+                })?;
             let leaf = certs
                 .first()
                 .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
             let peer = PeerIdentity::from_der(leaf.as_ref()).map_err(Status::unauthenticated)?;
-            let is_host = self
-                .state
-                .registry
-                .hostnames()
-                .iter()
-                .any(|h| peer.speaks_for(h));
             let operator = self
                 .state
                 .operators
                 .get()
                 .and_then(|ops| ops.iter().find(|o| peer.speaks_for(o)).cloned());
             return match operator {
-                Some(name) if !is_host => Ok(name),
-                _ => Err(Status::permission_denied(format!(
-                    "{} is not an operator",
-                    peer.subject
-                ))),
+                Some(name) => Ok(name),
+                None => {
+                    self.state.metrics.tls_refused("admin", "not_an_operator");
+                    tracing::warn!(subject = %peer.subject, "admin API: the certificate names no configured operator");
+                    Err(Status::permission_denied(format!(
+                        "{} is not an operator",
+                        peer.subject
+                    )))
+                }
             };
         }
         if let Some(info) = request

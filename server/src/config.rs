@@ -83,9 +83,19 @@ pub struct ServerArgs {
     #[arg(long)]
     pub metrics_auth: bool,
     /// Certificate name (SAN DNS or CN) of an operator allowed on the admin
-    /// API over mutual TLS; repeatable. Agents' host certificates never are.
+    /// API over mutual TLS; repeatable. The certificate must be issued by
+    /// --operator-ca.
     #[arg(long = "operator", value_name = "NAME")]
     pub operators: Vec<String>,
+    /// PEM CA certificate(s) that issue operator client certificates for the
+    /// admin API over mutual TLS (without it, the admin API is served on the
+    /// local --admin-socket only). Must not be the agents' CA.
+    #[arg(long)]
+    pub operator_ca: Option<PathBuf>,
+    /// A certificate revocation list (PEM or DER) of the agents', operator
+    /// or reader CA; repeatable; re-read on SIGHUP.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crls: Vec<PathBuf>,
     /// Local UNIX socket of the admin API, usable by root only (created 0600).
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
@@ -124,6 +134,9 @@ struct ServerFile {
     placement: Option<crate::placement::PlacementFile>,
     #[serde(default)]
     operators: Vec<String>,
+    operator_ca: Option<PathBuf>,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
     admin_socket: Option<PathBuf>,
 }
 
@@ -160,6 +173,10 @@ pub struct ServerConfig {
     pub publication: crate::publish::PublicationConfig,
     /// Operator certificate names for the admin API.
     pub operators: Vec<String>,
+    /// CA of the operator certificates (admin API over mutual TLS).
+    pub operator_ca: Option<PathBuf>,
+    /// CRL files of the agents', operator and reader CAs.
+    pub crls: Vec<PathBuf>,
     /// Local admin socket, if any.
     pub admin_socket: Option<PathBuf>,
 }
@@ -229,6 +246,12 @@ impl ServerConfig {
                 file.operators
             } else {
                 args.operators
+            },
+            operator_ca: args.operator_ca.or(file.operator_ca),
+            crls: if args.crls.is_empty() {
+                file.crls
+            } else {
+                args.crls
             },
             admin_socket: args.admin_socket.or(file.admin_socket),
             publication: crate::publish::PublicationOptions {

@@ -10,15 +10,12 @@
 //! - a client certificate that is not a reader's (e.g. an agent's host
 //!   certificate from the agents' CA) and no valid token → 403 (`forbidden`).
 
-use crate::https::{provider, read_roots, PeerInfo};
+use crate::https::PeerInfo;
 use crate::identity::PeerIdentity;
+use crate::pki::{Pki, Role};
 use anyhow::{bail, Context};
 use axum::http::{header, HeaderMap};
-use rustls::pki_types::UnixTime;
-use rustls::server::danger::ClientCertVerifier;
-use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::sync::Arc;
 
 /// A configured reader token: a name for the audit log and SHA-256(token).
@@ -103,7 +100,7 @@ pub enum Decision {
 /// The reader credentials the server accepts.
 pub struct ReaderAuth {
     tokens: Vec<FeedToken>,
-    readers: Option<Arc<dyn ClientCertVerifier>>,
+    readers: Option<Arc<Pki>>,
 }
 
 impl std::fmt::Debug for ReaderAuth {
@@ -116,20 +113,10 @@ impl std::fmt::Debug for ReaderAuth {
 }
 
 impl ReaderAuth {
-    /// Reader credentials: `tokens`, and client certificates chaining to the
-    /// CA certificates in `reader_ca`, if given.
-    pub fn new(tokens: Vec<FeedToken>, reader_ca: Option<&Path>) -> anyhow::Result<ReaderAuth> {
-        let readers = match reader_ca {
-            None => None,
-            Some(path) => {
-                let roots = read_roots(path, "reader CA")?;
-                Some(
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                        .build()
-                        .context("building the reader certificate verifier")?,
-                )
-            }
-        };
+    /// Reader credentials: `tokens`, and client certificates of the reader
+    /// CA of `pki` (with its CRLs), if it has one.
+    pub fn new(tokens: Vec<FeedToken>, pki: Option<Arc<Pki>>) -> anyhow::Result<ReaderAuth> {
+        let readers = pki.filter(|p| p.has(Role::Readers));
         Ok(ReaderAuth { tokens, readers })
     }
 
@@ -151,14 +138,27 @@ impl ReaderAuth {
                 None => bad_token = true,
             }
         }
-        let chain = peer.and_then(|p| p.chain.as_deref());
-        if let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) {
+        let chain = peer
+            .and_then(|p| p.chain.as_deref())
+            .map(|c| c.as_slice())
+            .unwrap_or_default();
+        if let Some(leaf) = chain.first() {
             let subject = PeerIdentity::from_der(leaf.as_ref())
                 .map(|id| id.subject)
                 .unwrap_or_else(|_| "an unparsable certificate".into());
-            let is_reader = self.readers.as_ref().is_some_and(|v| {
-                v.verify_client_cert(leaf, intermediates, UnixTime::now())
-                    .is_ok()
+            let is_reader = self.readers.as_ref().is_some_and(|pki| {
+                match pki.check(Role::Readers, chain) {
+                    Ok(()) => true,
+                    Err(refusal) => {
+                        // A certificate of another CA (an agent's) is simply
+                        // not a reader; one of the reader CA that fails
+                        // (revoked, expired) is worth a warning.
+                        if refusal.reason != "unknown_issuer" {
+                            pki.refused("reader", &refusal);
+                        }
+                        false
+                    }
+                }
             });
             if is_reader {
                 return Decision::Reader(format!("cert:{subject}"));

@@ -1,8 +1,8 @@
 //! The HTTPS listener of the API: TLS (rustls, `ring` provider) with the
 //! server's certificate, client certificates requested but optional at the
 //! TLS layer. A client certificate that is presented must chain to the
-//! agents' CA or to the reader CA; *which* of the two decides the role, per
-//! request, in [`crate::http_auth`].
+//! agents' CA or to the reader CA and not be revoked ([`crate::pki`]);
+//! *which* of the two decides the role, per request, in [`crate::http_auth`].
 //!
 //! Handshakes run in their own tasks with a deadline, so a slow or silent
 //! client never holds up the accept loop; request headers must arrive within
@@ -14,7 +14,6 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -76,27 +75,16 @@ pub fn read_roots(path: &Path, what: &str) -> anyhow::Result<RootCertStore> {
 }
 
 /// The TLS configuration of the HTTPS listener: our certificate, and
-/// optional client certificates from any of `client_ca_files`.
+/// optional client certificates accepted by `verifier` (the agents' CA or
+/// the reader CA, with their CRLs: [`crate::pki::Pki::listener_verifier`]).
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca_files: &[&Path],
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = read_certs(cert, "server certificate")?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read the server private key {}", key.display()))?;
-    let mut roots = RootCertStore::empty();
-    for path in client_ca_files {
-        for cert in read_certs(path, "client CA")? {
-            roots
-                .add(cert)
-                .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
-        }
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()
-        .context("building the client certificate verifier of the HTTPS listener")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?

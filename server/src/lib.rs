@@ -4,6 +4,7 @@
 //! - [`config`]: command line and configuration file;
 //! - [`loaders`]: reading the policy directory and EK roots;
 //! - [`identity`]: host names in client certificates;
+//! - [`pki`]: client CAs per role (agents, operators, readers) and CRLs;
 //! - [`store`]: durable state in SQLite;
 //! - [`registry`]: the in-memory fleet view and pool membership;
 //! - [`challenge`]: nonces of one stream;
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod loaders;
 pub mod metrics;
 pub mod oat;
+pub mod pki;
 pub mod placement;
 pub mod publish;
 pub mod registry;

@@ -139,6 +139,8 @@ pub struct Metrics {
     placement_pending: AtomicI64,
     placement_last_reconcile_ms: AtomicI64,
     placement_reconciles: LabeledCounter,
+    tls_refused: LabeledCounter,
+    crl_reloads: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -165,6 +167,8 @@ impl Metrics {
             placement_pending: AtomicI64::new(0),
             placement_last_reconcile_ms: AtomicI64::new(0),
             placement_reconciles: LabeledCounter::default(),
+            tls_refused: LabeledCounter::default(),
+            crl_reloads: LabeledCounter::default(),
         }
     }
 
@@ -271,6 +275,25 @@ impl Metrics {
             self.placement_last_reconcile_ms
                 .store(now_ms, Ordering::Relaxed);
         }
+    }
+
+    // --- client certificates (recorded in pki.rs) ---
+
+    /// A client certificate refused: `listener` is `grpc` or `https` (TLS
+    /// handshake), `admin`, `attestation` or `reader` (per request);
+    /// `reason` a stable code of [`crate::pki::reason_code`].
+    pub fn tls_refused(&self, listener: &str, reason: &str) {
+        self.tls_refused.add(&[listener, reason], 1);
+    }
+
+    /// Refused certificates so far for `listener` and `reason`.
+    pub fn tls_refusals(&self, listener: &str, reason: &str) -> u64 {
+        self.tls_refused.get(&[listener, reason])
+    }
+
+    /// A CRL reload (SIGHUP): `ok` when the new CRLs are in force.
+    pub fn crl_reload(&self, ok: bool) {
+        self.crl_reloads.add(&[if ok { "ok" } else { "error" }], 1);
     }
 
     /// Renders every metric, deriving host counts from `registry` at `now_ms`.
@@ -444,6 +467,25 @@ impl Metrics {
             "trustpool_placement_last_reconcile_timestamp_seconds {}",
             self.placement_last_reconcile_ms.load(Ordering::Relaxed) / 1000
         );
+        family(
+            &mut out,
+            "trustpool_tls_refused_total",
+            "counter",
+            "Client certificates refused, by listener (handshake: grpc, https; request: admin, attestation, reader) and reason.",
+        );
+        self.tls_refused.render(
+            &mut out,
+            "trustpool_tls_refused_total",
+            &["listener", "reason"],
+        );
+        family(
+            &mut out,
+            "trustpool_crl_reloads_total",
+            "counter",
+            "CRL reloads (SIGHUP) by outcome; on error the previous CRLs stay in force.",
+        );
+        self.crl_reloads
+            .render(&mut out, "trustpool_crl_reloads_total", &["outcome"]);
         out
     }
 }

@@ -6,6 +6,7 @@ use crate::feed::{FeedState, Health};
 use crate::http_auth::{parse_sha256_hex, FeedToken, ReaderAuth};
 use crate::https::{server_config, TlsListener};
 use crate::oat::OatConfig;
+use crate::pki::Role;
 use crate::placement::{PlacementConfig, PlacementFile};
 use crate::state::AppState;
 use anyhow::Context;
@@ -120,16 +121,22 @@ impl Publication {
     /// Reads the certificates and checks the configuration against the policy.
     pub fn prepare(cfg: &ServerConfig, state: Arc<AppState>) -> anyhow::Result<Publication> {
         let p = &cfg.publication;
-        let mut client_cas = vec![cfg.ca.as_path()];
         if let Some(reader_ca) = &p.reader_ca {
-            client_cas.push(reader_ca.as_path());
             let same = std::fs::read(reader_ca).ok() == std::fs::read(&cfg.ca).ok();
             if same {
                 warn!(reader_ca = %reader_ca.display(), "the reader CA is the agents' CA: every agent certificate can read the feed");
             }
         }
-        let tls = server_config(&cfg.cert, &cfg.key, &client_cas).context("HTTPS listener")?;
-        let auth = ReaderAuth::new(p.feed_tokens.clone(), p.reader_ca.as_deref())?;
+        let pki = state
+            .pki
+            .get()
+            .cloned()
+            .context("the client CAs are not loaded")?;
+        let verifier = pki
+            .listener_verifier("https", &[Role::Agents, Role::Readers], false)
+            .context("HTTPS listener")?;
+        let tls = server_config(&cfg.cert, &cfg.key, verifier).context("HTTPS listener")?;
+        let auth = ReaderAuth::new(p.feed_tokens.clone(), Some(pki))?;
         if auth.is_empty() {
             warn!("no reader credential is configured (--feed-token, --reader-ca): the feed refuses every reader");
         }

@@ -230,6 +230,29 @@ pub fn spawn_watchers(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
     });
 }
 
+/// Re-reads the CRL files on SIGHUP (beside the policy reload) until `stop`;
+/// a set of CRLs that does not load leaves the previous one in force.
+pub fn spawn_crl_reload(pki: Arc<crate::pki::Pki>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP: the CRLs are not reloaded");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the CRLs");
+                    let _ = pki.reload_crls();
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,10 +15,10 @@ use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tracing::{info, warn};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::Server;
+use tracing::{debug, info, warn};
 use trustpool_evidence::policy::PolicySet;
 use trustpool_evidence::reason::Reason;
 use trustpool_proto::v1::admin_server::AdminServer;
@@ -29,6 +29,14 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Period of the sweeper that drops expired members from the pools.
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);
+
+/// Deadline of a TLS handshake on the gRPC listener.
+const GRPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once on the gRPC listener; more
+/// connections wait in the kernel's accept queue.
+const GRPC_MAX_HANDSHAKES: usize = 1024;
+/// Handshaken connections waiting for the gRPC server to pick them up.
+const GRPC_ACCEPT_QUEUE: usize = 1024;
 
 /// Runs the server until `shutdown` completes. `on_ready` is called once the
 /// database is open, the policy loaded and both listeners bound (the point at
@@ -44,7 +52,21 @@ pub async fn run(
         warn!(dir = %cfg.policy_dir.display(), "the policy directory defines no pool: no host can be trusted");
     }
     let ek_trust = load_ek_roots(&cfg.ek_roots)?;
-    let tls = tls_config(&cfg)?;
+    if cfg.operator_ca.is_none() && !cfg.operators.is_empty() {
+        anyhow::bail!(
+            "--operator is given without --operator-ca: operator certificates need a CA of their own (never the agents' --ca)"
+        );
+    }
+    let pki = Arc::new(crate::pki::Pki::load(&crate::pki::PkiFiles {
+        agents_ca: cfg.ca.clone(),
+        operator_ca: cfg.operator_ca.clone(),
+        reader_ca: cfg.publication.reader_ca.clone(),
+        crls: cfg.crls.clone(),
+    })?);
+    if !pki.has(crate::pki::Role::Operators) {
+        info!("no --operator-ca: the admin API is served on the local admin socket only");
+    }
+    let tls = grpc_tls_config(&cfg, &pki)?;
     let store = Store::open(&cfg.db).await?;
 
     let ek_allowlist = EkAllowlist::new(cfg.ek_allowlist.clone());
@@ -79,6 +101,8 @@ pub async fn run(
     let _ = state.history.set(history);
     let _ = state.operators.set(cfg.operators.clone());
     let _ = state.policy_dir.set(cfg.policy_dir.clone());
+    pki.set_metrics(state.metrics.clone());
+    let _ = state.pki.set(pki.clone());
 
     let grpc_listener = TcpListener::bind(cfg.grpc_listen)
         .await
@@ -108,6 +132,7 @@ pub async fn run(
     }
 
     crate::reload::spawn_watchers(state.clone(), stop_rx.clone());
+    crate::reload::spawn_crl_reload(pki.clone(), stop_rx.clone());
     let sweeper = {
         let state = state.clone();
         let mut stop = stop_rx.clone();
@@ -138,17 +163,16 @@ pub async fn run(
         None => None,
     };
     let mut stop = stop_rx.clone();
+    let incoming = grpc_incoming(grpc_listener, tls, state.metrics.clone(), stop_rx.clone());
     let grpc = Server::builder()
         // A partitioned agent is disconnected within interval + timeout.
         .http2_keepalive_interval(Some(cfg.keepalive_interval))
         .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
-        .tls_config(tls)
-        .context("invalid TLS configuration")?
         .add_service(AttestationServer::new(AttestationService::new(
             state.clone(),
         )))
         .add_service(AdminServer::new(AdminService::new(state.clone())))
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.changed().await;
         });
     // The graceful shutdown waits for open streams, which the sessions end
@@ -349,25 +373,101 @@ fn serve_admin_socket(
     }))
 }
 
-fn tls_config(cfg: &ServerConfig) -> anyhow::Result<ServerTlsConfig> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
-    };
-    let cert = read(&cfg.cert, "server certificate")?;
+/// The TLS configuration of the gRPC listener: our certificate, a client
+/// certificate mandatory from the agents' CA or the operator CA (with their
+/// CRLs, as reloaded), HTTP/2 only.
+fn grpc_tls_config(
+    cfg: &ServerConfig,
+    pki: &Arc<crate::pki::Pki>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = crate::https::read_certs(&cfg.cert, "server certificate")?;
     let key = crate::secrets::read_private_key(&cfg.key, "server private key")?;
-    let ca = read(&cfg.ca, "client CA")?;
-    for (bytes, path, what) in [
-        (&cert, &cfg.cert, "certificate"),
-        (&ca, &cfg.ca, "certificate"),
-    ] {
-        if !String::from_utf8_lossy(bytes).contains("-----BEGIN CERTIFICATE-----") {
-            anyhow::bail!("{} holds no PEM {what}", path.display());
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| anyhow::anyhow!("{} holds no PEM private key: {e}", cfg.key.display()))?;
+    let verifier = pki.listener_verifier(
+        "grpc",
+        &[crate::pki::Role::Agents, crate::pki::Role::Operators],
+        true,
+    )?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::https::provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("the server certificate does not match its private key")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The handshaken TLS connections of the gRPC listener. Each handshake runs
+/// in its own task with a deadline, at most [`GRPC_MAX_HANDSHAKES`] at once,
+/// so a slow or silent client never holds up the others.
+fn grpc_incoming(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(GRPC_ACCEPT_QUEUE);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(GRPC_MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = stop.changed() => break,
+            };
+            let (tcp, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "gRPC accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(GRPC_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        // Certificate refusals are logged and counted by the verifier.
+                        let from_verifier = e
+                            .get_ref()
+                            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                            .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                        if !from_verifier {
+                            let reason = match e
+                                .get_ref()
+                                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                            {
+                                Some(rustls::Error::NoCertificatesPresented) => "no_certificate",
+                                _ => "handshake_failed",
+                            };
+                            metrics.tls_refused("grpc", reason);
+                        }
+                        debug!(peer = %remote, error = %e, "gRPC TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics.tls_refused("grpc", "handshake_timeout");
+                        debug!(peer = %remote, "gRPC TLS handshake timed out");
+                    }
+                }
+            });
         }
-    }
-    if !String::from_utf8_lossy(&key).contains("PRIVATE KEY-----") {
-        anyhow::bail!("{} holds no PEM private key", cfg.key.display());
-    }
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca)))
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -93,6 +93,17 @@ impl Attestation for AttestationService {
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let peer = PeerIdentity::from_der(leaf.as_ref()).map_err(Status::unauthenticated)?;
+        // Only a certificate of the agents' CA opens a session (the listener
+        // also accepts operator certificates, for the Admin service).
+        let pki = self
+            .state
+            .pki
+            .get()
+            .ok_or_else(|| Status::unavailable("no client CA is configured"))?
+            .clone();
+        pki.check_logged("attestation", crate::pki::Role::Agents, &certs)
+            .map_err(|r| Status::permission_denied(r.to_string()))?;
+        let revoked = pki.until_refused("attestation", crate::pki::Role::Agents, certs.clone());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let state = self.state.clone();
@@ -115,6 +126,10 @@ impl Attestation for AttestationService {
                 () = stopped => Err(SessionError::new(
                     "server.stopping",
                     "the server is stopping; reconnect later",
+                )),
+                refusal = revoked => Err(SessionError::new(
+                    "identity.refused",
+                    refusal.to_string(),
                 )),
             };
             session.finish(outcome).await;

@@ -34,6 +34,9 @@ pub struct AppState {
     pub operators: std::sync::OnceLock<Vec<String>>,
     /// The policy directory (for reloads).
     pub policy_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Client CAs and CRLs: which CA may issue which role's certificates
+    /// (unset: every client certificate is refused).
+    pub pki: std::sync::OnceLock<Arc<crate::pki::Pki>>,
     policy_status: RwLock<PolicyStatus>,
     policy_changes: tokio::sync::watch::Sender<String>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -73,6 +76,7 @@ impl AppState {
             history: std::sync::OnceLock::new(),
             operators: std::sync::OnceLock::new(),
             policy_dir: std::sync::OnceLock::new(),
+            pki: std::sync::OnceLock::new(),
             policy_status: RwLock::new(PolicyStatus {
                 loaded_at_ms: now_ms(),
                 last_error: String::new(),

@@ -1,4 +1,5 @@
-//! A whole local lab in one directory: a test PKI, an swtpm EK CA, swtpm
+//! A whole local lab in one directory: a test PKI (the agents' CA, which
+//! also issues the server's certificate, and the operators' CA), an swtpm EK CA, swtpm
 //! hosts with EK certificates and (simulated) TXT measured launches, the
 //! pool policy written from the golden values, the server and the agents.
 //! Shared by the integration tests and the `trustpool-lab` command.
@@ -137,6 +138,10 @@ pub struct Lab {
     pub ca: TestCa,
     /// PEM of that CA on disk.
     pub ca_pem: PathBuf,
+    /// The operators' own CA (the server's `--operator-ca`).
+    pub operator_ca: TestCa,
+    /// PEM of the operator CA on disk.
+    pub operator_ca_pem: PathBuf,
     /// Server certificate and key.
     pub server_certs: CertFiles,
     /// The swtpm local CA that signs EK certificates.
@@ -170,6 +175,8 @@ impl Lab {
         let ca = TestCa::new("trustpool lab CA")?;
         let ca_pem = ca.write_cert(&dir.join("ca.pem"))?;
         let server_certs = ca.issue_server(&dir.join("server"))?;
+        let operator_ca = TestCa::new("trustpool lab operator CA")?;
+        let operator_ca_pem = operator_ca.write_cert(&dir.join("operator-ca.pem"))?;
         let ek_ca = EkCa::create(&dir.join("ek-ca"))?;
         let ek_roots = dir.join("ek-roots");
         std::fs::create_dir_all(&ek_roots)?;
@@ -186,11 +193,20 @@ impl Lab {
             dir: dir.to_path_buf(),
             ca,
             ca_pem,
+            operator_ca,
+            operator_ca_pem,
             server_certs,
             ek_ca,
             ek_roots,
             policy_dir,
         })
+    }
+
+    /// An operator's client certificate from the operator CA, SAN `name`,
+    /// in `<dir>/operator/<name>.pem` and `.key`.
+    pub fn issue_operator(&self, name: &str) -> anyhow::Result<CertFiles> {
+        self.operator_ca
+            .issue_client(&self.dir.join("operator"), name)
     }
 
     /// Writes `<pool>.toml` into the policy directory.
@@ -261,6 +277,8 @@ impl Lab {
             down_time: down_time.into(),
             publication: Default::default(),
             operators: Vec::new(),
+            operator_ca: Some(self.operator_ca_pem.clone()),
+            crls: Vec::new(),
             admin_socket: None,
         }
     }

@@ -51,8 +51,12 @@ pub struct ServerOptions {
     pub down_time: String,
     /// Readers, PollHosts and Placement options (none by default).
     pub publication: PublicationOptions,
-    /// `--operator` names: client certificates of `ca` allowed on the admin API.
+    /// `--operator` names: client certificates of `operator_ca` allowed on the admin API.
     pub operators: Vec<String>,
+    /// `--operator-ca`, if any.
+    pub operator_ca: Option<PathBuf>,
+    /// `--crl` files.
+    pub crls: Vec<PathBuf>,
     /// `--admin-socket`, if any.
     pub admin_socket: Option<PathBuf>,
 }
@@ -146,6 +150,14 @@ impl ServerProcess {
         for name in &options.operators {
             publication_args.push("--operator".into());
             publication_args.push(name.clone());
+        }
+        if let Some(ca) = &options.operator_ca {
+            publication_args.push("--operator-ca".into());
+            publication_args.push(ca.display().to_string());
+        }
+        for crl in &options.crls {
+            publication_args.push("--crl".into());
+            publication_args.push(crl.display().to_string());
         }
         if let Some(socket) = &options.admin_socket {
             publication_args.push("--admin-socket".into());

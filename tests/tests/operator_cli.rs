@@ -12,7 +12,8 @@ use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
 use trustpool_tests::pki::{CertFiles, TestCa};
 use trustpool_tests::procs::{binary, wait_until, ServerProcess};
 
-/// The operator's certificate name, listed in the server's `--operator`.
+/// The operator's certificate name (from the lab's operator CA), listed in
+/// the server's `--operator`.
 const OPERATOR: &str = "operator-alice";
 
 /// What one run of `trustpool` did.
@@ -100,10 +101,7 @@ impl OpLab {
             .iter()
             .map(|(name, launch)| lab.add_host(name, *launch).expect("host"))
             .collect();
-        let operator = lab
-            .ca
-            .issue_client(&dir.path().join("operator"), OPERATOR)
-            .expect("operator certificate");
+        let operator = lab.issue_operator(OPERATOR).expect("operator certificate");
         let socket = dir.path().join("admin.sock");
         let mut options = lab.server_options("2s", "75s");
         options.operators = vec![OPERATOR.into()];

@@ -56,7 +56,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             .with_context(|| format!("cleaning {}", args.dir.display()))?;
     }
     println!("trustpool lab in {}", args.dir.display());
-    println!("- making the CA, the server certificate and the swtpm EK CA");
+    println!(
+        "- making the agents' CA, the server certificate, the operator CA and the swtpm EK CA"
+    );
     let lab = Lab::create(&args.dir)?;
     let plan = [
         ("host-a", Launch::Golden, Hardening::GoodCompute),
@@ -86,9 +88,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
     lab.write_policy("default", &policy_with_checks(LAB_REQUIRED_CHECKS))?;
     let mut server_options = lab.server_options(&args.report_interval, &args.down_time);
     server_options.operators = vec!["lab-operator".into()];
-    // An operator certificate for the `trustpool` CLI hint printed below.
-    lab.ca
-        .issue_client(&lab.dir.join("operator"), "lab-operator")?;
+    // An operator certificate (from the lab's operator CA) for the
+    // `trustpool` CLI hint printed below.
+    lab.issue_operator("lab-operator")?;
     let server = ServerProcess::start(server_options)?;
     println!(
         "- server up: gRPC {} (mutual TLS), feed https://127.0.0.1:{}",
