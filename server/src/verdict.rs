@@ -338,4 +338,161 @@ mod tests {
         assert_eq!(e.pools[0].1.len(), 1);
         assert!(!e.is_sound());
     }
+
+    /// (attest, signature, reported PCR values).
+    type SignedQuote = (Vec<u8>, Vec<u8>, Vec<(u32, Vec<u8>)>);
+
+    /// A software P-256 AK (ring through rcgen) under the swtpm RSA EK of
+    /// the evidence test data, and a quote it signed for `outstanding`.
+    struct SoftHost {
+        ak: TpmPublic,
+        ek: TpmPublic,
+        key: rcgen::KeyPair,
+    }
+
+    impl SoftHost {
+        fn new() -> SoftHost {
+            use trustpool_evidence::tpm::{
+                parse_public, parse_public_2b, HashAlg, PublicKey, Scheme,
+            };
+            let key = rcgen::KeyPair::generate().expect("P-256 key");
+            let point = key.public_key_raw().to_vec();
+            assert_eq!((point.len(), point[0]), (65, 4));
+            let ak = parse_public(
+                &trustpool_evidence::marshal::encode_public(
+                    HashAlg::Sha256,
+                    0x0005_0072,
+                    &[],
+                    &PublicKey::Ecc {
+                        curve: trustpool_evidence::tpm::EccCurve::NistP256,
+                        x: point[1..33].to_vec(),
+                        y: point[33..].to_vec(),
+                    },
+                    None,
+                    &Scheme::EcDsa(HashAlg::Sha256),
+                )
+                .expect("encode"),
+            )
+            .expect("AK");
+            let ek = parse_public_2b(include_bytes!("../../evidence/testdata/swtpm/ek_rsa.pub"))
+                .expect("EK");
+            SoftHost { ak, ek, key }
+        }
+
+        /// (attest, signature, pcr values) answering `c` with an empty report.
+        fn quote(&self, c: &Outstanding, signer: &[u8]) -> SignedQuote {
+            use rcgen::SigningKey;
+            use trustpool_evidence::tpm::{HashAlg, TpmSignature};
+            let values: Vec<(u32, Vec<u8>)> = c
+                .pcrs
+                .iter()
+                .map(|i| (u32::from(*i), vec![*i; 32]))
+                .collect();
+            let parts: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
+            let attest = trustpool_evidence::marshal::encode_quote_attest(
+                signer,
+                &qualifying_data(&c.nonce, b""),
+                &ClockInfo {
+                    clock: 1000,
+                    reset_count: 2,
+                    restart_count: 0,
+                    safe: false,
+                },
+                0x2019_1023_0016_3636,
+                &[(HashAlg::Sha256, c.pcrs.clone())],
+                &HashAlg::Sha256.digest_parts(&parts),
+            )
+            .expect("attest");
+            // DER Ecdsa-Sig-Value → r, s.
+            let der = self.key.sign(&attest).expect("sign");
+            assert_eq!(der[0], 0x30);
+            let (r_len, r_at) = (usize::from(der[3]), 4);
+            let s_at = r_at + r_len + 2;
+            let s_len = usize::from(der[s_at - 1]);
+            let sig = TpmSignature::EcDsa {
+                hash: HashAlg::Sha256,
+                r: der[r_at..r_at + r_len].to_vec(),
+                s: der[s_at..s_at + s_len].to_vec(),
+            };
+            let sig = trustpool_evidence::marshal::encode_signature(&sig).expect("sig");
+            (attest, sig, values)
+        }
+    }
+
+    fn open_policy() -> PolicySet {
+        trustpool_evidence::policy::parse_policy_set(&[(
+            "p.toml".into(),
+            "require_measured_launch = false\npcrs = [0, 7]\n[[allow]]\nname = \"any\"\npcrs = {}\n"
+                .into(),
+        )])
+        .expect("policy")
+    }
+
+    #[test]
+    fn facts_carry_firmware_version_and_clock_safe() {
+        let host = SoftHost::new();
+        let c = Outstanding {
+            nonce: [7; 32],
+            pcrs: vec![0, 7],
+            issued: std::time::Instant::now(),
+        };
+        let signer = host.ak.qualified_name_under_ek(&host.ek);
+        let (attest, signature, values) = host.quote(&c, &signer);
+        let evidence = EvidenceRef {
+            nonce: &c.nonce,
+            attest: &attest,
+            signature: &signature,
+            pcr_values: &values,
+            report: b"",
+        };
+        let e = evaluate_evidence_under_ek(
+            &host.ak,
+            &host.ek,
+            Ok(&c),
+            evidence,
+            &open_policy(),
+            None,
+            (1, 2),
+        );
+        assert!(e.common.is_empty(), "{:?}", e.common);
+        assert_eq!(e.pools, vec![("p".to_string(), vec![])]);
+        let facts = e.facts.expect("facts");
+        assert_eq!(facts.firmware_version, 0x2019_1023_0016_3636);
+        assert!(!facts.clock_safe);
+    }
+
+    #[test]
+    fn attack_quote_signed_by_the_ak_under_another_parent() {
+        let host = SoftHost::new();
+        let c = Outstanding {
+            nonce: [9; 32],
+            pcrs: vec![0, 7],
+            issued: std::time::Instant::now(),
+        };
+        // The AK's plain name instead of its qualified name under the EK.
+        let (attest, signature, values) = host.quote(&c, &host.ak.name());
+        let evidence = EvidenceRef {
+            nonce: &c.nonce,
+            attest: &attest,
+            signature: &signature,
+            pcr_values: &values,
+            report: b"",
+        };
+        let e = evaluate_evidence_under_ek(
+            &host.ak,
+            &host.ek,
+            Ok(&c),
+            evidence,
+            &open_policy(),
+            None,
+            (1, 2),
+        );
+        let codes: Vec<&str> = e.common.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, vec![codes::SIGNER_MISMATCH]);
+        assert!(e.facts.is_none());
+        assert_eq!(e.pools[0].1[0].code, codes::SIGNER_MISMATCH);
+        // The variant without the EK does not compare (what session.rs calls).
+        let e = evaluate_evidence(&host.ak, Ok(&c), evidence, &open_policy(), None, (1, 2));
+        assert!(e.common.is_empty(), "{:?}", e.common);
+    }
 }
