@@ -13,7 +13,7 @@ use crate::store::{
     Enrolment, EvidenceCommit, FactsChange, HistoryEvent, PendingEnrolment, StoredVerdict,
 };
 use crate::streams::{Ticket, ENROLMENT_CHANGED};
-use crate::verdict::{evaluate_evidence, Evaluation, EvidenceRef};
+use crate::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
 use rand::RngCore;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -282,7 +282,7 @@ impl Session {
         }))
         .await?;
         info!(host = %hostname, new_enrolment, "agent session open");
-        self.attest_loop(&hostname, &ak, &hello.ak_public, &mut ticket)
+        self.attest_loop(&hostname, &ek, &ak, &hello.ak_public, &mut ticket)
             .await
     }
 
@@ -460,6 +460,7 @@ impl Session {
     async fn attest_loop(
         &mut self,
         hostname: &str,
+        ek: &TpmPublic,
         ak: &TpmPublic,
         ak_public: &[u8],
         ticket: &mut Ticket,
@@ -492,7 +493,7 @@ impl Session {
                     )),
                     None => return Ok(()),
                     Some(AgentMsg::Evidence(evidence)) => {
-                        self.judge(hostname, ak, ak_public, &mut book, evidence).await?
+                        self.judge(hostname, (ek, ak), ak_public, &mut book, evidence).await?
                     }
                     Some(AgentMsg::ChallengeRequest(req)) => {
                         let now = Instant::now();
@@ -528,7 +529,7 @@ impl Session {
     async fn judge(
         &self,
         hostname: &str,
-        ak: &TpmPublic,
+        keys: (&TpmPublic, &TpmPublic),
         ak_public: &[u8],
         book: &mut ChallengeBook,
         evidence: Evidence,
@@ -536,7 +537,7 @@ impl Session {
         let started = Instant::now();
         let binding = self.binding(hostname, ak_public)?;
         let challenge = book.take(&evidence.nonce, started);
-        let mut judged = self.decide(hostname, ak, binding, challenge.as_ref(), &evidence);
+        let mut judged = self.decide(hostname, keys, binding, challenge.as_ref(), &evidence);
         self.commit(hostname, binding, &mut judged).await;
         self.apply(hostname, binding, &judged).await;
         if let Ok(c) = &challenge {
@@ -548,10 +549,12 @@ impl Session {
     }
 
     /// Decides: evaluates the evidence under the policy in force (pure).
+    /// `keys` are the stream's EK and AK: the quote must be signed by the AK
+    /// and name it, qualified under that EK, as its signer.
     fn decide(
         &self,
         hostname: &str,
-        ak: &TpmPublic,
+        (ek, ak): (&TpmPublic, &TpmPublic),
         binding: Binding,
         challenge: Result<&crate::challenge::Outstanding, &Reason>,
         evidence: &Evidence,
@@ -570,8 +573,9 @@ impl Session {
             Binding::Enrolled => self.state.registry.clock(hostname),
             Binding::Pending => None,
         };
-        let evaluation = evaluate_evidence(
+        let evaluation = evaluate_evidence_under_ek(
             ak,
+            ek,
             challenge.map_err(Clone::clone),
             EvidenceRef {
                 nonce: &evidence.nonce,

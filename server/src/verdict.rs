@@ -491,7 +491,7 @@ mod tests {
         assert_eq!(codes, vec![codes::SIGNER_MISMATCH]);
         assert!(e.facts.is_none());
         assert_eq!(e.pools[0].1[0].code, codes::SIGNER_MISMATCH);
-        // The variant without the EK does not compare (what session.rs calls).
+        // The variant without an EK (for callers that have none) does not compare.
         let e = evaluate_evidence(&host.ak, Ok(&c), evidence, &open_policy(), None, (1, 2));
         assert!(e.common.is_empty(), "{:?}", e.common);
     }
