@@ -299,7 +299,7 @@ mod tests {
         let path = dir.path().join("server.toml");
         std::fs::write(
             &path,
-            "placement_pools = [\"default\"]\n[placement]\nurl = \"http://x\"\ntoken = \"t\"\n",
+            "placement_pools = [\"default\"]\n[placement]\nurl = \"https://x\"\ntoken = \"t\"\n",
         )
         .expect("write");
         let p = path.display().to_string();
