@@ -32,6 +32,11 @@
 //! as HTTP clients do. Every refused and evicted connection is counted in
 //! `trustpool_http_connections_refused_total` and
 //! `trustpool_http_connections_evicted_total`.
+//!
+//! A connection counts as idle again as soon as its handler has answered,
+//! before the response is written: a client that stops reading its answer
+//! is given no write deadline, but it cannot keep a newcomer out: being
+//! idle, it is closed to make room like any other idle connection.
 
 use crate::https::PeerInfo;
 use crate::metrics::Metrics;
