@@ -76,9 +76,16 @@ pub struct ServerArgs {
     /// The pool PollHosts reports on (default "default").
     #[arg(long)]
     pub oat_pool: Option<String>,
-    /// Hex SHA-256 of the x-auth-blob that PollHosts requires (unset: no blob required).
+    /// Hex SHA-256 of the x-auth-blob that PollHosts requires; PollHosts is
+    /// served only with it (or with --oat-allow-anonymous).
     #[arg(long)]
     pub oat_auth_blob_sha256: Option<String>,
+    /// Serve PollHosts without an x-auth-blob, to anyone who reaches the listener (a lab only).
+    #[arg(long)]
+    pub oat_allow_anonymous: bool,
+    /// Connections the HTTPS listener holds open at once (default 1024).
+    #[arg(long)]
+    pub http_max_connections: Option<usize>,
     /// Require a reader credential on /metrics (default: open).
     #[arg(long)]
     pub metrics_auth: bool,
@@ -128,6 +135,8 @@ struct ServerFile {
     oat_prefix: Option<String>,
     oat_pool: Option<String>,
     oat_auth_blob_sha256: Option<String>,
+    oat_allow_anonymous: Option<bool>,
+    http_max_connections: Option<usize>,
     metrics_auth: Option<bool>,
     #[serde(default)]
     placement_pools: Vec<String>,
@@ -261,6 +270,9 @@ impl ServerConfig {
                 oat_prefix: args.oat_prefix.or(file.oat_prefix),
                 oat_pool: args.oat_pool.or(file.oat_pool),
                 oat_auth_blob_sha256: args.oat_auth_blob_sha256.or(file.oat_auth_blob_sha256),
+                oat_allow_anonymous: args.oat_allow_anonymous
+                    || file.oat_allow_anonymous.unwrap_or(false),
+                http_max_connections: args.http_max_connections.or(file.http_max_connections),
                 metrics_auth: args.metrics_auth || file.metrics_auth.unwrap_or(false),
                 placement_pools: file.placement_pools,
                 placement: file.placement,
@@ -358,7 +370,7 @@ mod tests {
         let path = dir.path().join("server.toml");
         std::fs::write(
             &path,
-            "placement_pools = [\"default\"]\n[placement]\nurl = \"http://x\"\ntoken = \"t\"\n",
+            "placement_pools = [\"default\"]\n[placement]\nurl = \"https://x\"\ntoken = \"t\"\n",
         )
         .expect("write");
         let p = path.display().to_string();

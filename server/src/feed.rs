@@ -4,9 +4,14 @@
 //! OpenAPI document of all of it (`server/openapi.json`).
 //!
 //! Open: `GET /healthz`, `GET /readyz`, `GET /v1/openapi.json`, `GET /metrics`
-//! (unless `metrics_auth`), `POST {oat_prefix}/PollHosts` (guarded by its own
-//! `x-auth-blob` when configured). Everything under `/v1/pools` and
-//! `/v1/hosts` needs a reader credential ([`crate::http_auth`]).
+//! (unless `metrics_auth`). `POST {oat_prefix}/PollHosts` is served only
+//! when configured and is guarded by its own `x-auth-blob`, checked before
+//! its body is read (anonymous only with `oat_allow_anonymous`, a lab).
+//! Everything under `/v1/pools` and `/v1/hosts` needs a reader credential
+//! ([`crate::http_auth`]).
+//!
+//! Bodies: PollHosts reads at most [`crate::oat::MAX_BODY`] within
+//! [`BODY_READ_TIMEOUT`] ([`read_body`]); no other route reads one.
 //!
 //! Fail-closed rules, endpoint by endpoint:
 //! - membership and host detail come from the registry, which holds only
@@ -24,7 +29,7 @@ use crate::https::PeerInfo;
 use crate::oat::{self, OatConfig};
 use crate::registry::PoolSnapshot;
 use crate::state::{mono_ms, AppState};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -44,8 +49,13 @@ use trustpool_evidence::reason::Reason;
 
 /// The OpenAPI 3 document of this API, as checked in.
 pub const OPENAPI: &str = include_str!("../openapi.json");
-/// Largest request body accepted (PollHosts with a whole region's host list).
-pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Body limit of every extractor of the router: no route but PollHosts
+/// reads a body, and it reads its own with [`read_body`]; a route that
+/// comes to need one sets the limit it needs.
+const NO_BODY: usize = 0;
+/// A request body must arrive whole within this time of the handler
+/// starting to read it (408 `body_timeout` otherwise).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest long-poll wait; a longer `wait` is shortened to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -96,8 +106,8 @@ pub struct FeedState {
     pub auth: Arc<ReaderAuth>,
     /// Readiness.
     pub health: Arc<Health>,
-    /// OpenAttestation compatibility.
-    pub oat: Arc<OatConfig>,
+    /// OpenAttestation compatibility, when configured.
+    pub oat: Option<Arc<OatConfig>>,
     /// Whether `/metrics` needs a reader credential.
     pub metrics_auth: bool,
     /// Becomes true when the server stops (ends long polls).
@@ -111,7 +121,7 @@ impl FeedState {
         app: Arc<AppState>,
         auth: Arc<ReaderAuth>,
         health: Arc<Health>,
-        oat: Arc<OatConfig>,
+        oat: Option<Arc<OatConfig>>,
         metrics_auth: bool,
         stop: watch::Receiver<bool>,
     ) -> FeedState {
@@ -159,11 +169,14 @@ pub fn router(state: FeedState) -> Router {
         state.clone(),
         require_reader,
     ));
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(openapi))
-        .route(&state.oat.poll_hosts_path(), post(oat::poll_hosts))
+        .route("/v1/openapi.json", get(openapi));
+    if let Some(cfg) = &state.oat {
+        router = router.route(&cfg.poll_hosts_path(), post(oat::poll_hosts));
+    }
+    router
         .merge(metrics_route)
         .merge(readers)
         .fallback(|| async { not_found("no such endpoint") })
@@ -171,8 +184,58 @@ pub fn router(state: FeedState) -> Router {
             state.clone(),
             count_requests,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(NO_BODY))
         .with_state(state)
+}
+
+/// Reads a request body of at most `limit` bytes within
+/// [`BODY_READ_TIMEOUT`]. The answer, as a JSON error, when it cannot:
+/// 413 `payload_too_large` at once when the declared `Content-Length` is
+/// larger (nothing is read) or as soon as more than `limit` bytes arrive;
+/// 408 `body_timeout` when the client is too slow; 400 when the body breaks
+/// off. Call it only once the request's credentials are checked.
+pub async fn read_body(
+    s: &FeedState,
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("the body is limited to {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("the body could not be read: {e}"),
+        )),
+        Err(_) => {
+            s.app.metrics.http_timeout("body");
+            Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+    }
 }
 
 /// RFC 3339 UTC text of a Unix millisecond time.
@@ -679,8 +742,11 @@ mod tests {
             let token =
                 FeedToken::new("t", &hex::encode(sha2::Sha256::digest(b"tok"))).expect("token");
             let auth = Arc::new(ReaderAuth::new(vec![token], None).expect("auth"));
-            let blob = blob.map(|b| sha2::Sha256::digest(b.as_bytes()).into());
-            let oat = Arc::new(OatConfig::new(None, None, blob).expect("oat"));
+            let oat_auth = match blob {
+                Some(b) => crate::oat::OatAuth::Blob(sha2::Sha256::digest(b.as_bytes()).into()),
+                None => crate::oat::OatAuth::Anonymous,
+            };
+            let oat = Some(Arc::new(OatConfig::new(None, None, oat_auth).expect("oat")));
             let (stop_tx, stop) = watch::channel(false);
             Fixture {
                 _dir: dir,
@@ -795,7 +861,7 @@ mod tests {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
                 assert_eq!(body["error"]["code"], "bad_request", "{bad}");
             }
-            let huge = vec![b' '; MAX_BODY + 1];
+            let huge = vec![b' '; crate::oat::MAX_BODY + 1];
             let (status, body) = call(&f, poll(huge, Some("blob"))).await;
             assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
             assert_eq!(body["error"]["code"], "payload_too_large");
@@ -804,6 +870,77 @@ mod tests {
                 call(&f, poll(bin, Some("blob"))).await.0,
                 StatusCode::BAD_REQUEST
             );
+        }
+
+        /// A body that never arrives: a handler that reads it never returns.
+        fn never_arriving(declared: Option<u64>, blob: Option<&str>) -> Request<Body> {
+            let mut b = Request::post("/OpenAttestationWebServices/V1.0/PollHosts")
+                .header("content-type", "application/json");
+            if let Some(n) = declared {
+                b = b.header("content-length", n.to_string());
+            }
+            if let Some(x) = blob {
+                b = b.header("x-auth-blob", x);
+            }
+            let pending = tokio_stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            b.body(Body::from_stream(pending)).expect("request")
+        }
+
+        /// `call`, failing instead of hanging when the handler waits for a
+        /// body that never comes (well past [`BODY_READ_TIMEOUT`]: a
+        /// handler that read the body would wait for ever).
+        async fn call_or_hang(f: &Fixture, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+            tokio::time::timeout(BODY_READ_TIMEOUT * 6, call(f, req))
+                .await
+                .expect("the handler waited for a body it should not have read")
+        }
+
+        #[tokio::test]
+        async fn attack_poll_hosts_without_blob_is_refused_before_its_body() {
+            let f = fixture(Some("blob")).await;
+            for blob in [None, Some("wrong")] {
+                let (status, body) =
+                    call_or_hang(&f, never_arriving(Some(100_000_000), blob)).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+                assert_eq!(body["error"]["code"], "unauthenticated");
+            }
+        }
+
+        #[tokio::test]
+        async fn attack_poll_hosts_declaring_a_huge_body_gets_413_unread() {
+            use tokio_stream::StreamExt as _;
+            let f = fixture(Some("blob")).await;
+            let (status, body) =
+                call_or_hang(&f, never_arriving(Some(100_000_000), Some("blob"))).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            // Undeclared (chunked) and larger than the limit: cut at the limit.
+            let chunks = (0..64)
+                .map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 64 * 1024])));
+            let req = Request::post("/OpenAttestationWebServices/V1.0/PollHosts")
+                .header("x-auth-blob", "blob")
+                .body(Body::from_stream(
+                    tokio_stream::iter(chunks).chain(tokio_stream::pending()),
+                ))
+                .expect("request");
+            let (status, body) = call_or_hang(&f, req).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        }
+
+        #[tokio::test]
+        async fn attack_poll_hosts_slow_body_gets_408() {
+            let f = fixture(Some("blob")).await;
+            let (status, body) = call_or_hang(&f, never_arriving(Some(40), Some("blob"))).await;
+            assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+            assert_eq!(body["error"]["code"], "body_timeout");
+        }
+
+        #[tokio::test]
+        async fn poll_hosts_is_not_served_unless_configured() {
+            let mut f = fixture(Some("blob")).await;
+            f.state.oat = None;
+            let (status, body) = call(&f, poll(r#"{"count":0,"hosts":[]}"#, Some("blob"))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         }
 
         #[tokio::test]
@@ -845,7 +982,7 @@ mod tests {
             .filter_map(|rest| rest.split('"').next())
             .map(String::from)
             .collect();
-        routes.push(OatConfig::default().poll_hosts_path());
+        routes.push(format!("{}/PollHosts", crate::oat::DEFAULT_PREFIX));
         for r in &routes {
             assert!(documented.contains(r), "route {r} is not in openapi.json");
         }

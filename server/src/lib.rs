@@ -13,7 +13,8 @@
 //! - [`verdict`]: the trust decision for one piece of evidence (pure);
 //! - [`session`]: the gRPC agent stream;
 //! - [`feed`]: the HTTPS JSON API (feed, PollHosts, metrics, OpenAPI);
-//! - [`https`], [`http_auth`]: its TLS listener and its readers;
+//! - [`https`], [`listener`], [`http_auth`]: its TLS configuration, its
+//!   accept loop (caps and timeouts) and its readers;
 //! - [`oat`]: OpenAttestation PollHosts for Nova's legacy TrustedFilter;
 //! - [`placement`]: Placement trait sync for current Nova;
 //! - [`metrics`]: Prometheus metrics;
@@ -34,6 +35,7 @@ pub mod history;
 pub mod http_auth;
 pub mod https;
 pub mod identity;
+pub mod listener;
 pub mod loaders;
 pub mod metrics;
 pub mod oat;

@@ -132,6 +132,9 @@ pub struct Metrics {
     round_trip: Histogram,
     policy_reloads: LabeledCounter,
     feed_requests: LabeledCounter,
+    http_refused: LabeledCounter,
+    http_evicted: LabeledCounter,
+    http_timeouts: LabeledCounter,
     placement_ops: LabeledCounter,
     placement_conflicts: AtomicU64,
     placement_errors: LabeledCounter,
@@ -160,6 +163,9 @@ impl Metrics {
             round_trip: Histogram::new(ROUND_TRIP_BUCKETS),
             policy_reloads: LabeledCounter::default(),
             feed_requests: LabeledCounter::default(),
+            http_refused: LabeledCounter::default(),
+            http_evicted: LabeledCounter::default(),
+            http_timeouts: LabeledCounter::default(),
             placement_ops: LabeledCounter::default(),
             placement_conflicts: AtomicU64::new(0),
             placement_errors: LabeledCounter::default(),
@@ -228,6 +234,35 @@ impl Metrics {
     /// Answered requests so far for `route` with `status`.
     pub fn feed_requests(&self, route: &str, status: u16) -> u64 {
         self.feed_requests.get(&[route, &status.to_string()])
+    }
+
+    /// A TCP connection to the HTTPS listener closed at accept: `busy`
+    /// (every slot of `http_max_connections` is serving a request) or
+    /// `accept_error` (e.g. out of file descriptors).
+    pub fn http_connection_refused(&self, reason: &str) {
+        self.http_refused.add(&[reason], 1);
+    }
+
+    /// Connections refused so far for `reason`.
+    pub fn http_connections_refused(&self, reason: &str) -> u64 {
+        self.http_refused.get(&[reason])
+    }
+
+    /// A connection closed to make room for a new one, by the phase it was
+    /// in (`handshake`, `idle`).
+    pub fn http_connection_evicted(&self, phase: &str) {
+        self.http_evicted.add(&[phase], 1);
+    }
+
+    /// Connections evicted so far in `phase`.
+    pub fn http_connections_evicted(&self, phase: &str) -> u64 {
+        self.http_evicted.get(&[phase])
+    }
+
+    /// A connection or request cut by a deadline: `handshake`, `headers`
+    /// (also the keep-alive idle timeout) or `body`.
+    pub fn http_timeout(&self, phase: &str) {
+        self.http_timeouts.add(&[phase], 1);
     }
 
     // --- Placement trait sync ---
@@ -396,6 +431,36 @@ impl Metrics {
             "trustpool_http_requests_total",
             &["route", "code"],
         );
+        family(
+            &mut out,
+            "trustpool_http_connections_refused_total",
+            "counter",
+            "HTTPS connections closed at accept, by reason (busy: every slot serving a request; accept_error).",
+        );
+        self.http_refused.render(
+            &mut out,
+            "trustpool_http_connections_refused_total",
+            &["reason"],
+        );
+        family(
+            &mut out,
+            "trustpool_http_connections_evicted_total",
+            "counter",
+            "HTTPS connections closed to make room for a new one, by the phase they were in (handshake, idle).",
+        );
+        self.http_evicted.render(
+            &mut out,
+            "trustpool_http_connections_evicted_total",
+            &["phase"],
+        );
+        family(
+            &mut out,
+            "trustpool_http_timeouts_total",
+            "counter",
+            "HTTPS connections and requests cut by a deadline (handshake, headers, body).",
+        );
+        self.http_timeouts
+            .render(&mut out, "trustpool_http_timeouts_total", &["phase"]);
         family(
             &mut out,
             "trustpool_placement_operations_total",
@@ -583,6 +648,10 @@ mod tests {
         m.placement_conflict();
         m.placement_error("http_5xx");
         m.placement_lag(Duration::from_millis(40));
+        m.http_connection_refused("busy");
+        m.http_connection_evicted("idle");
+        m.http_connection_evicted("idle");
+        m.http_timeout("headers");
 
         let r = Registry::new(1);
         r.set_pools(&["default".into()], 0);
@@ -637,6 +706,9 @@ mod tests {
             "trustpool_hosts{pool=\"default\",state=\"unattested\"} 0",
             "trustpool_pool_members{pool=\"default\"} 1",
             "trustpool_placement_conflicts_total 1",
+            "trustpool_http_connections_refused_total{reason=\"busy\"} 1",
+            "trustpool_http_connections_evicted_total{phase=\"idle\"} 2",
+            "trustpool_http_timeouts_total{phase=\"headers\"} 1",
             "trustpool_placement_errors_total{kind=\"http_5xx\"} 1",
             "trustpool_ready 1",
         ] {

@@ -16,11 +16,11 @@
 //! unknown, failing) is `untrusted`, with `vtime` = the last good
 //! attestation when the host is merely stale, else now.
 
-use crate::feed::{error, FeedState};
+use crate::feed::{error, read_body, FeedState};
 use crate::http_auth::secret_matches;
 use crate::state::{mono_ms, now_ms};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use anyhow::bail;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,15 +32,32 @@ use tracing::warn;
 /// Default path prefix, the one Nova's `attestation_api_url` defaults to.
 pub const DEFAULT_PREFIX: &str = "/OpenAttestationWebServices/V1.0";
 
-/// Configuration of the PollHosts endpoint.
+/// Largest PollHosts body read. Nova's filter asks for every compute node
+/// it knows in one request (`ComputeAttestation._update_cache` sends the
+/// hypervisor hostname of every compute node), about 40 bytes per host with
+/// a typical FQDN: 1 MiB holds some 25,000 hosts, a 10,000-node site about
+/// 400 KiB. It is read only after the `x-auth-blob` check, within
+/// [`crate::feed::BODY_READ_TIMEOUT`].
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Who may call PollHosts.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OatAuth {
+    /// Nova's `attestation_auth_blob`, whose SHA-256 this is, in `x-auth-blob`.
+    Blob([u8; 32]),
+    /// Anyone who can reach the listener (`oat_allow_anonymous = true`, a lab).
+    Anonymous,
+}
+
+/// Configuration of the PollHosts endpoint (served only when configured).
 #[derive(Clone, PartialEq, Eq)]
 pub struct OatConfig {
     /// Path prefix (Nova's `attestation_api_url`), without a trailing `/`.
     pub prefix: String,
     /// The pool whose membership PollHosts reports.
     pub pool: String,
-    /// SHA-256 of the `x-auth-blob` Nova must send, when one is required.
-    pub auth_blob_sha256: Option<[u8; 32]>,
+    /// Who may call it.
+    pub auth: OatAuth,
 }
 
 impl std::fmt::Debug for OatConfig {
@@ -48,28 +65,50 @@ impl std::fmt::Debug for OatConfig {
         f.debug_struct("OatConfig")
             .field("prefix", &self.prefix)
             .field("pool", &self.pool)
-            .field("auth_blob", &self.auth_blob_sha256.is_some())
+            .field(
+                "auth",
+                &match self.auth {
+                    OatAuth::Blob(_) => "blob",
+                    OatAuth::Anonymous => "anonymous",
+                },
+            )
             .finish()
     }
 }
 
-impl Default for OatConfig {
-    fn default() -> Self {
-        OatConfig {
-            prefix: DEFAULT_PREFIX.into(),
-            pool: "default".into(),
-            auth_blob_sha256: None,
-        }
-    }
-}
-
 impl OatConfig {
+    /// PollHosts from the operator's values: served with a blob
+    /// (`oat_auth_blob_sha256`) or, for a lab, with `oat_allow_anonymous`;
+    /// `None` (not served) when neither is set and PollHosts is not
+    /// otherwise configured; an error when `oat_prefix` or `oat_pool` asks
+    /// for it without a blob, or when both a blob and anonymous access are
+    /// asked for.
+    pub fn resolve(
+        prefix: Option<&str>,
+        pool: Option<&str>,
+        auth_blob_sha256: Option<[u8; 32]>,
+        allow_anonymous: bool,
+    ) -> anyhow::Result<Option<OatConfig>> {
+        let auth = match (auth_blob_sha256, allow_anonymous) {
+            (Some(_), true) => bail!(
+                "oat_auth_blob_sha256 and oat_allow_anonymous = true contradict each other: PollHosts either requires the blob or answers anyone"
+            ),
+            (Some(blob), false) => OatAuth::Blob(blob),
+            (None, true) => OatAuth::Anonymous,
+            (None, false) if prefix.is_some() || pool.is_some() => bail!(
+                "PollHosts (oat_prefix, oat_pool) needs oat_auth_blob_sha256, the SHA-256 of Nova's [trusted_computing] attestation_auth_blob (printf %s \"$BLOB\" | sha256sum); without it anyone who reaches the listener could read the pool. Only in a lab: oat_allow_anonymous = true"
+            ),
+            (None, false) => return Ok(None),
+        };
+        OatConfig::new(prefix, pool, auth).map(Some)
+    }
+
     /// A configuration from the operator's values (prefix normalised to
     /// `/a/b`, refused when it is not a plain path).
     pub fn new(
         prefix: Option<&str>,
         pool: Option<&str>,
-        auth_blob_sha256: Option<[u8; 32]>,
+        auth: OatAuth,
     ) -> anyhow::Result<OatConfig> {
         let prefix = prefix
             .unwrap_or(DEFAULT_PREFIX)
@@ -87,14 +126,14 @@ impl OatConfig {
             || prefix.starts_with("/v1/")
             || prefix == "/v1"
         {
-            anyhow::bail!(
+            bail!(
                 "oat_prefix '{prefix}' must be a plain path such as {DEFAULT_PREFIX} outside /v1"
             );
         }
         Ok(OatConfig {
             prefix,
             pool: pool.unwrap_or("default").to_string(),
-            auth_blob_sha256,
+            auth,
         })
     }
 
@@ -141,13 +180,18 @@ pub fn vtime(ms: i64) -> String {
     )
 }
 
-/// `POST {prefix}/PollHosts`.
-pub async fn poll_hosts(
-    State(s): State<FeedState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Some(expected) = &s.oat.auth_blob_sha256 {
+/// `POST {prefix}/PollHosts`. The `x-auth-blob` is checked from the
+/// headers before any of the body is read: a client without it gets its
+/// 401 at once, whatever it declared or sends.
+pub async fn poll_hosts(State(s): State<FeedState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(oat) = s.oat.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "PollHosts is not configured",
+        );
+    };
+    if let OatAuth::Blob(expected) = &oat.auth {
         let ok = headers
             .get("x-auth-blob")
             .is_some_and(|v| secret_matches(v.as_bytes(), expected));
@@ -160,17 +204,9 @@ pub async fn poll_hosts(
             );
         }
     }
-    let body = match body {
+    let body = match read_body(&s, body, &headers, MAX_BODY).await {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "payload_too_large"
-            } else {
-                "bad_request"
-            };
-            return error(status, code, &rejection.body_text());
-        }
+        Err(resp) => return resp,
     };
     let request: PollHostsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -201,7 +237,7 @@ pub async fn poll_hosts(
     let now = mono_ms();
     let registry = &s.app.registry;
     let members = registry
-        .pool(&s.oat.pool, now)
+        .pool(&oat.pool, now)
         .map(|p| p.members)
         .unwrap_or_default();
     let hosts = request
@@ -219,7 +255,7 @@ pub async fn poll_hosts(
             // The time of the last good attestation, stale or since failed.
             let last_good = registry
                 .host(&key, now)
-                .and_then(|h| h.last_good_ms.get(&s.oat.pool).copied());
+                .and_then(|h| h.last_good_ms.get(&oat.pool).copied());
             HostTrust {
                 host_name: name,
                 trust_lvl: "untrusted",
@@ -243,19 +279,52 @@ mod tests {
     #[test]
     fn prefix_is_normalised_and_checked() {
         assert_eq!(
-            OatConfig::new(None, None, None)
+            OatConfig::new(None, None, OatAuth::Anonymous)
                 .expect("default")
                 .poll_hosts_path(),
             "/OpenAttestationWebServices/V1.0/PollHosts"
         );
         assert_eq!(
-            OatConfig::new(Some("oat/"), Some("gold"), None)
+            OatConfig::new(Some("oat/"), Some("gold"), OatAuth::Anonymous)
                 .expect("custom")
                 .poll_hosts_path(),
             "/oat/PollHosts"
         );
         for bad in ["/a b", "/a//b", "/v1", "/v1/x", "/a?b"] {
-            assert!(OatConfig::new(Some(bad), None, None).is_err(), "{bad}");
+            assert!(
+                OatConfig::new(Some(bad), None, OatAuth::Anonymous).is_err(),
+                "{bad}"
+            );
         }
+    }
+
+    #[test]
+    fn poll_hosts_needs_a_blob_or_an_explicit_lab_flag() {
+        let blob = [7u8; 32];
+        // Nothing configured: not served at all.
+        assert_eq!(
+            OatConfig::resolve(None, None, None, false).expect("off"),
+            None
+        );
+        let with_blob = OatConfig::resolve(None, None, Some(blob), false)
+            .expect("blob")
+            .expect("served");
+        assert!(with_blob.auth == OatAuth::Blob(blob));
+        let lab = OatConfig::resolve(Some("/attest"), Some("gold"), None, true)
+            .expect("lab")
+            .expect("served");
+        assert!(lab.auth == OatAuth::Anonymous);
+        assert_eq!(lab.poll_hosts_path(), "/attest/PollHosts");
+        // Asked for without a blob: refused, naming what to set.
+        for (prefix, pool) in [(Some("/attest"), None), (None, Some("gold"))] {
+            let err = OatConfig::resolve(prefix, pool, None, false).expect_err("no blob");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("oat_auth_blob_sha256") && msg.contains("oat_allow_anonymous = true"),
+                "{msg}"
+            );
+        }
+        let err = OatConfig::resolve(None, None, Some(blob), true).expect_err("both");
+        assert!(err.to_string().contains("contradict"), "{err}");
     }
 }

@@ -96,6 +96,9 @@ pub struct PlacementFile {
     pub timeout: Option<Duration>,
     /// Keystone credentials (instead of `token`).
     pub keystone: Option<KeystoneFile>,
+    /// Accept `http://` for Placement and Keystone: the token (or the
+    /// Keystone password) then crosses the network in clear. A lab only.
+    pub allow_plain_http: Option<bool>,
 }
 
 /// `[placement.keystone]`: password or application credential.
@@ -316,11 +319,10 @@ impl PlacementConfig {
             .context("[placement] needs url")?
             .trim_end_matches('/')
             .to_string();
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("[placement] url '{url}' is not a URL"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            bail!("[placement] url '{url}' must be http:// or https://HOST[:PORT][/path]");
+        let allow_plain_http = file.allow_plain_http.unwrap_or(false);
+        check_url("[placement] url", &url, allow_plain_http)?;
+        if let Some(auth_url) = file.keystone.as_ref().and_then(|k| k.auth_url.as_deref()) {
+            check_url("[placement.keystone] auth_url", auth_url, allow_plain_http)?;
         }
         let token = secret("[placement]", "token", &file.token, &file.token_file)?;
         let auth = match (&token, &file.keystone) {
@@ -357,6 +359,24 @@ impl PlacementConfig {
                 .unwrap_or(DEFAULT_TIMEOUT)
                 .max(Duration::from_millis(100)),
         }))
+    }
+}
+
+/// `https://HOST[:PORT][/path]`, or `http://` with `allow_plain_http`.
+fn check_url(what: &str, url: &str, allow_plain_http: bool) -> anyhow::Result<()> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("{what} '{url}' is not a URL"))?;
+    if uri.host().is_none() {
+        bail!("{what} '{url}' must be https://HOST[:PORT][/path]");
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if allow_plain_http => Ok(()),
+        Some("http") => bail!(
+            "{what} '{url}' is plain HTTP: the token would cross the network in clear; use https:// (allow_plain_http = true in [placement] accepts it, for a lab only)"
+        ),
+        _ => bail!("{what} '{url}' must be https://HOST[:PORT][/path]"),
     }
 }
 
@@ -1315,7 +1335,7 @@ mod tests {
         let file = |text: &str| -> PlacementFile { toml::from_str(text).expect("toml") };
         let pools = vec!["default".to_string()];
         let ok = PlacementConfig::resolve(
-            Some(&file("url = \"http://127.0.0.1:8778/\"\ntoken = \"admin\"\nreconcile_interval = \"5s\"\n")),
+            Some(&file("url = \"http://127.0.0.1:8778/\"\ntoken = \"admin\"\nreconcile_interval = \"5s\"\nallow_plain_http = true\n")),
             &pools,
         )
         .expect("valid")
@@ -1329,7 +1349,7 @@ mod tests {
         assert!(PlacementConfig::resolve(None, &[]).expect("off").is_none());
         assert!(PlacementConfig::resolve(None, &pools).is_err());
         assert!(
-            PlacementConfig::resolve(Some(&file("url = \"http://x\"\ntoken = \"t\"\n")), &[])
+            PlacementConfig::resolve(Some(&file("url = \"https://x\"\ntoken = \"t\"\n")), &[])
                 .is_err()
         );
         assert!(PlacementConfig::resolve(
@@ -1337,13 +1357,49 @@ mod tests {
             &pools
         )
         .is_err());
-        assert!(PlacementConfig::resolve(Some(&file("url = \"http://x\"\n")), &pools).is_err());
+        assert!(PlacementConfig::resolve(Some(&file("url = \"https://x\"\n")), &pools).is_err());
         assert!(PlacementConfig::resolve(
-            Some(&file("url = \"http://x\"\ntoken = \"t\"\n")),
+            Some(&file("url = \"https://x\"\ntoken = \"t\"\n")),
             &["a-b".into(), "a.b".into()]
         )
         .is_err());
         assert!(toml::from_str::<PlacementFile>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn attack_plain_http_placement_and_keystone_are_refused() {
+        let file = |text: &str| -> PlacementFile { toml::from_str(text).expect("toml") };
+        let pools = vec!["default".to_string()];
+        let keystone = "[keystone]\nusername = \"u\"\npassword = \"p\"\nproject_name = \"s\"\n";
+        for (text, what) in [
+            (
+                "url = \"http://ctl:8778\"\ntoken = \"t\"\n".to_string(),
+                "[placement] url",
+            ),
+            (
+                format!("url = \"https://ctl:8778\"\n{keystone}auth_url = \"http://ks:5000/v3\"\n"),
+                "[placement.keystone] auth_url",
+            ),
+        ] {
+            let err = PlacementConfig::resolve(Some(&file(&text)), &pools).expect_err("plain http");
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(what)
+                    && msg.contains("plain HTTP")
+                    && msg.contains("allow_plain_http = true"),
+                "{msg}"
+            );
+            // Explicitly allowed (a lab): accepted.
+            let lab = format!("allow_plain_http = true\n{text}");
+            PlacementConfig::resolve(Some(&file(&lab)), &pools)
+                .expect("allowed")
+                .expect("on");
+        }
+        let https =
+            format!("url = \"https://ctl:8778\"\n{keystone}auth_url = \"https://ks:5000/v3\"\n");
+        PlacementConfig::resolve(Some(&file(&https)), &pools)
+            .expect("https")
+            .expect("on");
     }
 
     #[test]
@@ -1399,7 +1455,7 @@ mod tests {
         let pools = ["default".to_string()];
         let token = secret_file(dir.path(), "token", "t0ken\n", 0o600);
         let file: PlacementFile = toml::from_str(&format!(
-            "url = \"http://x\"\ntoken_file = \"{}\"\n",
+            "url = \"https://x\"\ntoken_file = \"{}\"\n",
             token.display()
         ))
         .expect("toml");
@@ -1411,7 +1467,7 @@ mod tests {
 
         // both forms, or a file others may read: refused, naming the file
         let both: PlacementFile = toml::from_str(&format!(
-            "url = \"http://x\"\ntoken = \"t\"\ntoken_file = \"{}\"\n",
+            "url = \"https://x\"\ntoken = \"t\"\ntoken_file = \"{}\"\n",
             token.display()
         ))
         .expect("toml");
@@ -1460,7 +1516,7 @@ mod tests {
             "sec"
         );
         let inline: PlacementFile =
-            toml::from_str("url = \"http://x\"\n[keystone]\npassword = \"pw\"\n").expect("toml");
+            toml::from_str("url = \"https://x\"\n[keystone]\npassword = \"pw\"\n").expect("toml");
         assert_eq!(inline.inline_secret(), Some("password"));
     }
 
@@ -1535,7 +1591,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let file: PlacementFile = toml::from_str(&format!(
-            "url = \"http://127.0.0.1:{port}/placement\"\n[keystone]\nauth_url = \"http://127.0.0.1:{port}/identity/v3\"\napplication_credential_id = \"ac1\"\napplication_credential_secret = \"s3cret\"\n"
+            "url = \"http://127.0.0.1:{port}/placement\"\nallow_plain_http = true\n[keystone]\nauth_url = \"http://127.0.0.1:{port}/identity/v3\"\napplication_credential_id = \"ac1\"\napplication_credential_secret = \"s3cret\"\n"
         ))
         .expect("toml");
         let cfg = PlacementConfig::resolve(Some(&file), &["default".into()])
@@ -1596,7 +1652,7 @@ mod tests {
 
         // Nothing listens: a connection error, retryable.
         let dead: PlacementFile =
-            toml::from_str("url = \"http://127.0.0.1:1\"\ntoken = \"t\"\ntimeout = \"2s\"\n")
+            toml::from_str("url = \"http://127.0.0.1:1\"\ntoken = \"t\"\ntimeout = \"2s\"\nallow_plain_http = true\n")
                 .expect("toml");
         let cfg = PlacementConfig::resolve(Some(&dead), &["default".into()])
             .expect("ok")

@@ -4,8 +4,9 @@
 use crate::config::ServerConfig;
 use crate::feed::{FeedState, Health};
 use crate::http_auth::{parse_sha256_hex, FeedToken, ReaderAuth};
-use crate::https::{server_config, TlsListener};
-use crate::oat::OatConfig;
+use crate::https::server_config;
+use crate::listener::ListenerLimits;
+use crate::oat::{OatAuth, OatConfig};
 use crate::pki::Role;
 use crate::placement::{PlacementConfig, PlacementFile};
 use crate::state::AppState;
@@ -46,6 +47,10 @@ pub struct PublicationOptions {
     pub oat_pool: Option<String>,
     /// `--oat-auth-blob-sha256` / `oat_auth_blob_sha256`.
     pub oat_auth_blob_sha256: Option<String>,
+    /// `--oat-allow-anonymous` / `oat_allow_anonymous`.
+    pub oat_allow_anonymous: bool,
+    /// `--http-max-connections` / `http_max_connections`.
+    pub http_max_connections: Option<usize>,
     /// `--metrics-auth` / `metrics_auth`.
     pub metrics_auth: bool,
     /// `placement_pools`.
@@ -61,12 +66,14 @@ pub struct PublicationConfig {
     pub reader_ca: Option<PathBuf>,
     /// Reader tokens (hashes).
     pub feed_tokens: Vec<FeedToken>,
-    /// PollHosts.
-    pub oat: OatConfig,
+    /// PollHosts, when served.
+    pub oat: Option<OatConfig>,
     /// Whether `/metrics` needs a reader credential.
     pub metrics_auth: bool,
     /// Placement sync, when configured.
     pub placement: Option<PlacementConfig>,
+    /// Caps of the HTTPS listener.
+    pub limits: ListenerLimits,
 }
 
 impl PublicationOptions {
@@ -94,7 +101,12 @@ impl PublicationOptions {
             .map(parse_sha256_hex)
             .transpose()
             .context("--oat-auth-blob-sha256")?;
-        let oat = OatConfig::new(self.oat_prefix.as_deref(), self.oat_pool.as_deref(), blob)?;
+        let oat = OatConfig::resolve(
+            self.oat_prefix.as_deref(),
+            self.oat_pool.as_deref(),
+            blob,
+            self.oat_allow_anonymous,
+        )?;
         let placement = PlacementConfig::resolve(self.placement.as_ref(), &self.placement_pools)?;
         Ok(PublicationConfig {
             reader_ca: self.reader_ca,
@@ -102,6 +114,7 @@ impl PublicationOptions {
             oat,
             metrics_auth: self.metrics_auth,
             placement,
+            limits: ListenerLimits::new(self.http_max_connections)?,
         })
     }
 }
@@ -112,9 +125,10 @@ pub struct Publication {
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
     auth: Arc<ReaderAuth>,
-    oat: Arc<OatConfig>,
+    oat: Option<Arc<OatConfig>>,
     metrics_auth: bool,
     placement: Option<PlacementConfig>,
+    limits: ListenerLimits,
 }
 
 impl Publication {
@@ -140,12 +154,29 @@ impl Publication {
         if auth.is_empty() {
             warn!("no reader credential is configured (--feed-token, --reader-ca): the feed refuses every reader");
         }
-        if p.oat.auth_blob_sha256.is_none() {
-            warn!(path = %p.oat.poll_hosts_path(), "no oat_auth_blob_sha256: PollHosts answers anyone who can reach it");
-        }
         let policy = state.policy();
-        if !policy.pools.contains_key(&p.oat.pool) {
-            warn!(pool = %p.oat.pool, "oat_pool is not a pool of the policy: PollHosts answers every host untrusted");
+        match &p.oat {
+            None => {
+                info!("PollHosts is off (set oat_auth_blob_sha256 to serve Nova's TrustedFilter)")
+            }
+            Some(oat) => {
+                if oat.auth == OatAuth::Anonymous {
+                    warn!(path = %oat.poll_hosts_path(), "oat_allow_anonymous = true: PollHosts answers anyone who can reach it (a lab only)");
+                }
+                if !policy.pools.contains_key(&oat.pool) {
+                    warn!(pool = %oat.pool, "oat_pool is not a pool of the policy: PollHosts answers every host untrusted");
+                }
+            }
+        }
+        match crate::listener::raise_open_files_limit() {
+            Ok(open_files) => {
+                // The listener's own descriptors plus room for the agents' streams.
+                let needed = p.limits.max_connections as u64 + 64;
+                if open_files < needed {
+                    warn!(open_files, http_max_connections = p.limits.max_connections, "the open-files limit is below http_max_connections + 64: EMFILE, not the cap, will refuse connections (raise LimitNOFILE)");
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "the open-files limit could not be raised"),
         }
         if let Some(pl) = &p.placement {
             for pool in &pl.pools {
@@ -159,9 +190,10 @@ impl Publication {
             state,
             tls,
             auth: Arc::new(auth),
-            oat: Arc::new(p.oat.clone()),
+            oat: p.oat.clone().map(Arc::new),
             metrics_auth: p.metrics_auth,
             placement: p.placement.clone(),
+            limits: p.limits,
         })
     }
 
@@ -206,6 +238,7 @@ impl Publication {
             self.state.metrics.clone(),
             stop.clone(),
         )?;
+        let metrics = self.state.metrics.clone();
         let feed = FeedState::new(
             self.state,
             self.auth,
@@ -215,9 +248,10 @@ impl Publication {
             stop.clone(),
         );
         let app = crate::feed::router(feed);
-        let listener = TlsListener::new(listener, self.tls)?;
+        let limits = self.limits;
+        let tls = self.tls;
         Ok(tokio::spawn(async move {
-            let served = crate::https::serve(listener, app, stop).await;
+            let served = crate::listener::serve(listener, tls, app, limits, metrics, stop).await;
             probe.abort();
             if let Some(sync) = sync {
                 let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;

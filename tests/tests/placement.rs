@@ -31,14 +31,15 @@ fn lab() -> (tempfile::TempDir, Lab) {
 }
 
 /// `[placement]` for Placement on `port` (noauth2: the token `admin`, read
-/// from an owner-only file as the packaged example recommends).
+/// from an owner-only file as the packaged example recommends). The test
+/// Placement speaks plain HTTP on loopback, which must be allowed explicitly.
 fn placement_config(lab: &Lab, port: u16, reconcile: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let token = lab.dir.join("placement-token");
     std::fs::write(&token, "admin\n").expect("token file");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!(
-        "placement_pools = [\"default\"]\n\n[placement]\nurl = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nreconcile_interval = \"{reconcile}\"\ntimeout = \"5s\"\n",
+        "placement_pools = [\"default\"]\n\n[placement]\nurl = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nreconcile_interval = \"{reconcile}\"\ntimeout = \"5s\"\nallow_plain_http = true\n",
         token.display()
     )
 }
