@@ -45,7 +45,8 @@ pub async fn run(
     }
     let ek_trust = load_ek_roots(&cfg.ek_roots)?;
     let tls = tls_config(&cfg)?;
-    let store = Store::open(&cfg.db).await?;
+    let store = Store::open_checked(&cfg.db, cfg.init_db).await?;
+    info!(db = %cfg.db.display(), store_id = %store.store_id(), "store opened");
 
     let ek_allowlist = EkAllowlist::new(cfg.ek_allowlist.clone());
     ek_allowlist

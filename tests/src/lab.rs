@@ -251,6 +251,7 @@ impl Lab {
             publication: Default::default(),
             operators: Vec::new(),
             admin_socket: None,
+            db: None,
         }
     }
 
