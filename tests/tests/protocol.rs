@@ -542,7 +542,10 @@ async fn attack_restart_does_not_publish_verdicts_the_policy_now_refuses() {
     assert_eq!(members, vec!["host-a".to_string(), "host-b".to_string()]);
     // While the server is down, the policy changes so that nobody passes.
     server.stop().expect("stop");
-    let strict = golden_policy().replace(&hex::encode(trustpool_tests::lab::expected_pcrs(Launch::Golden)[&17]), &"ab".repeat(32));
+    let strict = golden_policy().replace(
+        &hex::encode(trustpool_tests::lab::expected_pcrs(Launch::Golden)[&17]),
+        &"ab".repeat(32),
+    );
     assert_ne!(strict, golden_policy(), "the policy pins PCR 17");
     lab.write_policy("default", &strict).expect("policy");
     server.restart().expect("restart");
@@ -632,9 +635,12 @@ async fn attack_one_tpm_cannot_back_two_host_names() {
     let v = agent_b.attest().await;
     assert!(!trusted(&v), "{v:?}");
     assert!(
-        v.pools.iter().flat_map(|p| &p.reasons).any(|r| r.code == "host.pending"
-            && r.message.contains("tpm.in_use")
-            && r.message.contains("host-a")),
+        v.pools
+            .iter()
+            .flat_map(|p| &p.reasons)
+            .any(|r| r.code == "host.pending"
+                && r.message.contains("tpm.in_use")
+                && r.message.contains("host-a")),
         "{v:?}"
     );
     assert_eq!(
@@ -668,15 +674,23 @@ async fn attack_ek_allowlist_admits_only_listed_tpms() {
     let b = lab.add_host("host-b", Launch::Golden).expect("host");
     // The inventory knows host-a's EK (read from its TPM, as tpm2_readpublic would).
     let ek_a = {
-        let tpm = Tpm::open(&a.swtpm.tcti(), &a.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048)
-            .expect("tpm");
+        let tpm = Tpm::open(
+            &a.swtpm.tcti(),
+            &a.state_dir,
+            EkAlg::Rsa2048,
+            AkAlg::RsaSsa2048,
+        )
+        .expect("tpm");
         let worker = TpmWorker::spawn(tpm);
         worker.identity().await.expect("identity").ek_public
     };
     let list = lab.dir.join("ek-allowlist");
     std::fs::write(
         &list,
-        format!("# asset inventory\nhost-a 000b{}\n", hex::encode(Sha256::digest(&ek_a))),
+        format!(
+            "# asset inventory\nhost-a 000b{}\n",
+            hex::encode(Sha256::digest(&ek_a))
+        ),
     )
     .expect("allowlist");
     let mut options = lab.server_options("30s", "75s");
@@ -697,9 +711,18 @@ async fn attack_ek_allowlist_admits_only_listed_tpms() {
     assert_eq!(refused.err().as_deref(), Some("enrolment.ek_not_allowed"));
     // Listing host-b takes effect without a restart.
     let ek_b = {
-        let tpm = Tpm::open(&b.swtpm.tcti(), &b.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048)
-            .expect("tpm");
-        TpmWorker::spawn(tpm).identity().await.expect("identity").ek_public
+        let tpm = Tpm::open(
+            &b.swtpm.tcti(),
+            &b.state_dir,
+            EkAlg::Rsa2048,
+            AkAlg::RsaSsa2048,
+        )
+        .expect("tpm");
+        TpmWorker::spawn(tpm)
+            .identity()
+            .await
+            .expect("identity")
+            .ek_public
     };
     std::fs::write(
         &list,
