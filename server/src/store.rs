@@ -241,7 +241,7 @@ impl StoreHealth {
     fn lose_identity(&self, why: &str) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = why.to_string();
         if !self.identity_lost.swap(true, Ordering::AcqRel) {
-            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (README \"Backup and restore\")");
+            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (README \"Database faults, backup and restore\")");
         }
     }
 }
@@ -317,7 +317,7 @@ impl std::fmt::Display for IdentityProblem {
         match self {
             IdentityProblem::Missing { expected } => write!(
                 f,
-                "the database is missing but store {expected} existed here: restore it from a backup (README \"Backup and restore\"), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
+                "the database is missing but store {expected} existed here: restore it from a backup (README \"Database faults, backup and restore\"), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
             ),
             IdentityProblem::Unidentified { expected } => write!(
                 f,
