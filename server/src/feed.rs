@@ -12,7 +12,9 @@
 //! - membership and host detail come from the registry, which holds only
 //!   durably committed verdicts and applies expiry at read time: an entry is
 //!   never published past its `valid_until`;
-//! - while the database does not answer or no usable policy is in force,
+//! - while the database refuses writes or does not answer, its file was
+//!   removed or replaced ([`crate::store::StoreHealth`]), or no usable
+//!   policy is in force,
 //!   the feed answers 503 `unavailable` (never an empty 200) and `PollHosts`
 //!   answers 503 too, which Nova's filter reads as "nobody is trusted";
 //!   `/readyz` answers 503 with the problems;
