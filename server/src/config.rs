@@ -15,7 +15,8 @@ use trustpool_evidence::duration::{parse_duration, serde_human};
 #[command(
     name = "trustpool-server",
     version,
-    about = "trustpool attestation server"
+    about = "trustpool attestation server",
+    after_help = "Backup: `trustpool-server backup --db FILE --to NEWFILE` copies the database consistently while the server runs (README \"Database faults, backup and restore\")."
 )]
 pub struct ServerArgs {
     /// TOML file with any of the options below (keys in snake_case, e.g. grpc_listen);
@@ -28,9 +29,17 @@ pub struct ServerArgs {
     /// Address of the HTTP feed listener, e.g. 127.0.0.1:8080.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
-    /// SQLite database file (created if missing).
+    /// SQLite database file. Created on the first start only: once a store
+    /// existed here (its id is kept in `.<name>.store-id` beside it), a
+    /// missing or foreign database stops start-up unless --init-db is given.
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Accept a missing database (a new, empty store is created) or a
+    /// database of another store in place of the one that existed: every
+    /// enrolment, approval and revocation of the old store is gone. Give it
+    /// once, deliberately; restore from a backup instead when there is one.
+    #[arg(long)]
+    pub init_db: bool,
     /// PEM CA certificate(s) that issue agent client certificates.
     #[arg(long)]
     pub ca: Option<PathBuf>,
@@ -108,6 +117,21 @@ pub struct ServerArgs {
     pub admin_socket: Option<PathBuf>,
 }
 
+/// Command line of `trustpool-server backup`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trustpool-server backup",
+    about = "Copy the database consistently (SQLite VACUUM INTO) while the server runs"
+)]
+pub struct BackupArgs {
+    /// The server's database file.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// The copy to write (must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
 /// The same options as [`ServerArgs`], read from a TOML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +182,8 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     /// SQLite database path.
     pub db: PathBuf,
+    /// `--init-db`: a new store may replace the one that existed.
+    pub init_db: bool,
     /// CA bundle for agent client certificates.
     pub ca: PathBuf,
     /// Server certificate.
@@ -229,6 +255,7 @@ impl ServerConfig {
             grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
             http_listen: need(args.http_listen, file.http_listen, "http_listen")?,
             db: need(args.db, file.db, "db")?,
+            init_db: args.init_db,
             ca: need(args.ca, file.ca, "ca")?,
             cert: need(args.cert, file.cert, "cert")?,
             key: need(args.key, file.key, "key")?,

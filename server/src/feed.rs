@@ -17,7 +17,9 @@
 //! - membership and host detail come from the registry, which holds only
 //!   durably committed verdicts and applies expiry at read time: an entry is
 //!   never published past its `valid_until`;
-//! - while the database does not answer or no usable policy is in force,
+//! - while the database refuses writes or does not answer, its file was
+//!   removed or replaced ([`crate::store::StoreHealth`]), or no usable
+//!   policy is in force,
 //!   the feed answers 503 `unavailable` (never an empty 200) and `PollHosts`
 //!   answers 503 too, which Nova's filter reads as "nobody is trusted";
 //!   `/readyz` answers 503 with the problems;
@@ -59,7 +61,9 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest long-poll wait; a longer `wait` is shortened to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether the server can vouch for what it publishes right now.
+/// Whether the server can vouch for what it publishes right now: the store
+/// health (every write's outcome, the write probe and the database identity,
+/// [`crate::store::StoreHealth`]) and whether the last probe answered at all.
 #[derive(Debug)]
 pub struct Health {
     store_ok: AtomicBool,
@@ -74,19 +78,19 @@ impl Default for Health {
 }
 
 impl Health {
-    /// Records the result of the latest database probe.
+    /// Records whether the latest database probe answered in time.
     pub fn set_store_ok(&self, ok: bool) {
         self.store_ok.store(ok, Ordering::Relaxed);
     }
 
-    /// The result of the latest database probe.
+    /// Whether the latest database probe answered in time.
     pub fn store_ok(&self) -> bool {
         self.store_ok.load(Ordering::Relaxed)
     }
 
     /// Every reason the server is not ready (empty when ready).
     pub fn problems(&self, app: &AppState) -> Vec<&'static str> {
-        let mut problems = Vec::new();
+        let mut problems = app.store.health().problems();
         if !self.store_ok() {
             problems.push("the database does not answer");
         }
@@ -362,7 +366,8 @@ async fn openapi() -> Response {
 
 async fn metrics(State(s): State<FeedState>) -> Response {
     let ready = s.health.problems(&s.app).is_empty();
-    let text = s.app.metrics.render(&s.app.registry, mono_ms(), ready);
+    let mut text = s.app.metrics.render(&s.app.registry, mono_ms(), ready);
+    store_metrics(&mut text, &s.app);
     (
         [(
             header::CONTENT_TYPE,
@@ -371,6 +376,44 @@ async fn metrics(State(s): State<FeedState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The store-health gauges and counters (README "Metrics").
+fn store_metrics(out: &mut String, app: &AppState) {
+    use std::fmt::Write as _;
+    let h = app.store.health();
+    let history_lost = app.history.get().map(|h| h.lost()).unwrap_or(0);
+    for (name, kind, help, value) in [
+        (
+            "trustpool_store_writable",
+            "gauge",
+            "1 while database writes work (every write and the write probe decide).",
+            u64::from(!h.write_failed()),
+        ),
+        (
+            "trustpool_store_identity_ok",
+            "gauge",
+            "0 once the database file was removed or replaced under the running server.",
+            u64::from(!h.identity_lost()),
+        ),
+        (
+            "trustpool_store_write_errors_total",
+            "counter",
+            "Database writes that failed.",
+            h.write_errors(),
+        ),
+        (
+            "trustpool_history_lost_total",
+            "counter",
+            "History events that could not be stored and were dropped.",
+            history_lost,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }
 
 #[derive(Serialize)]
@@ -803,9 +846,7 @@ mod tests {
 
             // The database stops answering: 503, never an empty list.
             f.state.app.store.close().await;
-            f.state
-                .health
-                .set_store_ok(f.state.app.store.healthy().await);
+            assert!(f.state.app.store.probe().await.is_err());
             let (status, body) = call(&f, get("/v1/pools/default/hosts", Some("tok"))).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(body["error"]["code"], "unavailable");

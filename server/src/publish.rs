@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Period of the database probe behind `/readyz` and the feed's 503s.
+/// Period of the database probe (identity check and write probe) behind
+/// `/readyz` and the feed's 503s.
 const HEALTH_PERIOD: Duration = Duration::from_secs(1);
 
 /// A `[[feed_tokens]]` entry of the configuration file.
@@ -215,17 +216,22 @@ impl Publication {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let ok = tokio::time::timeout(HEALTH_PERIOD * 3, state.store.healthy())
-                                .await
-                                .unwrap_or(false);
-                            if ok != health.store_ok() {
-                                if ok {
-                                    info!("the database answers again: the feed is served");
+                            let answered = match tokio::time::timeout(HEALTH_PERIOD * 3, state.store.probe()).await {
+                                Ok(Ok(())) => true,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "database probe failed");
+                                    true
+                                }
+                                Err(_) => false,
+                            };
+                            if answered != health.store_ok() {
+                                if answered {
+                                    info!("the database answers the probe again");
                                 } else {
-                                    warn!("the database does not answer: the feed answers 503 until it does");
+                                    warn!("the database does not answer the probe: the feed answers 503 until it does");
                                 }
                             }
-                            health.set_store_ok(ok);
+                            health.set_store_ok(answered);
                         }
                         _ = stop.changed() => break,
                     }

@@ -67,7 +67,8 @@ pub async fn run(
         info!("no --operator-ca: the admin API is served on the local admin socket only");
     }
     let tls = grpc_tls_config(&cfg, &pki)?;
-    let store = Store::open(&cfg.db).await?;
+    let store = Store::open_checked(&cfg.db, cfg.init_db).await?;
+    info!(db = %cfg.db.display(), store_id = %store.store_id(), "store opened");
 
     let ek_allowlist = EkAllowlist::new(cfg.ek_allowlist.clone());
     ek_allowlist

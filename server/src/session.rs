@@ -470,11 +470,20 @@ impl Session {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_requested: Option<Instant> = None;
         let mut policy_changes = self.state.policy_changes();
+        // The store works again after a fault: attest at once, so that the
+        // hosts a failed commit left untrusted are back within a round trip.
+        let mut store_recovered = self.state.store.health().recovered();
         loop {
             tokio::select! {
                 ended = ticket.ended() => return Err(SessionError::new(ended.code, ended.message)),
                 Ok(()) = policy_changes.changed() => {
                     if !book.has_pending(Instant::now()) {
+                        self.challenge(&mut book).await?;
+                    }
+                }
+                Ok(()) = store_recovered.changed() => {
+                    if !book.has_pending(Instant::now()) {
+                        info!(host = %hostname, "the store works again: attesting at once");
                         self.challenge(&mut book).await?;
                     }
                 }
@@ -623,7 +632,9 @@ impl Session {
     /// host's facts and clock; unsound evidence withdraws the facts (so no
     /// reload or restart can re-admit the host from older evidence). A
     /// repeat of an untrusted outcome already stored writes nothing. A
-    /// failed commit leaves the host untrusted.
+    /// failed commit leaves the host untrusted (`server.store_unavailable`),
+    /// its facts and clock unchanged; the session attests again as soon as
+    /// the store works ([`crate::store::StoreHealth::recovered`]).
     async fn commit(&self, hostname: &str, binding: Binding, judged: &mut Judged) {
         let facts_json;
         let facts = match (&judged.evaluation.facts, binding) {

@@ -5,12 +5,26 @@
 //! An enrolment is committed before the agent is told it is enrolled; a trusted
 //! verdict is committed before the host is published as trusted. Every error
 //! carries the operation that failed.
+//!
+//! Store health ([`StoreHealth`]) is the one answer to "can the server vouch
+//! for what it publishes": every write reports its outcome to it, and a
+//! periodic [`Store::probe`] (a one-row `UPDATE` in a transaction plus a check
+//! that the database file is still the one that was opened) sets and clears it.
+//!
+//! Store identity: a random store id is written into the database when it is
+//! created and remembered in a small file beside it (see [`id_file_path`]).
+//! Start-up refuses a missing database or one of another store while that file
+//! says one existed, unless the operator asks for a new store (`--init-db`).
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::path::Path;
+use sqlx::{Connection, Row, SqlitePool};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tracing::{error, info, warn};
 use trustpool_evidence::reason::Reason;
 
 /// The stored identity of an enrolled host.
@@ -111,6 +125,265 @@ pub struct HistoryEvent {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    health: Arc<StoreHealth>,
+    identity: Arc<OpenedFile>,
+}
+
+/// The database file as it was opened, to notice that it was removed or
+/// replaced under the running server.
+#[derive(Debug)]
+struct OpenedFile {
+    path: PathBuf,
+    id_file: PathBuf,
+    store_id: String,
+    dev: u64,
+    ino: u64,
+}
+
+/// Whether the store accepts writes and is still the store that was opened.
+/// Read by the feed, `PollHosts`, `/readyz` and the metrics; written by every
+/// store write and by [`Store::probe`].
+#[derive(Debug)]
+pub struct StoreHealth {
+    /// Set by any failed write, cleared only by a successful probe (so a
+    /// full disk that lets a small write through now and then does not flap).
+    write_failed: AtomicBool,
+    /// Set once the database file is gone or replaced: never cleared (a
+    /// restart decides, see README "Backup and restore").
+    identity_lost: AtomicBool,
+    last_error: Mutex<String>,
+    /// Failed writes since start (metric).
+    write_errors: AtomicU64,
+    /// Bumped each time writes work again after a failure.
+    recovered: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            write_failed: AtomicBool::new(false),
+            identity_lost: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+            write_errors: AtomicU64::new(0),
+            recovered: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Readiness problem: writes fail.
+pub const STORE_NOT_WRITABLE: &str = "the database refuses writes";
+/// Readiness problem: the database file was removed or replaced.
+pub const STORE_IDENTITY_LOST: &str =
+    "the database file was removed or replaced under the running server";
+
+impl StoreHealth {
+    /// True when writes work and the database is the one opened.
+    pub fn ok(&self) -> bool {
+        !self.write_failed.load(Ordering::Acquire) && !self.identity_lost.load(Ordering::Acquire)
+    }
+
+    /// True while writes fail (until a probe succeeds).
+    pub fn write_failed(&self) -> bool {
+        self.write_failed.load(Ordering::Acquire)
+    }
+
+    /// True once the database file was removed or replaced.
+    pub fn identity_lost(&self) -> bool {
+        self.identity_lost.load(Ordering::Acquire)
+    }
+
+    /// Failed writes since start.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// The last write or identity error ("" when none).
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every readiness problem of the store (empty when healthy).
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.identity_lost() {
+            out.push(STORE_IDENTITY_LOST);
+        }
+        if self.write_failed() {
+            out.push(STORE_NOT_WRITABLE);
+        }
+        out
+    }
+
+    /// Changes each time writes work again after a failure: sessions watch it
+    /// to attest their hosts again at once.
+    pub fn recovered(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
+    fn write_error(&self, e: &anyhow::Error) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = format!("{e:#}");
+        if !self.write_failed.swap(true, Ordering::AcqRel) {
+            error!(error = %format!("{e:#}"), "a database write failed: the feed and PollHosts answer 503 and no new verdict is trusted until writes work again");
+        }
+    }
+
+    fn probe_ok(&self) {
+        if self.write_failed.swap(false, Ordering::AcqRel) {
+            info!("database writes work again: the feed is served and the hosts attest again");
+            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn lose_identity(&self, why: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = why.to_string();
+        if !self.identity_lost.swap(true, Ordering::AcqRel) {
+            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (README \"Database faults, backup and restore\")");
+        }
+    }
+}
+
+/// Why a database cannot be opened as this server's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityProblem {
+    /// The database file is missing but the store-id file says one existed.
+    Missing {
+        /// The store id the file remembers.
+        expected: String,
+    },
+    /// The database holds no store id (an empty or foreign file) while the
+    /// store-id file remembers one.
+    Unidentified {
+        /// The store id the file remembers.
+        expected: String,
+    },
+    /// The database belongs to another store.
+    Other {
+        /// The store id the file remembers.
+        expected: String,
+        /// The store id of the database.
+        found: String,
+    },
+}
+
+/// What start-up does about the store identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityAction {
+    /// Database and store-id file agree.
+    Keep,
+    /// The database has an id the file does not hold (first start with this
+    /// version, a deleted id file, or `--init-db` over another store's
+    /// database): write it to the file.
+    Remember(String),
+    /// Give the database a new id and remember it.
+    Create,
+}
+
+/// Decides how to open the store from the store id in the database (if the
+/// file exists and has one), the one in the store-id file, and `--init-db`.
+/// `db_exists` is false when the database file is missing.
+pub fn reconcile_identity(
+    db_exists: bool,
+    in_db: Option<&str>,
+    in_file: Option<&str>,
+    init_db: bool,
+) -> Result<IdentityAction, IdentityProblem> {
+    match (in_db, in_file) {
+        (Some(db), Some(file)) if db == file => Ok(IdentityAction::Keep),
+        (Some(db), None) => Ok(IdentityAction::Remember(db.to_string())),
+        (None, None) => Ok(IdentityAction::Create),
+        _ if init_db => Ok(match in_db {
+            Some(db) => IdentityAction::Remember(db.to_string()),
+            None => IdentityAction::Create,
+        }),
+        (Some(db), Some(file)) => Err(IdentityProblem::Other {
+            expected: file.to_string(),
+            found: db.to_string(),
+        }),
+        (None, Some(file)) if !db_exists => Err(IdentityProblem::Missing {
+            expected: file.to_string(),
+        }),
+        (None, Some(file)) => Err(IdentityProblem::Unidentified {
+            expected: file.to_string(),
+        }),
+    }
+}
+
+impl std::fmt::Display for IdentityProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityProblem::Missing { expected } => write!(
+                f,
+                "the database is missing but store {expected} existed here: restore it from a backup (README \"Database faults, backup and restore\"), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
+            ),
+            IdentityProblem::Unidentified { expected } => write!(
+                f,
+                "the database holds no store id but store {expected} existed here (an empty or foreign file?): restore the database from a backup, or start once with --init-db to accept this file as a new store"
+            ),
+            IdentityProblem::Other { expected, found } => write!(
+                f,
+                "the database is store {found}, not store {expected} that existed here: put the right database back, or start once with --init-db to accept this one"
+            ),
+        }
+    }
+}
+
+/// The file beside the database that remembers its store id:
+/// `<dir>/.<name>.store-id`. It is hidden so that `rm trustpool.db*` does
+/// not take it along.
+pub fn id_file_path(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trustpool.db".into());
+    db.with_file_name(format!(".{name}.store-id"))
+}
+
+fn read_id_file(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty() {
+                anyhow::bail!("the store-id file {} is empty", path.display());
+            }
+            Ok(Some(id.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read the store-id file {}", path.display()))
+        }
+    }
+}
+
+/// Writes the store-id file durably (temporary file, fsync, rename, fsync of the directory).
+fn write_id_file(path: &Path, id: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot write the store-id file {}", tmp.display()))?;
+    f.write_all(format!("{id}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write the store-id file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write the store-id file {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn new_store_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 const SCHEMA: &[&str] = &[
@@ -167,6 +440,12 @@ const SCHEMA: &[&str] = &[
         actor TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
+    "CREATE TABLE IF NOT EXISTS store_identity (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        store_id TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS tpm_clocks (
         hostname TEXT PRIMARY KEY,
         reset_count INTEGER NOT NULL,
@@ -176,18 +455,72 @@ const SCHEMA: &[&str] = &[
 ];
 
 impl Store {
-    /// Opens (creating if needed) the SQLite file and its schema.
+    /// Opens the store at `path`; a first-ever start creates it. See
+    /// [`Store::open_checked`].
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        Store::open_checked(path, false).await
+    }
+
+    /// Opens the store at `path` and checks its identity against the
+    /// store-id file beside it ([`reconcile_identity`]): a missing database
+    /// is created only on a first-ever start or with `init_db`.
+    pub async fn open_checked(path: &Path, init_db: bool) -> anyhow::Result<Store> {
+        Store::open_with(path, init_db, 4).await
+    }
+
+    async fn open_with(path: &Path, init_db: bool, connections: u32) -> anyhow::Result<Store> {
+        let id_file = id_file_path(path);
+        let in_file = read_id_file(&id_file)?;
+        let db_exists = path.exists();
+        if !db_exists {
+            if let (Some(expected), false) = (&in_file, init_db) {
+                let problem = IdentityProblem::Missing {
+                    expected: expected.clone(),
+                };
+                anyhow::bail!("refusing to create {}: {problem}", path.display());
+            }
+        }
         let url = format!("sqlite://{}", path.display());
         let options = SqliteConnectOptions::from_str(&url)
             .with_context(|| format!("bad database path {}", path.display()))?
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(5));
+        if !db_exists {
+            // Created here, once; the pool never creates a file (a database
+            // removed under the server must not come back empty).
+            let conn =
+                sqlx::SqliteConnection::connect_with(&options.clone().create_if_missing(true))
+                    .await
+                    .with_context(|| format!("cannot open database {}", path.display()))?;
+            if in_file.is_some() {
+                warn!(db = %path.display(), "--init-db: creating a new, empty store in place of the one that existed");
+            } else {
+                info!(db = %path.display(), "first start: creating the database");
+            }
+            let _ = conn.close().await;
+        }
+        let health = Arc::new(StoreHealth::default());
+        let released = health.clone();
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+            .max_connections(connections)
+            // A connection is closed on release, never reused, when:
+            // - its transaction did not end cleanly: SQLite rolls a
+            //   transaction back by itself on a full disk or an I/O error, the
+            //   driver's own ROLLBACK then fails and it would wrap every later
+            //   transaction of that connection in a savepoint that never
+            //   commits (and holds the write lock);
+            // - writes are failing: a connection opened while the file could
+            //   not be opened for writing is read-only for good (SQLite falls
+            //   back silently), and must not outlive the fault.
+            .after_release(move |conn, _meta| {
+                let health = released.clone();
+                Box::pin(async move {
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction() && !health.write_failed())
+                })
+            })
+            .connect_with(options.create_if_missing(false))
             .await
             .with_context(|| format!("cannot open database {}", path.display()))?;
         for statement in SCHEMA {
@@ -196,7 +529,248 @@ impl Store {
                 .await
                 .with_context(|| format!("cannot create schema in {}", path.display()))?;
         }
-        Ok(Store { pool })
+        let in_db: Option<String> =
+            sqlx::query_scalar("SELECT store_id FROM store_identity WHERE id = 1")
+                .fetch_optional(&pool)
+                .await
+                .with_context(|| format!("reading the store id of {}", path.display()))?;
+        let action = reconcile_identity(db_exists, in_db.as_deref(), in_file.as_deref(), init_db)
+            .map_err(|problem| {
+            anyhow::anyhow!("refusing to open {}: {problem}", path.display())
+        })?;
+        let store_id = match action {
+            IdentityAction::Keep => in_db.unwrap_or_default(),
+            IdentityAction::Remember(id) => {
+                warn!(db = %path.display(), store_id = %id, id_file = %id_file.display(), "remembering the store id of this database");
+                write_id_file(&id_file, &id)?;
+                id
+            }
+            IdentityAction::Create => {
+                let id = new_store_id();
+                let now = crate::state::now_ms();
+                sqlx::query("INSERT OR REPLACE INTO store_identity (id, store_id, created_at_ms, heartbeat_ms) VALUES (1, ?, ?, ?)")
+                    .bind(&id)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("storing the store id in {}", path.display()))?;
+                write_id_file(&id_file, &id)?;
+                info!(db = %path.display(), store_id = %id, id_file = %id_file.display(), "new store id");
+                id
+            }
+        };
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot stat the database {}", path.display()))?;
+        Ok(Store {
+            pool,
+            health,
+            identity: Arc::new(OpenedFile {
+                path: path.to_path_buf(),
+                id_file,
+                store_id,
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }),
+        })
+    }
+
+    /// The store's health, shared by every clone of this handle.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
+    /// The random id of this store.
+    pub fn store_id(&self) -> &str {
+        &self.identity.store_id
+    }
+
+    /// Records the outcome of a write in the store health.
+    /// (A refused write that says nothing about the database, such as a
+    /// conflicting enrolment, does not count.)
+    fn outcome<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Err(e) = &r {
+            if is_store_fault(e) {
+                self.health.write_error(e);
+            }
+        }
+        r
+    }
+
+    /// Refuses writes once the database file was removed or replaced (they
+    /// would land in a deleted file, or in whatever was put in its place).
+    fn writable(&self) -> anyhow::Result<()> {
+        if self.health.identity_lost() {
+            anyhow::bail!("{STORE_IDENTITY_LOST}: writes refused");
+        }
+        Ok(())
+    }
+
+    /// Checks that the database file is still the one opened (same device
+    /// and inode at the path, store-id file unchanged); the first mismatch
+    /// fails the store closed for good.
+    pub fn check_identity(&self) -> Result<(), String> {
+        let f = &self.identity;
+        let problem = match std::fs::metadata(&f.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "the database file {} was removed",
+                f.path.display()
+            )),
+            Err(e) => Some(format!(
+                "cannot stat the database file {}: {e}",
+                f.path.display()
+            )),
+            Ok(m) if (m.dev(), m.ino()) != (f.dev, f.ino) => Some(format!(
+                "the database file {} was replaced by another file",
+                f.path.display()
+            )),
+            Ok(_) => match read_id_file(&f.id_file) {
+                Ok(Some(id)) if id == f.store_id => None,
+                Ok(Some(id)) => Some(format!(
+                    "the store-id file {} now names store {id}, not {}",
+                    f.id_file.display(),
+                    f.store_id
+                )),
+                Ok(None) => Some(format!(
+                    "the store-id file {} was removed",
+                    f.id_file.display()
+                )),
+                Err(e) => Some(format!("{e:#}")),
+            },
+        };
+        match problem {
+            Some(why) => {
+                self.health.lose_identity(&why);
+                Err(why)
+            }
+            None if self.health.identity_lost() => Err(self.health.last_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// The periodic probe behind readiness: the identity check, then a write
+    /// (the heartbeat of the identity row, in a transaction). Success clears
+    /// a write failure and tells the sessions; failure sets it.
+    pub async fn probe(&self) -> Result<(), String> {
+        self.check_identity()?;
+        let outcome = async {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .context("starting the write probe")?;
+            let updated = sqlx::query("UPDATE store_identity SET heartbeat_ms = ? WHERE id = 1")
+                .bind(crate::state::now_ms())
+                .execute(&mut *tx)
+                .await
+                .context("writing the store heartbeat")?
+                .rows_affected();
+            if updated != 1 {
+                anyhow::bail!("the store identity row is gone");
+            }
+            tx.commit()
+                .await
+                .context("committing the store heartbeat")?;
+            anyhow::Ok(())
+        }
+        .await;
+        match self.outcome(outcome) {
+            Ok(()) => {
+                self.health.probe_ok();
+                Ok(())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    /// Copies the whole database, consistently, into a new file `to`
+    /// (SQLite `VACUUM INTO`; the server may keep running). The copy keeps
+    /// the store id, so it can be restored in place of this database.
+    pub async fn backup(&self, to: &Path) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await.context("starting a backup")?;
+        vacuum_into(&mut conn, to).await
+    }
+
+    /// Stores a new enrolment; fails if the host is already enrolled
+    /// (a conflicting binding is never overwritten silently).
+    pub async fn insert_enrolment(&self, e: &Enrolment) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.insert_enrolment_unchecked(e).await;
+        self.outcome(r)
+    }
+
+    /// Replaces the latest verdicts of a host (all pools at once, one transaction).
+    pub async fn put_verdicts(&self, verdicts: &[StoredVerdict]) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.put_verdicts_unchecked(verdicts).await;
+        self.outcome(r)
+    }
+
+    /// Commits what one piece of evidence changes, in one transaction: the
+    /// host's verdicts, its facts (replaced, kept, or withdrawn when the
+    /// evidence was not sound) and its TPM clock. Nothing of it is visible
+    /// unless all of it is.
+    pub async fn commit_evidence(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.commit_evidence_unchecked(c).await;
+        self.outcome(r)
+    }
+
+    /// Records the TPM clock of the latest accepted quote.
+    pub async fn put_clock(&self, hostname: &str, c: StoredClock) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.put_clock_unchecked(hostname, c).await;
+        self.outcome(r)
+    }
+
+    /// Stores (or replaces) a pending enrolment.
+    pub async fn put_pending(&self, p: &PendingEnrolment) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.put_pending_unchecked(p).await;
+        self.outcome(r)
+    }
+
+    /// Stores the latest verified facts of a host (JSON).
+    pub async fn put_facts(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.put_facts_unchecked(hostname, body).await;
+        self.outcome(r)
+    }
+
+    /// Appends history events in one transaction.
+    pub async fn append_history(&self, events: &[HistoryEvent]) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self.append_history_unchecked(events).await;
+        self.outcome(r)
+    }
+
+    /// Makes the pending enrolment of `hostname` the enrolment, in one
+    /// transaction with its history event (an approval is never lost). A TPM
+    /// (EK or AK) enrolled for other host names moves: their enrolments and
+    /// everything proven with them are removed in the same transaction, and
+    /// their names are returned.
+    pub async fn approve(
+        &self,
+        hostname: &str,
+        event: &HistoryEvent,
+    ) -> anyhow::Result<(Enrolment, Vec<String>)> {
+        self.writable()?;
+        let r = self.approve_unchecked(hostname, event).await;
+        self.outcome(r)
+    }
+
+    /// Records a revocation (or, with `None`, removes it), durably with its history event.
+    pub async fn set_revocation(
+        &self,
+        hostname: &str,
+        revocation: Option<&Revocation>,
+        event: &HistoryEvent,
+    ) -> anyhow::Result<()> {
+        self.writable()?;
+        let r = self
+            .set_revocation_unchecked(hostname, revocation, event)
+            .await;
+        self.outcome(r)
     }
 
     /// Reads every enrolment.
@@ -212,10 +786,7 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding enrolments")
     }
-
-    /// Stores a new enrolment; fails if the host is already enrolled
-    /// (a conflicting binding is never overwritten silently).
-    pub async fn insert_enrolment(&self, e: &Enrolment) -> anyhow::Result<()> {
+    async fn insert_enrolment_unchecked(&self, e: &Enrolment) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("starting an enrolment")?;
         sqlx::query(
             "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
@@ -248,9 +819,7 @@ impl Store {
             .with_context(|| format!("committing the enrolment of {}", e.hostname))?;
         Ok(())
     }
-
-    /// Replaces the latest verdicts of a host (all pools at once, one transaction).
-    pub async fn put_verdicts(&self, verdicts: &[StoredVerdict]) -> anyhow::Result<()> {
+    async fn put_verdicts_unchecked(&self, verdicts: &[StoredVerdict]) -> anyhow::Result<()> {
         let mut tx = self
             .pool
             .begin()
@@ -262,12 +831,7 @@ impl Store {
         tx.commit().await.context("committing verdicts")?;
         Ok(())
     }
-
-    /// Commits what one piece of evidence changes, in one transaction: the
-    /// host's verdicts, its facts (replaced, kept, or withdrawn when the
-    /// evidence was not sound) and its TPM clock. Nothing of it is visible
-    /// unless all of it is.
-    pub async fn commit_evidence(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
+    async fn commit_evidence_unchecked(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
         let host = c.hostname;
         let mut tx = self
             .pool
@@ -327,9 +891,7 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Records the TPM clock of the latest accepted quote.
-    pub async fn put_clock(&self, hostname: &str, c: StoredClock) -> anyhow::Result<()> {
+    async fn put_clock_unchecked(&self, hostname: &str, c: StoredClock) -> anyhow::Result<()> {
         let mut tx = self
             .pool
             .begin()
@@ -364,9 +926,7 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Stores (or replaces) a pending enrolment.
-    pub async fn put_pending(&self, p: &PendingEnrolment) -> anyhow::Result<()> {
+    async fn put_pending_unchecked(&self, p: &PendingEnrolment) -> anyhow::Result<()> {
         let e = &p.enrolment;
         sqlx::query(
             "INSERT INTO pending_enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason)
@@ -408,13 +968,7 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding pending enrolments")
     }
-
-    /// Makes the pending enrolment of `hostname` the enrolment, in one
-    /// transaction with its history event (an approval is never lost). A TPM
-    /// (EK or AK) enrolled for other host names moves: their enrolments and
-    /// everything proven with them are removed in the same transaction, and
-    /// their names are returned.
-    pub async fn approve(
+    async fn approve_unchecked(
         &self,
         hostname: &str,
         event: &HistoryEvent,
@@ -488,9 +1042,7 @@ impl Store {
         tx.commit().await.context("committing an approval")?;
         Ok((pending.enrolment, moved_from))
     }
-
-    /// Records a revocation (or, with `None`, removes it), durably with its history event.
-    pub async fn set_revocation(
+    async fn set_revocation_unchecked(
         &self,
         hostname: &str,
         revocation: Option<&Revocation>,
@@ -547,9 +1099,7 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding revocations")
     }
-
-    /// Stores the latest verified facts of a host (JSON).
-    pub async fn put_facts(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
+    async fn put_facts_unchecked(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO facts (hostname, body) VALUES (?, ?) ON CONFLICT (hostname) DO UPDATE SET body = excluded.body")
             .bind(hostname)
             .bind(body)
@@ -570,9 +1120,7 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding evidence facts")
     }
-
-    /// Appends history events in one transaction.
-    pub async fn append_history(&self, events: &[HistoryEvent]) -> anyhow::Result<()> {
+    async fn append_history_unchecked(&self, events: &[HistoryEvent]) -> anyhow::Result<()> {
         let mut tx = self
             .pool
             .begin()
@@ -647,14 +1195,94 @@ impl Store {
         .with_context(|| format!("reading the last verdict event of {hostname}"))
     }
 
+    /// Runs one statement (tests that shape the database).
+    #[cfg(test)]
+    pub async fn execute_for_tests(&self, sql: &str) {
+        sqlx::query(sql)
+            .execute(&self.pool)
+            .await
+            .expect("statement");
+    }
+
     /// Closes every connection; later operations fail with an error.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
 
-    /// True when the database answers a trivial query.
-    pub async fn healthy(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+/// `trustpool-server backup`: copies the database `db` (possibly in use by
+/// a running server) into the new file `to`, and returns the store id of
+/// the copy.
+pub async fn backup_file(db: &Path, to: &Path) -> anyhow::Result<String> {
+    if !db.exists() {
+        anyhow::bail!("the database {} does not exist", db.display());
+    }
+    let url = format!("sqlite://{}", db.display());
+    let options = SqliteConnectOptions::from_str(&url)
+        .with_context(|| format!("bad database path {}", db.display()))?
+        .create_if_missing(false)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    vacuum_into(&mut conn, to).await?;
+    let _ = conn.close().await;
+    let copy = SqliteConnectOptions::from_str(&format!("sqlite://{}", to.display()))
+        .with_context(|| format!("bad backup path {}", to.display()))?
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&copy)
+        .await
+        .with_context(|| format!("cannot read the backup {}", to.display()))?;
+    let id: Option<String> = sqlx::query_scalar("SELECT store_id FROM store_identity WHERE id = 1")
+        .fetch_optional(&mut conn)
+        .await
+        .with_context(|| format!("reading the store id of the backup {}", to.display()))?;
+    let _ = conn.close().await;
+    id.with_context(|| {
+        format!(
+            "the backup {} holds no store id: {} is not a trustpool store opened by this version",
+            to.display(),
+            db.display()
+        )
+    })
+}
+
+async fn vacuum_into(conn: &mut sqlx::SqliteConnection, to: &Path) -> anyhow::Result<()> {
+    if to.exists() {
+        anyhow::bail!("{} exists: a backup never overwrites a file", to.display());
+    }
+    let target = to
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 path", to.display()))?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(target)
+        .execute(&mut *conn)
+        .await
+        .with_context(|| format!("backing up into {}", to.display()))?;
+    Ok(())
+}
+
+/// True when `e` says the database cannot take writes (full disk, I/O
+/// error, read-only or locked file, closed pool…), false for refusals of one
+/// write (a constraint, a value out of range) and errors of our own.
+pub fn is_store_fault(e: &anyhow::Error) -> bool {
+    let Some(sql) = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()) else {
+        return false;
+    };
+    match sql {
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(1);
+            // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE.
+            !matches!(code & 0xff, 18 | 19 | 20 | 25)
+        }
+        sqlx::Error::RowNotFound
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_) => false,
+        _ => true,
     }
 }
 
@@ -873,9 +1501,226 @@ mod tests {
         );
         let store = Store::open(&dir.path().join("t.db")).await.expect("open");
         store.close().await;
-        assert!(!store.healthy().await);
+        assert!(store.probe().await.is_err());
+        assert!(!store.health().ok());
         assert!(store.put_verdicts(&[]).await.is_err());
         assert!(store.enrolments().await.is_err());
         assert!(store.insert_enrolment(&enrolment("h")).await.is_err());
+    }
+
+    fn verdict(host: &str) -> StoredVerdict {
+        StoredVerdict {
+            hostname: host.into(),
+            pool: "default".into(),
+            trusted: true,
+            attested_at_ms: 1,
+            valid_until_ms: 2,
+            reasons: vec![],
+            policy_digest: "d".into(),
+        }
+    }
+
+    /// SQLite rolls a transaction back by itself when the database is full;
+    /// the connection must not carry a phantom transaction into the next
+    /// write (which would then "commit" into a savepoint that never commits
+    /// and hold the write lock).
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_by_itself_leaves_nothing_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        // One connection, so that every step below runs on the same one.
+        let store = Store::open_with(&path, false, 1).await.expect("open");
+        store
+            .insert_enrolment(&enrolment("host-a"))
+            .await
+            .expect("insert");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&store.pool)
+            .await
+            .expect("page_count");
+        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + 1))
+            .execute(&store.pool)
+            .await
+            .expect("limit");
+        // "Disk full": SQLite rolls the transaction back on its own.
+        let big = "x".repeat(200_000);
+        let full = store
+            .commit_evidence(&EvidenceCommit {
+                hostname: "host-a",
+                verdicts: &[verdict("host-a")],
+                facts: FactsChange::Put(&big),
+                clock: None,
+            })
+            .await
+            .expect_err("full");
+        assert!(is_store_fault(&full), "{full:#}");
+        assert!(store.health().write_failed());
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&store.pool)
+            .await
+            .expect("no limit");
+        // A refused write that keeps its transaction open (a conflict) …
+        let conflict = store
+            .insert_enrolment(&enrolment("host-a"))
+            .await
+            .expect_err("conflict");
+        assert!(!is_store_fault(&conflict), "{conflict:#}");
+        // … and then a write that says it committed.
+        store
+            .commit_evidence(&EvidenceCommit {
+                hostname: "host-a",
+                verdicts: &[verdict("host-a")],
+                facts: FactsChange::Put("{}"),
+                clock: None,
+            })
+            .await
+            .expect("commit");
+        // Another handle sees it (it was really committed), and can write.
+        let other = Store::open(&path).await.expect("second handle");
+        assert_eq!(
+            other.verdicts().await.expect("read"),
+            vec![verdict("host-a")]
+        );
+        other.put_facts("host-b", "{}").await.expect("not locked");
+        assert!(store.probe().await.is_ok());
+        assert!(store.health().ok());
+    }
+
+    #[test]
+    fn identity_is_kept_remembered_created_or_refused() {
+        use IdentityAction::*;
+        assert_eq!(
+            reconcile_identity(true, Some("a"), Some("a"), false),
+            Ok(Keep)
+        );
+        assert_eq!(
+            reconcile_identity(true, Some("a"), None, false),
+            Ok(Remember("a".into()))
+        );
+        // First-ever start (and a database from before store ids).
+        assert_eq!(reconcile_identity(false, None, None, false), Ok(Create));
+        assert_eq!(reconcile_identity(true, None, None, false), Ok(Create));
+        assert!(matches!(
+            reconcile_identity(false, None, Some("a"), false),
+            Err(IdentityProblem::Missing { .. })
+        ));
+        assert!(matches!(
+            reconcile_identity(true, None, Some("a"), false),
+            Err(IdentityProblem::Unidentified { .. })
+        ));
+        assert!(matches!(
+            reconcile_identity(true, Some("b"), Some("a"), false),
+            Err(IdentityProblem::Other { .. })
+        ));
+        // --init-db accepts what is there.
+        assert_eq!(reconcile_identity(false, None, Some("a"), true), Ok(Create));
+        assert_eq!(
+            reconcile_identity(true, Some("b"), Some("a"), true),
+            Ok(Remember("b".into()))
+        );
+        assert_eq!(
+            id_file_path(Path::new("/x/t.db")),
+            Path::new("/x/.t.db.store-id")
+        );
+    }
+
+    fn remove_db(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_never_created_again_without_init_db() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.expect("first start creates");
+        let id = store.store_id().to_string();
+        store.close().await;
+        remove_db(&path);
+        let err = Store::open(&path).await.err().expect("refused");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("missing") && msg.contains(&id) && msg.contains("--init-db"),
+            "{msg}"
+        );
+        assert!(!path.exists(), "nothing created");
+        // An empty file in its place is refused too.
+        std::fs::write(&path, b"").expect("touch");
+        let err = Store::open(&path).await.err().expect("refused");
+        assert!(format!("{err:#}").contains("no store id"), "{err:#}");
+        remove_db(&path);
+        let fresh = Store::open_checked(&path, true).await.expect("--init-db");
+        assert_ne!(fresh.store_id(), id);
+        fresh.close().await;
+        let again = Store::open(&path).await.expect("the new store opens");
+        assert_eq!(again.enrolments().await.expect("read"), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_database_removed_or_replaced_under_the_store_fails_it_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.expect("open");
+        assert!(store.probe().await.is_ok());
+        remove_db(&path);
+        let why = store.probe().await.expect_err("gone");
+        assert!(why.contains("removed"), "{why}");
+        assert!(store.health().identity_lost());
+        assert!(store.insert_enrolment(&enrolment("h")).await.is_err());
+        // Replaced: another file at the path.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let p2 = dir2.path().join("t.db");
+        let s2 = Store::open(&p2).await.expect("open");
+        std::fs::copy(&p2, dir2.path().join("other.db")).expect("copy");
+        std::fs::rename(dir2.path().join("other.db"), &p2).expect("replace");
+        let why = s2.probe().await.expect_err("replaced");
+        assert!(why.contains("replaced"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_backup_restores_in_place_with_its_revocations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.expect("open");
+        store
+            .insert_enrolment(&enrolment("host-a"))
+            .await
+            .expect("insert");
+        let revocation = Revocation {
+            hostname: "host-a".into(),
+            revoked_by: "op".into(),
+            revoked_at_ms: 5,
+            comment: "c".into(),
+        };
+        let event = HistoryEvent {
+            at_ms: 5,
+            hostname: "host-a".into(),
+            pool: String::new(),
+            event: "revoked".into(),
+            trusted: false,
+            policy_digest: String::new(),
+            reasons: vec![],
+            actor: "op".into(),
+        };
+        store
+            .set_revocation("host-a", Some(&revocation), &event)
+            .await
+            .expect("revoke");
+        let backup = dir.path().join("backup.db");
+        store.backup(&backup).await.expect("backup");
+        assert!(store.backup(&backup).await.is_err(), "never overwrites");
+        let id = store.store_id().to_string();
+        store.close().await;
+        remove_db(&path);
+        std::fs::copy(&backup, &path).expect("restore");
+        let restored = Store::open(&path)
+            .await
+            .expect("the backup is the same store");
+        assert_eq!(restored.store_id(), id);
+        assert_eq!(
+            restored.revocations().await.expect("read"),
+            vec![revocation]
+        );
     }
 }

@@ -280,6 +280,7 @@ impl Lab {
             operator_ca: Some(self.operator_ca_pem.clone()),
             crls: Vec::new(),
             admin_socket: None,
+            db: None,
         }
     }
 

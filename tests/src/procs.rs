@@ -59,6 +59,18 @@ pub struct ServerOptions {
     pub crls: Vec<PathBuf>,
     /// `--admin-socket`, if any.
     pub admin_socket: Option<PathBuf>,
+    /// `--db` (default `<dir>/trustpool.db`), e.g. on a file system a test
+    /// makes fail.
+    pub db: Option<PathBuf>,
+}
+
+impl ServerOptions {
+    /// The database file the server is started with.
+    pub fn db_path(&self) -> PathBuf {
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.dir.join("trustpool.db"))
+    }
 }
 
 /// Publication options of a test server. Whatever is set here, the harness
@@ -170,7 +182,7 @@ impl ServerProcess {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--db")
-            .arg(options.dir.join("trustpool.db"))
+            .arg(options.db_path())
             .arg("--ca")
             .arg(&options.ca)
             .arg("--cert")
