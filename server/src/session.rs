@@ -165,6 +165,8 @@ struct Judged {
     evaluation: Evaluation,
     verdicts: Vec<StoredVerdict>,
     attested_at_ms: i64,
+    /// False when the commit failed: facts and clock are then left alone.
+    committed: bool,
 }
 
 impl Session {
@@ -624,6 +626,7 @@ impl Session {
             evaluation,
             verdicts,
             attested_at_ms,
+            committed: true,
         }
     }
 
@@ -679,9 +682,9 @@ impl Session {
                     "the verdict could not be stored durably",
                 ));
             }
-            // Nothing was stored: nothing of this evidence is applied either.
-            judged.evaluation.facts = None;
-            judged.evaluation.clock = None;
+            // Nothing was stored: the host's facts and clock stay as they
+            // were in memory too; only the untrusted verdicts are applied.
+            judged.committed = false;
         }
     }
 
@@ -692,6 +695,7 @@ impl Session {
         let now = mono_ms();
         let evaluation = &judged.evaluation;
         match (&evaluation.facts, binding) {
+            _ if !judged.committed => {}
             (Some(facts), Binding::Enrolled) => {
                 let before = self.state.registry.host_facts(hostname);
                 if let Some(event) = firmware_change(hostname, before.as_ref(), facts) {
@@ -707,7 +711,9 @@ impl Session {
                 }
             }
         }
-        if let (Some(clock), Binding::Enrolled) = (evaluation.clock, binding) {
+        if let (Some(clock), Binding::Enrolled, true) =
+            (evaluation.clock, binding, judged.committed)
+        {
             if evaluation.rebooted {
                 info!(host = %hostname, reset_count = clock.reset_count, restart_count = clock.restart_count, "host rebooted or its TPM restarted");
                 self.state
