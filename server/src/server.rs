@@ -97,7 +97,8 @@ pub async fn run(
             cfg.report_interval,
             cfg.down_time,
         )
-        .with_ek_allowlist(ek_allowlist),
+        .with_ek_allowlist(ek_allowlist)
+        .with_keepalive_timeout(cfg.keepalive_timeout),
     );
     let _ = state.history.set(history);
     let _ = state.operators.set(cfg.operators.clone());

@@ -116,6 +116,8 @@ impl Attestation for AttestationService {
                 hostname: None,
                 stream_id: None,
                 counted: false,
+                last_inbound: Instant::now(),
+                last_inbound_before_end: Duration::ZERO,
             };
             let stopped = session.state.stopped();
             // A stopping server ends the session between two awaits; store
@@ -148,6 +150,10 @@ struct Session {
     stream_id: Option<u64>,
     /// Whether the stream was counted as open in the metrics.
     counted: bool,
+    /// When the agent last sent something (or the stream ended).
+    last_inbound: Instant,
+    /// How long the agent had been silent when its stream ended.
+    last_inbound_before_end: Duration,
 }
 
 /// Which enrolment the session's AK belongs to, checked before every verdict.
@@ -179,7 +185,10 @@ impl Session {
 
     /// Next message from the agent; `None` when the agent closed the stream.
     async fn next(&mut self) -> Result<Option<AgentMsg>, SessionError> {
-        match self.inbound.message().await {
+        let read = self.inbound.message().await;
+        self.last_inbound_before_end = self.last_inbound.elapsed();
+        self.last_inbound = Instant::now();
+        match read {
             Ok(Some(AgentMessage { msg: Some(m) })) => Ok(Some(m)),
             Ok(Some(AgentMessage { msg: None })) => Err(SessionError::new(
                 "protocol.malformed",
@@ -286,6 +295,18 @@ impl Session {
         info!(host = %hostname, new_enrolment, "agent session open");
         self.attest_loop(&hostname, &ek, &ak, &hello.ak_public, &mut ticket)
             .await
+    }
+
+    /// After the request stream ended: true when the connection died under
+    /// it (our response stream is gone too, and the agent had been silent
+    /// for at least the keep-alive timeout: an unanswered ping), false when
+    /// the agent closed its stream (then it had just spoken).
+    async fn link_lost(&self) -> bool {
+        let silent_before = self.last_inbound_before_end;
+        let gone = tokio::time::timeout(Duration::from_millis(200), self.tx.closed())
+            .await
+            .is_ok();
+        gone && silent_before >= self.state.keepalive_timeout
     }
 
     /// Whether this session's AK is still the host's: an operator's approval
@@ -495,10 +516,7 @@ impl Session {
                     }
                 }
                 msg = self.next() => match msg? {
-                    // The request stream ended: the agent closed it, or the
-                    // connection died under it (then our response stream is
-                    // gone too, e.g. after an unanswered keep-alive ping).
-                    None if self.tx.is_closed() => return Err(SessionError::new(
+                    None if self.link_lost().await => return Err(SessionError::new(
                         STREAM_LOST,
                         "the connection to the agent was lost (keep-alive ping unanswered or connection reset)",
                     )),

@@ -26,6 +26,8 @@ pub struct AppState {
     pub streams: crate::streams::Streams,
     /// The EK allowlist, when enrolment is restricted to listed TPMs.
     pub ek_allowlist: crate::ek_allowlist::EkAllowlist,
+    /// HTTP/2 keep-alive timeout on agent connections (to name a lost link).
+    pub keepalive_timeout: Duration,
     policy: RwLock<Arc<PolicySet>>,
     /// The append-only history (set once at start-up; events are dropped
     /// with a warning in contexts that run without one, such as unit tests).
@@ -70,6 +72,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             streams: crate::streams::Streams::default(),
             ek_allowlist: crate::ek_allowlist::EkAllowlist::new(None),
+            keepalive_timeout: crate::config::DEFAULT_KEEPALIVE_TIMEOUT,
             policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
             stopping: tokio::sync::watch::channel(false).0,
             policy: RwLock::new(Arc::new(policy)),
@@ -82,6 +85,12 @@ impl AppState {
                 last_error: String::new(),
             }),
         }
+    }
+
+    /// Sets the keep-alive timeout of agent connections.
+    pub fn with_keepalive_timeout(mut self, timeout: Duration) -> AppState {
+        self.keepalive_timeout = timeout;
+        self
     }
 
     /// Restricts enrolment to the TPMs of an EK allowlist.
