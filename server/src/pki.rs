@@ -349,7 +349,9 @@ impl Pki {
                 let parsed = webpki::anchor_from_trusted_cert(cert).with_context(|| {
                     format!("{} is not a usable CA certificate", ca.path.display())
                 })?;
-                let dn = DistinguishedName::from(parsed.subject.as_ref().to_vec());
+                // A trust anchor's subject is the Name's contents; the hint
+                // sent in CertificateRequest must be the whole DER Name.
+                let dn = DistinguishedName::in_sequence(parsed.subject.as_ref());
                 if !hints
                     .iter()
                     .any(|h: &DistinguishedName| h.as_ref() == dn.as_ref())

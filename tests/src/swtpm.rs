@@ -516,7 +516,9 @@ fn spawn_on(state_dir: &Path, port: u16) -> Result<Child> {
 fn ctrl_command(ctrl_port: u16, cmd: u32, payload: &[u8]) -> Result<()> {
     let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, ctrl_port))
         .with_context(|| format!("connect to swtpm control port {ctrl_port}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // swtpm serves its data and control channels from one thread: on a
+    // loaded machine an answer can take seconds.
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut msg = cmd.to_be_bytes().to_vec();
     msg.extend_from_slice(payload);
     s.write_all(&msg)?;

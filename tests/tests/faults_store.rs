@@ -19,6 +19,8 @@ use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
 use trustpool_tests::procs::{binary, wait_until, AgentProcess, ServerProcess};
 
 const OAT_PATH: &str = "/OpenAttestationWebServices/V1.0/PollHosts";
+/// The x-auth-blob Nova sends (PollHosts is served only with one configured).
+const OAT_BLOB: &str = "fault-test-blob";
 
 fn need_root() {
     assert!(
@@ -142,6 +144,10 @@ fn fleet(db: Option<PathBuf>) -> Fleet {
     let mut options = lab.server_options("1s", "60s");
     options.db = db;
     options.admin_socket = Some(dir.path().join("admin.sock"));
+    options.publication.extra_args = vec![
+        "--oat-auth-blob-sha256".into(),
+        trustpool_tests::procs::sha256_hex(OAT_BLOB),
+    ];
     let server = ServerProcess::start(options).expect("server");
     let agents = hosts
         .iter()
@@ -193,7 +199,7 @@ impl Fleet {
                 &self.server.tls,
                 "POST",
                 OAT_PATH,
-                &[("Content-Type", "application/json")],
+                &[("Content-Type", "application/json"), ("x-auth-blob", OAT_BLOB)],
                 Some(body),
             )
             .map(|r| r.status)
