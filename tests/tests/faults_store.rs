@@ -199,7 +199,10 @@ impl Fleet {
                 &self.server.tls,
                 "POST",
                 OAT_PATH,
-                &[("Content-Type", "application/json"), ("x-auth-blob", OAT_BLOB)],
+                &[
+                    ("Content-Type", "application/json"),
+                    ("x-auth-blob", OAT_BLOB),
+                ],
                 Some(body),
             )
             .map(|r| r.status)
