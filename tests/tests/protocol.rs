@@ -478,6 +478,42 @@ fn host_codes(server: &ServerProcess, host: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A lab whose server also serves the admin socket (returned last).
+fn setup_with_socket(
+    names: &[&str],
+) -> (
+    tempfile::TempDir,
+    Lab,
+    Vec<LabHost>,
+    ServerProcess,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::create(dir.path()).expect("lab");
+    lab.write_policy("default", &golden_policy())
+        .expect("policy");
+    let hosts = names
+        .iter()
+        .map(|n| lab.add_host(n, Launch::Golden).expect("host"))
+        .collect();
+    let socket = lab.dir.join("admin.sock");
+    let mut options = lab.server_options("30s", "75s");
+    options.admin_socket = Some(socket.clone());
+    let server = ServerProcess::start(options).expect("server");
+    (dir, lab, hosts, server, socket)
+}
+
+/// `cfg` (a host's certificate) on another host's TPM, with a fresh agent
+/// state directory `state` (so a fresh AK).
+fn on_tpm(cfg: &AgentConfig, tpm: &LabHost, state: &std::path::Path) -> AgentConfig {
+    std::fs::create_dir_all(state).expect("state dir");
+    AgentConfig {
+        tcti: tpm.swtpm.tcti(),
+        state_dir: state.to_path_buf(),
+        ..cfg.clone()
+    }
+}
+
 /// `trustpool` over the admin socket.
 fn admin(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(trustpool_tests::procs::binary("trustpool").expect("trustpool"))
@@ -568,26 +604,15 @@ async fn attack_restart_does_not_publish_verdicts_the_policy_now_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_a_stream_never_outlives_its_ak() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::create(dir.path()).expect("lab");
-    lab.write_policy("default", &golden_policy())
-        .expect("policy");
-    let host = lab.add_host("host-a", Launch::Golden).expect("host");
-    let spare = lab.add_host("spare-tpm", Launch::Golden).expect("spare");
-    let socket = lab.dir.join("admin.sock");
-    let mut options = lab.server_options("30s", "75s");
-    options.admin_socket = Some(socket.clone());
-    let server = ServerProcess::start(options).expect("server");
-    let old_cfg = agent_config(&lab, &host, &server);
+    let (_dir, lab, hosts, server, socket) = setup_with_socket(&["host-a", "spare-tpm"]);
+    let (host, spare) = (&hosts[0], &hosts[1]);
+    let old_cfg = agent_config(&lab, host, &server);
     let mut old = Scripted::open(&old_cfg).await;
     assert!(trusted(&old.attest().await));
 
     // A second stream for the same host certificate, from another TPM: it
     // replaces the first, which must not go on receiving verdicts.
-    let mut new_cfg = old_cfg.clone();
-    new_cfg.tcti = spare.swtpm.tcti();
-    new_cfg.state_dir = lab.dir.join("host-a-new-agent");
-    std::fs::create_dir_all(&new_cfg.state_dir).expect("dir");
+    let new_cfg = on_tpm(&old_cfg, spare, &lab.dir.join("host-a-new-agent"));
     let mut new = Scripted::open(&new_cfg).await;
     assert_eq!(old.ended_with().await, "session.replaced");
     let v = new.attest().await;
@@ -614,26 +639,19 @@ async fn attack_a_stream_never_outlives_its_ak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_one_tpm_cannot_back_two_host_names() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::create(dir.path()).expect("lab");
-    lab.write_policy("default", &golden_policy())
-        .expect("policy");
-    let a = lab.add_host("host-a", Launch::Golden).expect("host");
-    let b = lab.add_host("host-b", Launch::Golden).expect("host");
-    let socket = lab.dir.join("admin.sock");
-    let mut options = lab.server_options("30s", "75s");
-    options.admin_socket = Some(socket.clone());
-    let server = ServerProcess::start(options).expect("server");
-    let mut agent_a = Scripted::open(&agent_config(&lab, &a, &server)).await;
+    let (_dir, lab, hosts, server, socket) = setup_with_socket(&["host-a", "host-b"]);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let mut agent_a = Scripted::open(&agent_config(&lab, a, &server)).await;
     assert!(trusted(&agent_a.attest().await));
     // Its verdict stays valid for the down time; the TPM is free for host-b.
     drop(agent_a);
 
     // host-b's certificate with host-a's TPM (same EK, a fresh AK).
-    let mut cfg_b = agent_config(&lab, &b, &server);
-    cfg_b.tcti = a.swtpm.tcti();
-    cfg_b.state_dir = lab.dir.join("host-b-on-a");
-    std::fs::create_dir_all(&cfg_b.state_dir).expect("dir");
+    let cfg_b = on_tpm(
+        &agent_config(&lab, b, &server),
+        a,
+        &lab.dir.join("host-b-on-a"),
+    );
     let mut agent_b = Scripted::open(&cfg_b).await;
     let v = agent_b.attest().await;
     assert!(!trusted(&v), "{v:?}");
@@ -706,10 +724,11 @@ async fn attack_ek_allowlist_admits_only_listed_tpms() {
     // An unlisted host, and host-a's name with another TPM, are refused.
     let refused = Scripted::try_open(&agent_config(&lab, &b, &server)).await;
     assert_eq!(refused.err().as_deref(), Some("enrolment.ek_not_allowed"));
-    let mut other_tpm = agent_config(&lab, &a, &server);
-    other_tpm.tcti = b.swtpm.tcti();
-    other_tpm.state_dir = lab.dir.join("host-a-other-tpm");
-    std::fs::create_dir_all(&other_tpm.state_dir).expect("dir");
+    let other_tpm = on_tpm(
+        &agent_config(&lab, &a, &server),
+        &b,
+        &lab.dir.join("host-a-other-tpm"),
+    );
     let refused = Scripted::try_open(&other_tpm).await;
     assert_eq!(refused.err().as_deref(), Some("enrolment.ek_not_allowed"));
     // Listing host-b takes effect without a restart.
