@@ -30,7 +30,12 @@ pub mod fixture;
 pub mod host;
 mod kvm_ioctl;
 mod params;
+#[cfg(not(feature = "fuzzing"))]
 mod parse;
+/// The /proc and /sys text parsers, public only for the fuzz targets
+/// (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod parse;
 mod report;
 
 pub use checks::{check_catalogue, run_checks, CheckInfo};
