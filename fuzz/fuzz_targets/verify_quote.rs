@@ -4,7 +4,8 @@
 //! u8 ak (0 RSASSA, 1 ECDSA, 2 RSAPSS; mod 3)
 //! u8 flags (bit 0: the expected PCR selection follows as u8 n || n indices,
 //!           else the default selection; bit 1: expect the quotes' nonce,
-//!           else a u8-prefixed expected extraData follows)
+//!           else a u8-prefixed expected extraData follows; bit 2: also
+//!           check qualifiedSigner under the swtpm RSA EK)
 //! u16 len || TPMS_ATTEST
 //! u16 len || TPMT_SIGNATURE
 //! [selection] [extraData]
@@ -21,6 +22,19 @@ use std::collections::BTreeSet;
 use trustpool_evidence::pcr::DEFAULT_PCRS;
 use trustpool_evidence::quote::{verify_quote, QuoteCheck};
 use trustpool_fuzz::{swtpm, swtpm_aks, Input};
+
+/// The swtpm RSA EK of the evidence test data.
+fn swtpm_ek() -> Option<&'static trustpool_evidence::tpm::TpmPublic> {
+    static EK: std::sync::OnceLock<Option<trustpool_evidence::tpm::TpmPublic>> =
+        std::sync::OnceLock::new();
+    EK.get_or_init(|| {
+        trustpool_evidence::tpm::parse_public_2b(include_bytes!(
+            "../../evidence/testdata/swtpm/ek_rsa.pub"
+        ))
+        .ok()
+    })
+    .as_ref()
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -40,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let pcr_values = input.pcr_values();
     let check = QuoteCheck {
+        ek: if flags & 4 != 0 { swtpm_ek() } else { None },
         attest,
         signature,
         ak,
