@@ -1,13 +1,15 @@
-//! What the trustpool daemons (agent and server) share at the process
-//! level, so neither carries its own copy:
+//! What the trustpool programs (agent, server and the operator's CLI) share
+//! at the process level, so none carries its own copy:
 //!
 //! - [`config`]: the TOML configuration file (file:line errors, flag over file);
 //! - [`sd_notify`]: readiness for systemd `Type=notify` units;
+//! - [`policy_dir`]: reading and checking the policy directory;
 //! - [`secrets`]: reading private keys only from files their owner alone can read;
 //! - [`init_logging`]: `tracing` to stderr, filtered by `TRUSTPOOL_LOG`;
 //! - [`shutdown_signal`]: SIGTERM (systemd's stop) or SIGINT.
 
 pub mod config;
+pub mod policy_dir;
 pub mod sd_notify;
 pub mod secrets;
 

@@ -20,35 +20,22 @@
 //! * [`reason`]: reasons and their stable codes.
 //! * [`duration`]: human durations (`2s`, `75s`, `5m`) of the command lines.
 //!
-//! API notes relative to the agreed sketch (additions only; nothing was
-//! renamed or removed):
-//! * `wire::WireError` (also re-exported as `tpm::WireError`) has a
-//!   `NotAQuote` variant (`is_not_a_quote()`) so `parse_attest`
-//!   distinguishes "not a quote" (bad magic/type) from "malformed".
-//!   `Reader::finish()` plus `finish_as(name)`; `WireResultExt::ctx(field)`
-//!   names the field in errors.
-//! * `tpm::Scheme` is the type of `TpmPublic::scheme`; `SymDef` holds the
-//!   raw algorithm/keyBits/mode ids (`SymDef::aes_cfb_bits()`); extra helpers
-//!   `TpmPublic::check_ek_attributes`, `has_attributes`, `tpm::attr`, `tpm::alg`.
-//! * `quote::ClockChange` = `Same | Reboot { previous_reset_count, reset_count } | Restart`;
-//!   `check_clock(None, _)` returns `Same`.
-//! * `verify_quote` also checks the AK (code `ak.attributes`: what a
-//!   TPM-resident restricted signing key looks like, see
-//!   `TpmPublic::check_ak_attributes`), that a signature uses the AK's
-//!   scheme when the AK fixes one, and, given the enrolled EK
-//!   (`QuoteCheck::ek`), that `qualifiedSigner` is the AK's qualified name
-//!   under that EK (code `quote.signer_mismatch`). `VerifiedQuote` exposes
-//!   the signed `firmware_version()` and `clock_safe()`.
-//! * Extra reason codes: `ak.attributes`, `quote.signer_mismatch`,
-//!   `pcr.missing`, `host.identity_mismatch`, `policy.unavailable`;
-//!   `codes::ALL` lists all.
-//! * `credential::kdfa(hash, key, label, context_u, context_v, bits: u16)`,
-//!   `credential::kdfe(hash, z, label, party_u, party_v, bits: u16)`: labels
-//!   without their NUL (appended), plus `credential::hmac`.
-//! * `policy::policy_digest(files)` (the `PolicySet::digest` definition) and
-//!   `policy::pool_name_of(file_name)`.
-//! * `marshal`: encoders for TPMT_PUBLIC / TPMS_ATTEST (quote) /
-//!   TPMT_SIGNATURE, for tests and simulated TPMs (load generator).
+//! What a caller should know:
+//! * Parsing errors say *what* is wrong: `wire::WireError::NotAQuote`
+//!   (`is_not_a_quote()`) tells "not a quote" (bad magic or type) from
+//!   "malformed", and `WireResultExt::ctx(field)` names the field.
+//! * `verify_quote` checks more than the signature: the AK must look like a
+//!   TPM-resident restricted signing key (`TpmPublic::check_ak_attributes`,
+//!   code `ak.attributes`), a signature must use the AK's scheme when the AK
+//!   fixes one, and, given the enrolled EK (`QuoteCheck::ek`),
+//!   `qualifiedSigner` must be the AK's qualified name under that EK (code
+//!   `quote.signer_mismatch`). `VerifiedQuote` exposes the signed
+//!   `firmware_version()` and `clock_safe()`.
+//! * `quote::check_clock` classifies a clock as `Same`, `Reboot` or
+//!   `Restart`; without a previous clock it answers `Same`.
+//! * `credential::kdfa` / `kdfe` take labels without their NUL (appended).
+//! * `policy::policy_digest(files)` defines `PolicySet::digest`;
+//!   `codes::ALL` lists every stable reason code.
 //!
 //! Signatures are verified with *ring* through rustls-webpki's algorithm
 //! objects (release build: ~25 µs per RSA quote, ~55 µs per P-256 quote,

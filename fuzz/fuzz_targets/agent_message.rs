@@ -32,10 +32,10 @@ use trustpool_evidence::tpm::{parse_attest, parse_public, TpmPublic};
 use trustpool_fuzz::{bound, swtpm, swtpm_trust};
 use trustpool_proto::v1::agent_message::Msg;
 use trustpool_proto::v1::AgentMessage;
-use trustpool_server::challenge::ChallengeBook;
-use trustpool_server::identity::{valid_hostname, PeerIdentity};
-use trustpool_server::store::StoredClock;
-use trustpool_server::verdict::{evaluate_evidence, EvidenceRef};
+use trustpool_server::verify::challenge::ChallengeBook;
+use trustpool_server::tls::identity::{valid_hostname, PeerIdentity};
+use trustpool_server::verify::verdict::StoredClock;
+use trustpool_server::verify::verdict::{evaluate_evidence, EvidenceRef};
 
 /// What this harness's TPM recovers with ActivateCredential.
 const ACTIVATED: [u8; 32] = [0x5a; 32];

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use trustpool_hardening::Report;
-use trustpool_server::verdict::parse_report;
+use trustpool_server::verify::report::parse_report;
 
 fuzz_target!(|data: &[u8]| {
     let decoded = Report::from_slice(data);

@@ -4,20 +4,21 @@
 //! CA) that names a configured operator, or over the local UNIX socket by
 //! root.
 
-use crate::facts::evaluate_all;
-use crate::history::{trust_events, STORY_CHANGE, TRUST_CHANGE};
-use crate::identity::PeerIdentity;
-use crate::loaders::check_against_catalogue;
-use crate::pki::Role;
-use crate::registry::{HostSnapshot, PENDING};
-use crate::state::{mono_ms, now_ms, AppState};
+use crate::attest::streams::ENROLMENT_CHANGED;
+use crate::clock::{mono_ms, now_ms};
+use crate::fleet::history::{trust_events, STORY_CHANGE, TRUST_CHANGE};
+use crate::fleet::registry::{HostSnapshot, PENDING};
+use crate::state::AppState;
 use crate::store::{HistoryEvent, Revocation, StoredVerdict};
-use crate::streams::ENROLMENT_CHANGED;
+use crate::tls::identity::PeerIdentity;
+use crate::tls::pki::Role;
+use crate::verify::facts::evaluate_all;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
+use trustpool_daemon::policy_dir::check_against_catalogue;
 use trustpool_evidence::policy::parse_policy_set;
 use trustpool_evidence::reason::{codes, Reason};
 use trustpool_proto::v1::admin_server::Admin;

@@ -155,7 +155,7 @@ struct ServerFile {
     keepalive_timeout: Option<Duration>,
     reader_ca: Option<PathBuf>,
     #[serde(default)]
-    feed_tokens: Vec<crate::publish::FeedTokenEntry>,
+    feed_tokens: Vec<crate::publish::config::FeedTokenEntry>,
     oat_prefix: Option<String>,
     oat_pool: Option<String>,
     oat_auth_blob_sha256: Option<String>,
@@ -164,7 +164,7 @@ struct ServerFile {
     metrics_auth: Option<bool>,
     #[serde(default)]
     placement_pools: Vec<String>,
-    placement: Option<crate::placement::PlacementFile>,
+    placement: Option<crate::publish::placement::PlacementFile>,
     #[serde(default)]
     operators: Vec<String>,
     operator_ca: Option<PathBuf>,
@@ -205,7 +205,7 @@ pub struct ServerConfig {
     /// HTTP/2 keep-alive ping timeout on agent connections.
     pub keepalive_timeout: Duration,
     /// HTTPS API readers, PollHosts and the Placement sync.
-    pub publication: crate::publish::PublicationConfig,
+    pub publication: crate::publish::config::PublicationConfig,
     /// Operator certificate names for the admin API.
     pub operators: Vec<String>,
     /// CA of the operator certificates (admin API over mutual TLS).
@@ -222,8 +222,7 @@ pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(75);
 /// Default HTTP/2 keep-alive interval on agent connections.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Default HTTP/2 keep-alive timeout on agent connections.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::state::DEFAULT_KEEPALIVE_TIMEOUT;
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/server.toml";
@@ -290,7 +289,7 @@ impl ServerConfig {
                 args.crls
             },
             admin_socket: args.admin_socket.or(file.admin_socket),
-            publication: crate::publish::PublicationOptions {
+            publication: crate::publish::config::PublicationOptions {
                 reader_ca: args.reader_ca.or(file.reader_ca),
                 feed_token_flags: args.feed_tokens,
                 feed_tokens: file.feed_tokens,

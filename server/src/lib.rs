@@ -1,54 +1,35 @@
-//! trustpool attestation server.
+//! trustpool attestation server. The folders follow a report from the agent
+//! to the scheduler (ARCHITECTURE.md has the whole map):
 //!
-//! Modules, one job each:
-//! - [`config`]: command line and configuration file;
-//! - [`loaders`]: reading the policy directory and EK roots;
-//! - [`identity`]: host names in client certificates;
-//! - [`pki`]: client CAs per role (agents, operators, readers) and CRLs;
-//! - [`store`]: durable state in SQLite;
-//! - [`registry`]: the in-memory fleet view and pool membership;
-//! - [`challenge`]: nonces of one stream;
-//! - [`streams`]: the open agent streams, one per host;
-//! - [`ek_allowlist`]: which TPM each host may enrol with;
-//! - [`verdict`]: the trust decision for one piece of evidence (pure);
-//! - [`session`]: the gRPC agent stream;
-//! - [`feed`]: the HTTPS JSON API (feed, PollHosts, metrics, OpenAPI);
-//! - [`https`], [`listener`], [`http_auth`]: its TLS configuration, its
-//!   accept loop (caps and timeouts) and its readers;
-//! - [`oat`]: OpenAttestation PollHosts for Nova's legacy TrustedFilter;
-//! - [`placement`]: Placement trait sync for current Nova;
-//! - [`metrics`]: Prometheus metrics;
-//! - [`publish`]: start-up and configuration of all of the above;
-//! - [`server`]: start-up and tasks;
-//! - [`secrets`], [`sd_notify`]: private-key file modes, systemd readiness.
+//! - [`tls`]: who is speaking — TLS configurations, the client CAs of each
+//!   role with their CRLs, host names in client certificates;
+//! - [`verify`]: the trust decision for one piece of evidence (pure, no I/O):
+//!   challenges, the hardening report, facts, verdicts;
+//! - [`attest`]: the agent's gRPC stream (enrolment, challenges, verdicts),
+//!   one stream per host, the EK allowlist and EK roots;
+//! - [`store`]: durable state (the records and the SQLite engine);
+//! - [`fleet`]: the in-memory view of the fleet and pool membership, the
+//!   history, policy reloads;
+//! - [`publish`]: the HTTPS API (feed, PollHosts, OpenAPI) with its listener
+//!   and readers, and the Placement trait sync;
+//! - [`admin`]: the operators' gRPC API;
+//! - [`metrics`]: Prometheus counters and their exposition;
+//! - [`clock`], [`state`], [`config`], [`server`]: clocks, the state the tasks
+//!   share, configuration, start-up.
 
 pub mod admin;
-pub mod challenge;
+pub mod attest;
+pub mod clock;
 pub mod config;
-/// Human durations (`2s`, `75s`, `5m`), shared with the agent.
-pub use trustpool_evidence::duration;
-pub mod cli;
-pub mod ek_allowlist;
-pub mod facts;
-pub mod feed;
-pub mod history;
-pub mod http_auth;
-pub mod https;
-pub mod identity;
-pub mod listener;
-pub mod loaders;
+pub mod fleet;
 pub mod metrics;
-pub mod oat;
-pub mod pki;
-pub mod placement;
 pub mod publish;
-pub mod registry;
-pub mod reload;
 pub mod server;
-pub mod session;
 pub mod state;
 pub mod store;
-pub mod streams;
-pub mod verdict;
+pub mod tls;
+pub mod verify;
 
 pub use trustpool_daemon::{sd_notify, secrets};
+/// Human durations (`2s`, `75s`, `5m`), shared with the agent.
+pub use trustpool_evidence::duration;

@@ -10,7 +10,7 @@
 //! stable reason codes, route templates, fixed outcome words): no host name
 //! ever becomes a label.
 
-use crate::registry::{Registry, NOT_ATTESTED, PENDING};
+use crate::fleet::registry::{Registry, NOT_ATTESTED, PENDING};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -316,7 +316,7 @@ impl Metrics {
 
     /// A client certificate refused: `listener` is `grpc` or `https` (TLS
     /// handshake), `admin`, `attestation` or `reader` (per request);
-    /// `reason` a stable code of [`crate::pki::reason_code`].
+    /// `reason` a stable code of [`crate::tls::pki::reason_code`].
     pub fn tls_refused(&self, listener: &str, reason: &str) {
         self.tls_refused.add(&[listener, reason], 1);
     }

@@ -3,12 +3,13 @@
 //! and sweep expired verdicts.
 
 use crate::admin::AdminService;
+use crate::attest::ek_allowlist::EkAllowlist;
+use crate::attest::ek_roots::load_ek_roots;
+use crate::attest::session::AttestationService;
+use crate::clock::{mono_ms, now_ms};
 use crate::config::ServerConfig;
-use crate::ek_allowlist::EkAllowlist;
-use crate::loaders::{load_ek_roots, load_policy_dir};
-use crate::registry::Registry;
-use crate::session::AttestationService;
-use crate::state::{mono_ms, now_ms, AppState};
+use crate::fleet::registry::Registry;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::store::{HistoryEvent, StoredVerdict};
 use anyhow::Context;
@@ -19,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::Server;
 use tracing::{debug, info, warn};
+use trustpool_daemon::policy_dir::load_policy_dir;
 use trustpool_evidence::policy::PolicySet;
 use trustpool_evidence::reason::Reason;
 use trustpool_proto::v1::admin_server::AdminServer;
@@ -57,13 +59,13 @@ pub async fn run(
             "--operator is given without --operator-ca: operator certificates need a CA of their own (never the agents' --ca)"
         );
     }
-    let pki = Arc::new(crate::pki::Pki::load(&crate::pki::PkiFiles {
+    let pki = Arc::new(crate::tls::pki::Pki::load(&crate::tls::pki::PkiFiles {
         agents_ca: cfg.ca.clone(),
         operator_ca: cfg.operator_ca.clone(),
         reader_ca: cfg.publication.reader_ca.clone(),
         crls: cfg.crls.clone(),
     })?);
-    if !pki.has(crate::pki::Role::Operators) {
+    if !pki.has(crate::tls::pki::Role::Operators) {
         info!("no --operator-ca: the admin API is served on the local admin socket only");
     }
     let tls = grpc_tls_config(&cfg, &pki)?;
@@ -77,7 +79,7 @@ pub async fn run(
     let registry = Arc::new(Registry::new(u64::try_from(now_ms()).unwrap_or(1)));
     let (enrolled, expired) = restore(&store, &registry, &policy).await?;
     info!(enrolled, db = %cfg.db.display(), "state restored");
-    let (history, history_task) = crate::history::History::start(store.clone());
+    let (history, history_task) = crate::fleet::history::History::start(store.clone());
     if !expired.is_empty() {
         info!(
             verdicts = expired.len(),
@@ -133,8 +135,8 @@ pub async fn run(
         });
     }
 
-    crate::reload::spawn_watchers(state.clone(), stop_rx.clone());
-    crate::reload::spawn_crl_reload(pki.clone(), stop_rx.clone());
+    crate::fleet::reload::spawn_watchers(state.clone(), stop_rx.clone());
+    crate::fleet::reload::spawn_crl_reload(pki.clone(), stop_rx.clone());
     let sweeper = {
         let state = state.clone();
         let mut stop = stop_rx.clone();
@@ -148,7 +150,7 @@ pub async fn run(
                         for c in &changes {
                             info!(host = %c.hostname, pool = %c.pool, "a verdict expired: out of the pool");
                         }
-                        for e in crate::history::trust_events(&changes, "sweeper", now) {
+                        for e in crate::fleet::history::trust_events(&changes, "sweeper", now) {
                             state.record(e).await;
                         }
                     }
@@ -245,7 +247,7 @@ async fn restore(
     }
     let mut facts = std::collections::HashMap::new();
     for (host, body) in store.facts().await? {
-        match crate::facts::Facts::from_json(&body) {
+        match crate::verify::facts::Facts::from_json(&body) {
             Ok(f) => {
                 registry.restore_facts(&host, f.clone(), now, wall);
                 facts.insert(host, f);
@@ -268,7 +270,7 @@ async fn restore(
                 at_ms: v.valid_until_ms,
                 hostname: v.hostname.clone(),
                 pool: v.pool.clone(),
-                event: crate::history::TRUST_CHANGE.into(),
+                event: crate::fleet::history::TRUST_CHANGE.into(),
                 trusted: false,
                 policy_digest: v.policy_digest.clone(),
                 reasons: vec![Reason::new(
@@ -303,7 +305,7 @@ async fn restore(
 /// flag says whether it lost its trust.
 fn reevaluate_restored(
     v: StoredVerdict,
-    facts: Option<&crate::facts::Facts>,
+    facts: Option<&crate::verify::facts::Facts>,
     policy: &PolicySet,
     digest: &str,
 ) -> (StoredVerdict, bool) {
@@ -315,7 +317,7 @@ fn reevaluate_restored(
     };
     let reasons = match facts {
         Some(f) if f.attested_at_ms == v.attested_at_ms => {
-            crate::facts::evaluate_pool(f, pool, policy)
+            crate::verify::facts::evaluate_pool(f, pool, policy)
         }
         _ => vec![Reason::new(
             NOT_REEVALUATED,
@@ -380,19 +382,22 @@ fn serve_admin_socket(
 /// CRLs, as reloaded), HTTP/2 only.
 fn grpc_tls_config(
     cfg: &ServerConfig,
-    pki: &Arc<crate::pki::Pki>,
+    pki: &Arc<crate::tls::pki::Pki>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
-    let chain = crate::https::read_certs(&cfg.cert, "server certificate")?;
+    let chain = crate::tls::certs::read_certs(&cfg.cert, "server certificate")?;
     let key = crate::secrets::read_private_key(&cfg.key, "server private key")?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| anyhow::anyhow!("{} holds no PEM private key: {e}", cfg.key.display()))?;
     let verifier = pki.listener_verifier(
         "grpc",
-        &[crate::pki::Role::Agents, crate::pki::Role::Operators],
+        &[
+            crate::tls::pki::Role::Agents,
+            crate::tls::pki::Role::Operators,
+        ],
         true,
     )?;
-    let mut config = rustls::ServerConfig::builder_with_provider(crate::https::provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::certs::provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_client_cert_verifier(verifier)

@@ -1,12 +1,15 @@
 //! Shared server state: configuration values the sessions need, the store,
 //! the registry, the policy in force and the EK trust anchors.
 
-use crate::registry::Registry;
+use crate::fleet::registry::Registry;
 use crate::store::Store;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use trustpool_evidence::ekcert::EkTrust;
 use trustpool_evidence::policy::PolicySet;
+
+/// Default HTTP/2 keep-alive timeout on agent connections.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a session, the feed and the sweeper share.
 pub struct AppState {
@@ -23,22 +26,22 @@ pub struct AppState {
     /// Prometheus metrics (sessions, feed, Placement sync).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The open agent streams, one per host.
-    pub streams: crate::streams::Streams,
+    pub streams: crate::attest::streams::Streams,
     /// The EK allowlist, when enrolment is restricted to listed TPMs.
-    pub ek_allowlist: crate::ek_allowlist::EkAllowlist,
+    pub ek_allowlist: crate::attest::ek_allowlist::EkAllowlist,
     /// HTTP/2 keep-alive timeout on agent connections (to name a lost link).
     pub keepalive_timeout: Duration,
     policy: RwLock<Arc<PolicySet>>,
     /// The append-only history (set once at start-up; events are dropped
     /// with a warning in contexts that run without one, such as unit tests).
-    pub history: std::sync::OnceLock<crate::history::History>,
+    pub history: std::sync::OnceLock<crate::fleet::history::History>,
     /// Certificate names (SAN DNS or CN) of operators allowed on the admin API.
     pub operators: std::sync::OnceLock<Vec<String>>,
     /// The policy directory (for reloads).
     pub policy_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// Client CAs and CRLs: which CA may issue which role's certificates
     /// (unset: every client certificate is refused).
-    pub pki: std::sync::OnceLock<Arc<crate::pki::Pki>>,
+    pub pki: std::sync::OnceLock<Arc<crate::tls::pki::Pki>>,
     policy_status: RwLock<PolicyStatus>,
     policy_changes: tokio::sync::watch::Sender<String>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -70,9 +73,9 @@ impl AppState {
             report_interval,
             down_time,
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            streams: crate::streams::Streams::default(),
-            ek_allowlist: crate::ek_allowlist::EkAllowlist::new(None),
-            keepalive_timeout: crate::config::DEFAULT_KEEPALIVE_TIMEOUT,
+            streams: crate::attest::streams::Streams::default(),
+            ek_allowlist: crate::attest::ek_allowlist::EkAllowlist::new(None),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
             stopping: tokio::sync::watch::channel(false).0,
             policy: RwLock::new(Arc::new(policy)),
@@ -81,7 +84,7 @@ impl AppState {
             policy_dir: std::sync::OnceLock::new(),
             pki: std::sync::OnceLock::new(),
             policy_status: RwLock::new(PolicyStatus {
-                loaded_at_ms: now_ms(),
+                loaded_at_ms: crate::clock::now_ms(),
                 last_error: String::new(),
             }),
         }
@@ -94,7 +97,7 @@ impl AppState {
     }
 
     /// Restricts enrolment to the TPMs of an EK allowlist.
-    pub fn with_ek_allowlist(mut self, list: crate::ek_allowlist::EkAllowlist) -> AppState {
+    pub fn with_ek_allowlist(mut self, list: crate::attest::ek_allowlist::EkAllowlist) -> AppState {
         self.ek_allowlist = list;
         self
     }
@@ -165,28 +168,9 @@ impl AppState {
             .policy_status
             .write()
             .unwrap_or_else(|p| p.into_inner()) = PolicyStatus {
-            loaded_at_ms: now_ms(),
+            loaded_at_ms: crate::clock::now_ms(),
             last_error: String::new(),
         };
         self.policy_changes.send_replace(digest);
     }
-}
-
-/// The server's monotonic clock in milliseconds: the wall clock when the
-/// process first asked, advanced by `CLOCK_MONOTONIC` since. It never goes
-/// back and a step of the system clock does not move it; it decides every
-/// expiry (the registry's `now_ms`). Wall time ([`now_ms`]) only stamps what
-/// consumers and the history read.
-pub fn mono_ms() -> i64 {
-    static ANCHOR: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
-    let (wall, at) = ANCHOR.get_or_init(|| (now_ms(), std::time::Instant::now()));
-    wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Unix time in milliseconds (the wall clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -1,10 +1,10 @@
 //! The HTTPS listener of the API: TLS (rustls, `ring` provider) with the
 //! server's certificate, client certificates requested but optional at the
 //! TLS layer. A client certificate that is presented must chain to the
-//! agents' CA or to the reader CA and not be revoked ([`crate::pki`]);
-//! *which* of the two decides the role, per request, in [`crate::http_auth`].
+//! agents' CA or to the reader CA and not be revoked ([`crate::tls::pki`]);
+//! *which* of the two decides the role, per request, in [`crate::publish::readers`].
 //!
-//! The accept loop, its caps and timeouts are in [`crate::listener`].
+//! The accept loop, its caps and timeouts are in [`crate::publish::listener`].
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
@@ -54,7 +54,7 @@ pub fn read_roots(path: &Path, what: &str) -> anyhow::Result<RootCertStore> {
 
 /// The TLS configuration of the HTTPS listener: our certificate, and
 /// optional client certificates accepted by `verifier` (the agents' CA or
-/// the reader CA, with their CRLs: [`crate::pki::Pki::listener_verifier`]).
+/// the reader CA, with their CRLs: [`crate::tls::pki::Pki::listener_verifier`]).
 pub fn server_config(
     cert: &Path,
     key: &Path,

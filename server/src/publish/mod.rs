@@ -1,18 +1,32 @@
-//! Publication: start-up of the HTTPS API (feed, PollHosts, metrics) and of
-//! the Placement trait sync, and their configuration.
+//! Publication: what the schedulers and monitoring read. Start-up of the
+//! HTTPS API (feed, PollHosts, metrics) and of the Placement trait sync.
+//!
+//! - [`config`]: the publication options, validated;
+//! - [`listener`]: the HTTPS accept loop (caps, timeouts, eviction);
+//! - [`readers`]: who may read (reader tokens, reader certificates);
+//! - [`feed`]: the JSON feed and the handlers' shared state;
+//! - [`oat`]: OpenAttestation `PollHosts` for Nova's legacy TrustedFilter;
+//! - [`routes`]: the API's routes;
+//! - [`placement`]: the Placement trait sync for current Nova.
+
+pub mod config;
+pub mod feed;
+pub mod listener;
+pub mod oat;
+pub mod placement;
+pub mod readers;
+pub mod routes;
 
 use crate::config::ServerConfig;
-use crate::feed::{FeedState, Health};
-use crate::http_auth::{parse_sha256_hex, FeedToken, ReaderAuth};
-use crate::https::server_config;
-use crate::listener::ListenerLimits;
-use crate::oat::{OatAuth, OatConfig};
-use crate::pki::Role;
-use crate::placement::{PlacementConfig, PlacementFile};
+use crate::publish::feed::{FeedState, Health};
+use crate::publish::listener::ListenerLimits;
+use crate::publish::oat::{OatAuth, OatConfig};
+use crate::publish::placement::PlacementConfig;
+use crate::publish::readers::ReaderAuth;
 use crate::state::AppState;
+use crate::tls::certs::server_config;
+use crate::tls::pki::Role;
 use anyhow::Context;
-use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -22,103 +36,6 @@ use tracing::{info, warn};
 /// Period of the database probe (identity check and write probe) behind
 /// `/readyz` and the feed's 503s.
 const HEALTH_PERIOD: Duration = Duration::from_secs(1);
-
-/// A `[[feed_tokens]]` entry of the configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeedTokenEntry {
-    /// Name of the consumer for the audit log.
-    pub name: String,
-    /// Hex SHA-256 of the token.
-    pub sha256: String,
-}
-
-/// Publication options as given (flags merged over the file), before validation.
-#[derive(Debug, Default)]
-pub struct PublicationOptions {
-    /// `--reader-ca` / `reader_ca`.
-    pub reader_ca: Option<PathBuf>,
-    /// `--feed-token NAME=SHA256HEX` (repeatable).
-    pub feed_token_flags: Vec<String>,
-    /// `[[feed_tokens]]`.
-    pub feed_tokens: Vec<FeedTokenEntry>,
-    /// `--oat-prefix` / `oat_prefix`.
-    pub oat_prefix: Option<String>,
-    /// `--oat-pool` / `oat_pool`.
-    pub oat_pool: Option<String>,
-    /// `--oat-auth-blob-sha256` / `oat_auth_blob_sha256`.
-    pub oat_auth_blob_sha256: Option<String>,
-    /// `--oat-allow-anonymous` / `oat_allow_anonymous`.
-    pub oat_allow_anonymous: bool,
-    /// `--http-max-connections` / `http_max_connections`.
-    pub http_max_connections: Option<usize>,
-    /// `--metrics-auth` / `metrics_auth`.
-    pub metrics_auth: bool,
-    /// `placement_pools`.
-    pub placement_pools: Vec<String>,
-    /// `[placement]`.
-    pub placement: Option<PlacementFile>,
-}
-
-/// The validated publication configuration.
-#[derive(Debug, Clone, Default)]
-pub struct PublicationConfig {
-    /// CA whose client certificates may read the feed.
-    pub reader_ca: Option<PathBuf>,
-    /// Reader tokens (hashes).
-    pub feed_tokens: Vec<FeedToken>,
-    /// PollHosts, when served.
-    pub oat: Option<OatConfig>,
-    /// Whether `/metrics` needs a reader credential.
-    pub metrics_auth: bool,
-    /// Placement sync, when configured.
-    pub placement: Option<PlacementConfig>,
-    /// Caps of the HTTPS listener.
-    pub limits: ListenerLimits,
-}
-
-impl PublicationOptions {
-    /// Validates the options; every error names the option.
-    pub fn resolve(self) -> anyhow::Result<PublicationConfig> {
-        let mut feed_tokens = Vec::new();
-        for flag in &self.feed_token_flags {
-            feed_tokens.push(FeedToken::parse_flag(flag).context("--feed-token")?);
-        }
-        for entry in &self.feed_tokens {
-            feed_tokens
-                .push(FeedToken::new(&entry.name, &entry.sha256).context("[[feed_tokens]]")?);
-        }
-        let mut names: Vec<&str> = feed_tokens.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            anyhow::bail!(
-                "two feed tokens are named '{}': names identify readers in the audit log",
-                w[0]
-            );
-        }
-        let blob = self
-            .oat_auth_blob_sha256
-            .as_deref()
-            .map(parse_sha256_hex)
-            .transpose()
-            .context("--oat-auth-blob-sha256")?;
-        let oat = OatConfig::resolve(
-            self.oat_prefix.as_deref(),
-            self.oat_pool.as_deref(),
-            blob,
-            self.oat_allow_anonymous,
-        )?;
-        let placement = PlacementConfig::resolve(self.placement.as_ref(), &self.placement_pools)?;
-        Ok(PublicationConfig {
-            reader_ca: self.reader_ca,
-            feed_tokens,
-            oat,
-            metrics_auth: self.metrics_auth,
-            placement,
-            limits: ListenerLimits::new(self.http_max_connections)?,
-        })
-    }
-}
 
 /// The HTTPS API and the Placement sync, prepared (certificates and CAs
 /// read) before the server reports itself ready.
@@ -169,7 +86,7 @@ impl Publication {
                 }
             }
         }
-        match crate::listener::raise_open_files_limit() {
+        match crate::publish::listener::raise_open_files_limit() {
             Ok(open_files) => {
                 // The listener's own descriptors plus room for the agents' streams.
                 let needed = p.limits.max_connections as u64 + 64;
@@ -238,7 +155,7 @@ impl Publication {
                 }
             })
         };
-        let sync = crate::placement::spawn(
+        let sync = crate::publish::placement::spawn(
             self.placement,
             self.state.registry.clone(),
             self.state.metrics.clone(),
@@ -249,15 +166,15 @@ impl Publication {
             self.state,
             self.auth,
             health,
-            self.oat,
             self.metrics_auth,
             stop.clone(),
         );
-        let app = crate::feed::router(feed);
+        let app = routes::router(feed, self.oat);
         let limits = self.limits;
         let tls = self.tls;
         Ok(tokio::spawn(async move {
-            let served = crate::listener::serve(listener, tls, app, limits, metrics, stop).await;
+            let served =
+                crate::publish::listener::serve(listener, tls, app, limits, metrics, stop).await;
             probe.abort();
             if let Some(sync) = sync {
                 let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;

@@ -1,20 +1,4 @@
-//! Durable state in SQLite (WAL, synchronous=FULL): enrolments (the binding
-//! host ↔ certificate ↔ EK ↔ AK), the latest verdict of each host in each pool,
-//! and the last TPM clock seen per host.
-//!
-//! An enrolment is committed before the agent is told it is enrolled; a trusted
-//! verdict is committed before the host is published as trusted. Every error
-//! carries the operation that failed.
-//!
-//! Store health ([`StoreHealth`]) is the one answer to "can the server vouch
-//! for what it publishes": every write reports its outcome to it, and a
-//! periodic [`Store::probe`] (a one-row `UPDATE` in a transaction plus a check
-//! that the database file is still the one that was opened) sets and clears it.
-//!
-//! Store identity: a random store id is written into the database when it is
-//! created and remembered in a small file beside it (see [`id_file_path`]).
-//! Start-up refuses a missing database or one of another store while that file
-//! says one existed, unless the operator asks for a new store (`--init-db`).
+//! The SQLite engine of the store (WAL, synchronous=FULL).
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -22,104 +6,12 @@ use sqlx::{Connection, Row, SqlitePool};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tracing::{error, info, warn};
-use trustpool_evidence::reason::Reason;
+use std::sync::Arc;
+use tracing::{info, warn};
 
-/// The stored identity of an enrolled host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrolment {
-    /// Host name (hypervisor hostname).
-    pub hostname: String,
-    /// Marshalled TPMT_PUBLIC of the EK.
-    pub ek_public: Vec<u8>,
-    /// DER EK certificate, if the TPM had one.
-    pub ek_certificate: Option<Vec<u8>>,
-    /// Marshalled TPMT_PUBLIC of the AK.
-    pub ak_public: Vec<u8>,
-    /// TPM name of the AK.
-    pub ak_name: Vec<u8>,
-    /// SHA-256 of the agent's client certificate at enrolment.
-    pub cert_fingerprint: String,
-    /// Subject of that certificate.
-    pub cert_subject: String,
-    /// Unix milliseconds of the enrolment.
-    pub enrolled_at_ms: i64,
-}
-
-/// The latest verdict of a host in one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredVerdict {
-    /// Host name.
-    pub hostname: String,
-    /// Pool name.
-    pub pool: String,
-    /// Whether the evidence satisfied the pool.
-    pub trusted: bool,
-    /// Unix ms of the evaluation.
-    pub attested_at_ms: i64,
-    /// Unix ms until which a trusted verdict stays valid.
-    pub valid_until_ms: i64,
-    /// Every reason against trust.
-    pub reasons: Vec<Reason>,
-    /// Digest of the policy the verdict was evaluated under (hex).
-    pub policy_digest: String,
-}
-
-/// The last TPM clock information accepted for a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredClock {
-    /// TPM resetCount.
-    pub reset_count: u32,
-    /// TPM restartCount.
-    pub restart_count: u32,
-    /// TPM clock (ms).
-    pub clock: u64,
-}
-
-/// An enrolment waiting for an operator's approval, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingEnrolment {
-    /// The candidate binding.
-    pub enrolment: Enrolment,
-    /// Why it was not admitted automatically.
-    pub reason: String,
-}
-
-/// A revocation by an operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// Host name.
-    pub hostname: String,
-    /// The operator.
-    pub revoked_by: String,
-    /// Unix ms.
-    pub revoked_at_ms: i64,
-    /// Free text.
-    pub comment: String,
-}
-
-/// One entry of the append-only history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryEvent {
-    /// Unix ms.
-    pub at_ms: i64,
-    /// Host name ("" for server-wide events such as policy reloads).
-    pub hostname: String,
-    /// Pool ("" when the event is not about one pool).
-    pub pool: String,
-    /// Kind: verdict, enrolled, pending, approved, revoked, readmitted, reboot, policy_reload, policy_rejected.
-    pub event: String,
-    /// Trust in the pool after a verdict event.
-    pub trusted: bool,
-    /// Policy digest in force.
-    pub policy_digest: String,
-    /// Reasons (against trust, or explaining the event).
-    pub reasons: Vec<Reason>,
-    /// Who caused it.
-    pub actor: String,
-}
+use super::health::*;
+use super::identity::*;
+use super::*;
 
 /// Handle on the database.
 #[derive(Clone)]
@@ -138,252 +30,6 @@ struct OpenedFile {
     store_id: String,
     dev: u64,
     ino: u64,
-}
-
-/// Whether the store accepts writes and is still the store that was opened.
-/// Read by the feed, `PollHosts`, `/readyz` and the metrics; written by every
-/// store write and by [`Store::probe`].
-#[derive(Debug)]
-pub struct StoreHealth {
-    /// Set by any failed write, cleared only by a successful probe (so a
-    /// full disk that lets a small write through now and then does not flap).
-    write_failed: AtomicBool,
-    /// Set once the database file is gone or replaced: never cleared (a
-    /// restart decides, see README "Backup and restore").
-    identity_lost: AtomicBool,
-    last_error: Mutex<String>,
-    /// Failed writes since start (metric).
-    write_errors: AtomicU64,
-    /// Bumped each time writes work again after a failure.
-    recovered: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for StoreHealth {
-    fn default() -> Self {
-        StoreHealth {
-            write_failed: AtomicBool::new(false),
-            identity_lost: AtomicBool::new(false),
-            last_error: Mutex::new(String::new()),
-            write_errors: AtomicU64::new(0),
-            recovered: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-/// Readiness problem: writes fail.
-pub const STORE_NOT_WRITABLE: &str = "the database refuses writes";
-/// Readiness problem: the database file was removed or replaced.
-pub const STORE_IDENTITY_LOST: &str =
-    "the database file was removed or replaced under the running server";
-
-impl StoreHealth {
-    /// True when writes work and the database is the one opened.
-    pub fn ok(&self) -> bool {
-        !self.write_failed.load(Ordering::Acquire) && !self.identity_lost.load(Ordering::Acquire)
-    }
-
-    /// True while writes fail (until a probe succeeds).
-    pub fn write_failed(&self) -> bool {
-        self.write_failed.load(Ordering::Acquire)
-    }
-
-    /// True once the database file was removed or replaced.
-    pub fn identity_lost(&self) -> bool {
-        self.identity_lost.load(Ordering::Acquire)
-    }
-
-    /// Failed writes since start.
-    pub fn write_errors(&self) -> u64 {
-        self.write_errors.load(Ordering::Relaxed)
-    }
-
-    /// The last write or identity error ("" when none).
-    pub fn last_error(&self) -> String {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Every readiness problem of the store (empty when healthy).
-    pub fn problems(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.identity_lost() {
-            out.push(STORE_IDENTITY_LOST);
-        }
-        if self.write_failed() {
-            out.push(STORE_NOT_WRITABLE);
-        }
-        out
-    }
-
-    /// Changes each time writes work again after a failure: sessions watch it
-    /// to attest their hosts again at once.
-    pub fn recovered(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.recovered.subscribe()
-    }
-
-    fn write_error(&self, e: &anyhow::Error) {
-        self.write_errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = format!("{e:#}");
-        if !self.write_failed.swap(true, Ordering::AcqRel) {
-            error!(error = %format!("{e:#}"), "a database write failed: the feed and PollHosts answer 503 and no new verdict is trusted until writes work again");
-        }
-    }
-
-    fn probe_ok(&self) {
-        if self.write_failed.swap(false, Ordering::AcqRel) {
-            info!("database writes work again: the feed is served and the hosts attest again");
-            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    }
-
-    fn lose_identity(&self, why: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = why.to_string();
-        if !self.identity_lost.swap(true, Ordering::AcqRel) {
-            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (README \"Database faults, backup and restore\")");
-        }
-    }
-}
-
-/// Why a database cannot be opened as this server's store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentityProblem {
-    /// The database file is missing but the store-id file says one existed.
-    Missing {
-        /// The store id the file remembers.
-        expected: String,
-    },
-    /// The database holds no store id (an empty or foreign file) while the
-    /// store-id file remembers one.
-    Unidentified {
-        /// The store id the file remembers.
-        expected: String,
-    },
-    /// The database belongs to another store.
-    Other {
-        /// The store id the file remembers.
-        expected: String,
-        /// The store id of the database.
-        found: String,
-    },
-}
-
-/// What start-up does about the store identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentityAction {
-    /// Database and store-id file agree.
-    Keep,
-    /// The database has an id the file does not hold (first start with this
-    /// version, a deleted id file, or `--init-db` over another store's
-    /// database): write it to the file.
-    Remember(String),
-    /// Give the database a new id and remember it.
-    Create,
-}
-
-/// Decides how to open the store from the store id in the database (if the
-/// file exists and has one), the one in the store-id file, and `--init-db`.
-/// `db_exists` is false when the database file is missing.
-pub fn reconcile_identity(
-    db_exists: bool,
-    in_db: Option<&str>,
-    in_file: Option<&str>,
-    init_db: bool,
-) -> Result<IdentityAction, IdentityProblem> {
-    match (in_db, in_file) {
-        (Some(db), Some(file)) if db == file => Ok(IdentityAction::Keep),
-        (Some(db), None) => Ok(IdentityAction::Remember(db.to_string())),
-        (None, None) => Ok(IdentityAction::Create),
-        _ if init_db => Ok(match in_db {
-            Some(db) => IdentityAction::Remember(db.to_string()),
-            None => IdentityAction::Create,
-        }),
-        (Some(db), Some(file)) => Err(IdentityProblem::Other {
-            expected: file.to_string(),
-            found: db.to_string(),
-        }),
-        (None, Some(file)) if !db_exists => Err(IdentityProblem::Missing {
-            expected: file.to_string(),
-        }),
-        (None, Some(file)) => Err(IdentityProblem::Unidentified {
-            expected: file.to_string(),
-        }),
-    }
-}
-
-impl std::fmt::Display for IdentityProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdentityProblem::Missing { expected } => write!(
-                f,
-                "the database is missing but store {expected} existed here: restore it from a backup (README \"Database faults, backup and restore\"), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
-            ),
-            IdentityProblem::Unidentified { expected } => write!(
-                f,
-                "the database holds no store id but store {expected} existed here (an empty or foreign file?): restore the database from a backup, or start once with --init-db to accept this file as a new store"
-            ),
-            IdentityProblem::Other { expected, found } => write!(
-                f,
-                "the database is store {found}, not store {expected} that existed here: put the right database back, or start once with --init-db to accept this one"
-            ),
-        }
-    }
-}
-
-/// The file beside the database that remembers its store id:
-/// `<dir>/.<name>.store-id`. It is hidden so that `rm trustpool.db*` does
-/// not take it along.
-pub fn id_file_path(db: &Path) -> PathBuf {
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "trustpool.db".into());
-    db.with_file_name(format!(".{name}.store-id"))
-}
-
-fn read_id_file(path: &Path) -> anyhow::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let id = text.trim();
-            if id.is_empty() {
-                anyhow::bail!("the store-id file {} is empty", path.display());
-            }
-            Ok(Some(id.to_string()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot read the store-id file {}", path.display()))
-        }
-    }
-}
-
-/// Writes the store-id file durably (temporary file, fsync, rename, fsync of the directory).
-fn write_id_file(path: &Path, id: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write the store-id file {}", tmp.display()))?;
-    f.write_all(format!("{id}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write the store-id file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot write the store-id file {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn new_store_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
 }
 
 const SCHEMA: &[&str] = &[
@@ -547,7 +193,7 @@ impl Store {
             }
             IdentityAction::Create => {
                 let id = new_store_id();
-                let now = crate::state::now_ms();
+                let now = crate::clock::now_ms();
                 sqlx::query("INSERT OR REPLACE INTO store_identity (id, store_id, created_at_ms, heartbeat_ms) VALUES (1, ?, ?, ?)")
                     .bind(&id)
                     .bind(now)
@@ -660,7 +306,7 @@ impl Store {
                 .await
                 .context("starting the write probe")?;
             let updated = sqlx::query("UPDATE store_identity SET heartbeat_ms = ? WHERE id = 1")
-                .bind(crate::state::now_ms())
+                .bind(crate::clock::now_ms())
                 .execute(&mut *tx)
                 .await
                 .context("writing the store heartbeat")?
@@ -1298,30 +944,6 @@ fn enrolment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrolment, sqlx::Error> 
         cert_subject: r.try_get("cert_subject")?,
         enrolled_at_ms: r.try_get("enrolled_at_ms")?,
     })
-}
-
-/// How one piece of evidence changes a host's stored facts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FactsChange<'a> {
-    /// Leave them as they are.
-    Keep,
-    /// Replace them (JSON).
-    Put(&'a str),
-    /// Delete them: the newest evidence was not sound.
-    Withdraw,
-}
-
-/// What one piece of evidence changes durably (see [`Store::commit_evidence`]).
-#[derive(Debug, Clone, Copy)]
-pub struct EvidenceCommit<'a> {
-    /// The host.
-    pub hostname: &'a str,
-    /// Its new latest verdicts (may be empty).
-    pub verdicts: &'a [StoredVerdict],
-    /// Its facts.
-    pub facts: FactsChange<'a>,
-    /// Its accepted TPM clock, when it changed.
-    pub clock: Option<StoredClock>,
 }
 
 async fn upsert_verdict(

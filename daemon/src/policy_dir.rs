@@ -1,13 +1,15 @@
-//! Reading the operator's files at start-up: the policy directory and the EK
-//! trust anchors. Parsing itself is pure and lives in `trustpool-evidence`.
+//! Reading the policy directory (`<pool>.toml` files) as the server and the
+//! operator's `trustpool policy check` both do: every file parsed by
+//! `trustpool-evidence`, then checked against the agents' hardening
+//! catalogue. Parsing itself is pure; this module only reads the files.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
-use trustpool_evidence::ekcert::{pem_to_der_certs, EkTrust};
 use trustpool_evidence::policy::{parse_policy_set, PolicySet};
 use trustpool_hardening::{check_catalogue, CheckParams};
 
-fn files_with_extension(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+/// The files of `dir` whose extension is one of `extensions`, sorted by path.
+pub fn files_with_extension(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read directory {}", dir.display()))?;
     let mut files = Vec::new();
@@ -88,25 +90,6 @@ pub fn check_against_catalogue(set: &PolicySet) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Reads every PEM certificate (`*.pem`, `*.crt`) of the EK roots directory.
-pub fn load_ek_roots(dir: &Path) -> anyhow::Result<EkTrust> {
-    let mut ders = Vec::new();
-    for path in files_with_extension(dir, &["pem", "crt"])? {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let certs =
-            pem_to_der_certs(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        ders.extend(certs);
-    }
-    if ders.is_empty() {
-        bail!(
-            "{} holds no PEM certificate: every enrolment would be refused",
-            dir.display()
-        );
-    }
-    EkTrust::from_der_certs(ders).map_err(|e| anyhow::anyhow!("EK roots in {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -329,7 +329,7 @@ pub fn policy_check(dir: &Path, json: bool) -> Result<Outcome, CliError> {
         )));
     }
     let shown = dir.display().to_string();
-    match crate::loaders::load_policy_dir(dir) {
+    match trustpool_daemon::policy_dir::load_policy_dir(dir) {
         Ok(set) => Ok(Outcome::ok(if json {
             json_out(&render::policy_valid_json(&set))
         } else {

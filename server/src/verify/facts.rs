@@ -2,7 +2,7 @@
 //! the bound hardening report's statuses — kept so that a new policy can be
 //! applied at once (reload) or tried (dry-run) without a new quote. Pure.
 
-use crate::verdict::{params_digest, REPORT_PARAMS_MISMATCH};
+use super::report::{params_digest, REPORT_PARAMS_MISMATCH};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use trustpool_evidence::policy::{evaluate, HostFacts, PolicySet, PoolPolicy};

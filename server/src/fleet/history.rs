@@ -165,7 +165,7 @@ pub const STORY_CHANGE: &str = "reasons";
 /// History events for membership changes ([`TRUST_CHANGE`]) and for verdicts
 /// whose reasons or policy changed without a flip ([`STORY_CHANGE`]).
 pub fn trust_events(
-    changes: &[crate::registry::TrustChange],
+    changes: &[crate::fleet::registry::TrustChange],
     actor: &str,
     at_ms: i64,
 ) -> Vec<HistoryEvent> {

@@ -7,15 +7,16 @@
 //! A candidate with no pool is refused, and so is a file change that would
 //! remove a pool with members (see [`guard_removals`]).
 
-use crate::facts::evaluate_all;
-use crate::history::trust_events;
-use crate::loaders::load_policy_dir;
-use crate::state::{mono_ms, now_ms, AppState};
+use crate::clock::{mono_ms, now_ms};
+use crate::fleet::history::trust_events;
+use crate::state::AppState;
 use crate::store::{HistoryEvent, StoredVerdict};
+use crate::verify::facts::evaluate_all;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
+use trustpool_daemon::policy_dir::load_policy_dir;
 use trustpool_evidence::reason::Reason;
 
 /// How often the policy directory is checked for changes.
@@ -142,7 +143,7 @@ pub async fn reload(state: &AppState, actor: &str, trigger: Trigger) -> anyhow::
 /// evidence withdraws them), so a host whose newest evidence was unsound is
 /// never re-admitted here; re-evaluated verdicts keep the expiry of the
 /// evidence they come from.
-pub async fn reevaluate(state: &AppState) -> Vec<crate::registry::TrustChange> {
+pub async fn reevaluate(state: &AppState) -> Vec<crate::fleet::registry::TrustChange> {
     let policy = state.policy();
     let digest = policy.digest_hex();
     let mut changes = Vec::new();
@@ -232,7 +233,10 @@ pub fn spawn_watchers(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
 
 /// Re-reads the CRL files on SIGHUP (beside the policy reload) until `stop`;
 /// a set of CRLs that does not load leaves the previous one in force.
-pub fn spawn_crl_reload(pki: Arc<crate::pki::Pki>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_crl_reload(
+    pki: Arc<crate::tls::pki::Pki>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => s,

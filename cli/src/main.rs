@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
-use trustpool_server::cli::{args::Cli, commands, one_line, Exit};
+use trustpool_cli::{args::Cli, commands, one_line, Exit};
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap), --help and --version 0.

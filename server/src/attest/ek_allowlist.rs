@@ -14,7 +14,7 @@
 //! (without the `000b` prefix) is accepted too. Parsing is pure
 //! ([`parse_allowlist`]); [`EkAllowlist`] re-reads the file when it changes.
 
-use crate::identity::valid_hostname;
+use crate::tls::identity::valid_hostname;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -14,7 +14,7 @@
 //!   [`HEADER_READ_TIMEOUT`] of hyper starting to read it, so this is also
 //!   the keep-alive idle timeout;
 //! - **busy**: a request is being served (its body read within the route's
-//!   limit and [`crate::feed::BODY_READ_TIMEOUT`], the handler running, a
+//!   limit and [`crate::publish::feed::BODY_READ_TIMEOUT`], the handler running, a
 //!   long poll waiting).
 //!
 //! When a connection arrives and the table is full, the oldest silent
@@ -38,8 +38,8 @@
 //! is given no write deadline, but it cannot keep a newcomer out: being
 //! idle, it is closed to make room like any other idle connection.
 
-use crate::https::PeerInfo;
 use crate::metrics::Metrics;
+use crate::tls::certs::PeerInfo;
 use anyhow::{bail, Context};
 use axum::extract::ConnectInfo;
 use axum::Router;

@@ -127,7 +127,7 @@ async fn connect_tls(url: &str, ca: &Path, cert: &Path, key: &Path) -> anyhow::R
     };
     let ca = read(ca, "server CA")?;
     let cert = read(cert, "operator certificate")?;
-    let key = crate::secrets::read_private_key(key, "operator key")?;
+    let key = trustpool_daemon::secrets::read_private_key(key, "operator key")?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key));
@@ -249,7 +249,7 @@ pub fn describe_status(status: &tonic::Status, target: &str) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Exit;
+    use crate::Exit;
 
     fn conn(server: Option<&str>, socket: Option<&str>, tls: bool) -> ConnectionArgs {
         ConnectionArgs {

@@ -16,9 +16,9 @@
 //! unknown, failing) is `untrusted`, with `vtime` = the last good
 //! attestation when the host is merely stale, else now.
 
-use crate::feed::{error, read_body, FeedState};
-use crate::http_auth::secret_matches;
-use crate::state::{mono_ms, now_ms};
+use crate::clock::{mono_ms, now_ms};
+use crate::publish::feed::{error, read_body, FeedState};
+use crate::publish::readers::secret_matches;
 use anyhow::bail;
 use axum::body::Body;
 use axum::extract::State;
@@ -26,6 +26,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::warn;
 
@@ -37,7 +38,7 @@ pub const DEFAULT_PREFIX: &str = "/OpenAttestationWebServices/V1.0";
 /// hypervisor hostname of every compute node), about 40 bytes per host with
 /// a typical FQDN: 1 MiB holds some 25,000 hosts, a 10,000-node site about
 /// 400 KiB. It is read only after the `x-auth-blob` check, within
-/// [`crate::feed::BODY_READ_TIMEOUT`].
+/// [`crate::publish::feed::BODY_READ_TIMEOUT`].
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Who may call PollHosts.
@@ -183,14 +184,12 @@ pub fn vtime(ms: i64) -> String {
 /// `POST {prefix}/PollHosts`. The `x-auth-blob` is checked from the
 /// headers before any of the body is read: a client without it gets its
 /// 401 at once, whatever it declared or sends.
-pub async fn poll_hosts(State(s): State<FeedState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(oat) = s.oat.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "PollHosts is not configured",
-        );
-    };
+pub async fn poll_hosts(
+    State(s): State<FeedState>,
+    oat: Arc<OatConfig>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let OatAuth::Blob(expected) = &oat.auth {
         let ok = headers
             .get("x-auth-blob")

@@ -22,11 +22,11 @@
 //! Only one server replica may run the sync against one Placement (there is
 //! one server today; with several, enable `[placement]` on one of them).
 
+use crate::clock::{mono_ms, now_ms};
 use crate::duration::serde_human;
-use crate::https::{provider, read_certs};
+use crate::fleet::registry::Registry;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::state::{mono_ms, now_ms};
+use crate::tls::certs::{provider, read_certs};
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};

@@ -10,9 +10,9 @@
 //! - a client certificate that is not a reader's (e.g. an agent's host
 //!   certificate from the agents' CA) and no valid token → 403 (`forbidden`).
 
-use crate::https::PeerInfo;
-use crate::identity::PeerIdentity;
-use crate::pki::{Pki, Role};
+use crate::tls::certs::PeerInfo;
+use crate::tls::identity::PeerIdentity;
+use crate::tls::pki::{Pki, Role};
 use anyhow::{bail, Context};
 use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};

@@ -171,7 +171,7 @@ impl Pki {
         let mut cas = vec![CaFile {
             role: Role::Agents,
             path: files.agents_ca.clone(),
-            certs: crate::https::read_certs(&files.agents_ca, "agents' CA (--ca)")?,
+            certs: crate::tls::certs::read_certs(&files.agents_ca, "agents' CA (--ca)")?,
         }];
         for (role, path) in [
             (Role::Operators, &files.operator_ca),
@@ -181,7 +181,7 @@ impl Pki {
                 cas.push(CaFile {
                     role,
                     path: path.clone(),
-                    certs: crate::https::read_certs(
+                    certs: crate::tls::certs::read_certs(
                         path,
                         &format!("{} CA ({})", role.as_str(), role.option()),
                     )?,
@@ -369,7 +369,7 @@ impl Pki {
             roles,
             mandatory,
             hints,
-            provider: crate::https::provider(),
+            provider: crate::tls::certs::provider(),
         }))
     }
 }
@@ -427,7 +427,7 @@ fn revocation_of<'a>(
 }
 
 fn expiry_warnings(crls: &[CrlInfo]) -> Vec<String> {
-    let now = crate::state::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     crls.iter()
         .filter(|c| c.next_update.is_some_and(|t| t <= now))
         .map(|c| {
@@ -484,8 +484,10 @@ fn build(cas: &[CaFile], files: &[PathBuf]) -> anyhow::Result<Loaded> {
             .filter(|c| c.roles.contains(&ca.role))
             .map(|c| c.der.clone())
             .collect();
-        let mut builder =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::https::provider());
+        let mut builder = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            crate::tls::certs::provider(),
+        );
         if !mine.is_empty() {
             builder = builder.with_crls(mine).enforce_revocation_expiration();
         }

@@ -3,17 +3,18 @@
 //! challenges and verdicts. Any protocol violation ends only this stream,
 //! with an `Error` message that says why.
 
-use crate::challenge::ChallengeBook;
-use crate::ek_allowlist::EkVerdict;
-use crate::history::trust_events;
-use crate::identity::{valid_hostname, PeerIdentity};
-use crate::registry::PENDING;
-use crate::state::{mono_ms, now_ms, AppState};
+use crate::attest::ek_allowlist::EkVerdict;
+use crate::attest::streams::{Ticket, ENROLMENT_CHANGED};
+use crate::clock::{mono_ms, now_ms};
+use crate::fleet::history::trust_events;
+use crate::fleet::registry::PENDING;
+use crate::state::AppState;
 use crate::store::{
     Enrolment, EvidenceCommit, FactsChange, HistoryEvent, PendingEnrolment, StoredVerdict,
 };
-use crate::streams::{Ticket, ENROLMENT_CHANGED};
-use crate::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
+use crate::tls::identity::{valid_hostname, PeerIdentity};
+use crate::verify::challenge::ChallengeBook;
+use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
 use rand::RngCore;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -101,9 +102,10 @@ impl Attestation for AttestationService {
             .get()
             .ok_or_else(|| Status::unavailable("no client CA is configured"))?
             .clone();
-        pki.check_logged("attestation", crate::pki::Role::Agents, &certs)
+        pki.check_logged("attestation", crate::tls::pki::Role::Agents, &certs)
             .map_err(|r| Status::permission_denied(r.to_string()))?;
-        let revoked = pki.until_refused("attestation", crate::pki::Role::Agents, certs.clone());
+        let revoked =
+            pki.until_refused("attestation", crate::tls::pki::Role::Agents, certs.clone());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let state = self.state.clone();
@@ -546,7 +548,7 @@ impl Session {
         self.send(ServerMsg::Challenge(AttestChallenge {
             nonce: c.nonce.to_vec(),
             pcrs: c.pcrs.iter().map(|p| u32::from(*p)).collect(),
-            expires_in_ms: u32::try_from(crate::challenge::CHALLENGE_TTL.as_millis())
+            expires_in_ms: u32::try_from(crate::verify::challenge::CHALLENGE_TTL.as_millis())
                 .unwrap_or(u32::MAX),
             check_params_json: policy.check_params().unwrap_or_default().to_string(),
         }))
@@ -585,7 +587,7 @@ impl Session {
         hostname: &str,
         (ek, ak): (&TpmPublic, &TpmPublic),
         binding: Binding,
-        challenge: Result<&crate::challenge::Outstanding, &Reason>,
+        challenge: Result<&crate::verify::challenge::Outstanding, &Reason>,
         evidence: &Evidence,
     ) -> Judged {
         let attested_at_ms = now_ms();
@@ -851,8 +853,8 @@ impl Session {
 /// same TPM with another `firmwareVersion` than the host's previous facts.
 fn firmware_change(
     hostname: &str,
-    before: Option<&crate::facts::Facts>,
-    new: &crate::facts::Facts,
+    before: Option<&crate::verify::facts::Facts>,
+    new: &crate::verify::facts::Facts,
 ) -> Option<HistoryEvent> {
     let before = before?;
     // 0: facts stored by a release that did not record the version.
@@ -953,7 +955,7 @@ mod tests {
     #[test]
     fn a_firmware_update_is_a_history_event() {
         let facts = |fw: u64| {
-            let mut f = crate::facts::Facts::from_json(
+            let mut f = crate::verify::facts::Facts::from_json(
                 r#"{"attested_at_ms":5,"valid_until_ms":6,"pcrs":{},"statuses":null,
                     "check_reasons":null,"params_digest":null,"reset_count":0,"restart_count":0,"clock":0}"#,
             )

@@ -7,13 +7,13 @@
 //! sweeper tasks feed it after the store has committed.
 //!
 //! Time: every `now_ms` argument is the server's monotonic clock
-//! ([`crate::state::mono_ms`]), never the wall clock. Each verdict's expiry
+//! ([`crate::clock::mono_ms`]), never the wall clock. Each verdict's expiry
 //! is kept on that clock (`expires_ms`), so a step of the system clock can
 //! neither extend trust (backward) nor expire the fleet (forward); the wall
 //! times `attested_at_ms`/`valid_until_ms` are only published.
 
-use crate::facts::Facts;
 use crate::store::{Enrolment, PendingEnrolment, Revocation, StoredClock, StoredVerdict};
+use crate::verify::facts::Facts;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 use tokio::sync::watch;

@@ -1,0 +1,13 @@
+//! The trust decision for one piece of evidence (DESIGN.md §3). Pure: no
+//! I/O, no clock, no global state, so that every rule is unit-tested and
+//! fuzzed. Read in this order:
+//!
+//! - [`challenge`]: the nonces a stream has outstanding;
+//! - [`report`]: the hardening report as the verdict reads it;
+//! - [`facts`]: what sound evidence proved, and a pool's verdict from it;
+//! - [`verdict`]: quote, nonce, TPM clock, measurements, launch, checks.
+
+pub mod challenge;
+pub mod facts;
+pub mod report;
+pub mod verdict;
