@@ -19,7 +19,7 @@ pub mod timefmt;
 
 use std::fmt;
 
-/// The exit codes of `trustpool`, as documented in `--help` and the README.
+/// The exit codes of `trustpool`, as documented in `--help` and docs/operating.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: success, or a "yes" answer (trusted, identical, valid).

@@ -1,5 +1,5 @@
 //! `trustpool`: the operator command line of a trustpool server. See
-//! `trustpool --help` and the README section "Operating the pool".
+//! `trustpool --help` and docs/operating.md.
 
 use clap::Parser;
 use std::io::Write;

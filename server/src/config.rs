@@ -16,7 +16,7 @@ use trustpool_evidence::duration::{parse_duration, serde_human};
     name = "trustpool-server",
     version,
     about = "trustpool attestation server",
-    after_help = "Backup: `trustpool-server backup --db FILE --to NEWFILE` copies the database consistently while the server runs (README \"Database faults, backup and restore\")."
+    after_help = "Backup: `trustpool-server backup --db FILE --to NEWFILE` copies the database consistently while the server runs (docs/database.md)."
 )]
 pub struct ServerArgs {
     /// TOML file with any of the options below (keys in snake_case, e.g. grpc_listen);

@@ -1,5 +1,5 @@
 //! The server and agents as real processes, exactly as an operator starts
-//! them (the options of the README). Logs go to files next to their state so
+//! them (the options of docs/configuration.md). Logs go to files next to their state so
 //! a failing test can show them. Dropping a handle kills and reaps the process.
 
 use crate::http;

@@ -367,7 +367,7 @@ fn fault_read_only_database_files_fail_closed_and_recover_without_restart() {
 
     // The database and its WAL become immutable (the files that hold data;
     // an immutable `-shm` makes the kernel kill the process with SIGBUS on
-    // its next write to the mapping, see README "Database faults").
+    // its next write to the mapping, see docs/database.md).
     for f in &db_files(&db)[..2] {
         run("chattr", &["+i", &f.display().to_string()]);
     }
@@ -548,7 +548,7 @@ fn fault_a_revoked_host_stays_revoked_across_backup_and_restore() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // The database is lost; the operator restores it as the README says:
+    // The database is lost; the operator restores it as docs/database.md says:
     // stop, copy the backup in place, start.
     fleet.server.stop().expect("stop");
     for f in db_files(&db) {

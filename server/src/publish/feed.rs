@@ -338,7 +338,7 @@ pub async fn metrics(State(s): State<FeedState>) -> Response {
         .into_response()
 }
 
-/// The store-health gauges and counters (README "Metrics").
+/// The store-health gauges and counters (docs/metrics.md).
 fn store_metrics(out: &mut String, app: &AppState) {
     use std::fmt::Write as _;
     let h = app.store.health();

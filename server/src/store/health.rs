@@ -13,7 +13,7 @@ pub struct StoreHealth {
     /// full disk that lets a small write through now and then does not flap).
     write_failed: AtomicBool,
     /// Set once the database file is gone or replaced: never cleared (a
-    /// restart decides, see README "Backup and restore").
+    /// restart decides, see docs/database.md).
     identity_lost: AtomicBool,
     last_error: Mutex<String>,
     /// Failed writes since start (metric).
@@ -105,7 +105,7 @@ impl StoreHealth {
     pub(super) fn lose_identity(&self, why: &str) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = why.to_string();
         if !self.identity_lost.swap(true, Ordering::AcqRel) {
-            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (README \"Database faults, backup and restore\")");
+            error!(problem = %why, "THE DATABASE WAS REMOVED OR REPLACED: failing closed (feed and PollHosts 503, nothing trusted) until the operator restores it and restarts the server (docs/database.md)");
         }
     }
 }

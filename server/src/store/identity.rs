@@ -74,7 +74,7 @@ impl std::fmt::Display for IdentityProblem {
         match self {
             IdentityProblem::Missing { expected } => write!(
                 f,
-                "the database is missing but store {expected} existed here: restore it from a backup (README \"Database faults, backup and restore\"), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
+                "the database is missing but store {expected} existed here: restore it from a backup (docs/database.md), or start once with --init-db to begin a new, empty store (every enrolment, approval and revocation is lost)"
             ),
             IdentityProblem::Unidentified { expected } => write!(
                 f,
