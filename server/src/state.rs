@@ -2,6 +2,7 @@
 //! the registry, the policy in force and the EK trust anchors.
 
 use crate::fleet::registry::Registry;
+use crate::store::group::GroupCommit;
 use crate::store::Store;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,6 +16,9 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// Durable state.
     pub store: Store,
+    /// The store's group-commit writer: every session's evidence goes
+    /// through it (one transaction per batch).
+    pub evidence_writer: GroupCommit,
     /// Published view of the fleet.
     pub registry: Arc<Registry>,
     /// TPM vendor certificates trusted for EK certificates.
@@ -67,6 +71,7 @@ impl AppState {
         down_time: Duration,
     ) -> AppState {
         AppState {
+            evidence_writer: GroupCommit::new(store.clone()),
             store,
             registry,
             ek_trust,

@@ -9,9 +9,8 @@ use crate::clock::{mono_ms, now_ms};
 use crate::fleet::history::trust_events;
 use crate::fleet::registry::PENDING;
 use crate::state::AppState;
-use crate::store::{
-    Enrolment, EvidenceCommit, FactsChange, HistoryEvent, PendingEnrolment, StoredVerdict,
-};
+use crate::store::group::{EvidenceRecord, FactsRecord};
+use crate::store::{Enrolment, HistoryEvent, PendingEnrolment, StoredVerdict};
 use crate::tls::identity::{valid_hostname, PeerIdentity};
 use crate::verify::challenge::ChallengeBook;
 use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
@@ -650,8 +649,9 @@ impl Session {
         }
     }
 
-    /// Commits what the evidence changes, in one transaction, before any of
-    /// it is published. Sound evidence of the enrolled TPM replaces the
+    /// Commits what the evidence changes before any of it is published, in
+    /// the next batch of the group-commit writer (one transaction for the
+    /// evidence of many sessions). Sound evidence of the enrolled TPM replaces the
     /// host's facts and clock; unsound evidence withdraws the facts (so no
     /// reload or restart can re-admit the host from older evidence). A
     /// repeat of an untrusted outcome already stored writes nothing. A
@@ -659,26 +659,22 @@ impl Session {
     /// its facts and clock unchanged; the session attests again as soon as
     /// the store works ([`crate::store::StoreHealth::recovered`]).
     async fn commit(&self, hostname: &str, binding: Binding, judged: &mut Judged) {
-        let facts_json;
         let facts = match (&judged.evaluation.facts, binding) {
             (Some(facts), Binding::Enrolled) => match facts.to_json() {
-                Ok(body) => {
-                    facts_json = body;
-                    FactsChange::Put(&facts_json)
-                }
+                Ok(body) => FactsRecord::Put(body),
                 Err(e) => {
                     warn!(host = %hostname, error = %e, "could not encode the evidence facts");
-                    FactsChange::Withdraw
+                    FactsRecord::Withdraw
                 }
             },
-            (Some(_), Binding::Pending) => FactsChange::Keep,
-            (None, _) => FactsChange::Withdraw,
+            (Some(_), Binding::Pending) => FactsRecord::Keep,
+            (None, _) => FactsRecord::Withdraw,
         };
         let clock = match binding {
             Binding::Enrolled => judged.evaluation.clock,
             Binding::Pending => None,
         };
-        let unchanged = facts == FactsChange::Withdraw
+        let unchanged = facts == FactsRecord::Withdraw
             && self.state.registry.host_facts(hostname).is_none()
             && same_untrusted_story(
                 &self.state.registry.recorded_verdicts(hostname),
@@ -687,13 +683,13 @@ impl Session {
         if unchanged {
             return;
         }
-        let commit = EvidenceCommit {
-            hostname,
-            verdicts: &judged.verdicts,
+        let record = EvidenceRecord {
+            hostname: hostname.to_string(),
+            verdicts: judged.verdicts.clone(),
             facts,
             clock,
         };
-        if let Err(e) = self.state.store.commit_evidence(&commit).await {
+        if let Err(e) = self.state.evidence_writer.commit(record).await {
             warn!(host = %hostname, error = %format!("{e:#}"), "could not store the evidence: host marked untrusted");
             for v in &mut judged.verdicts {
                 v.trusted = false;

@@ -363,6 +363,18 @@ fn store_metrics(out: &mut String, app: &AppState) {
             h.write_errors(),
         ),
         (
+            "trustpool_store_evidence_batches_total",
+            "counter",
+            "Transactions of the group-commit writer (each carries the evidence of one or more reports).",
+            app.evidence_writer.batches(),
+        ),
+        (
+            "trustpool_store_evidence_reports_total",
+            "counter",
+            "Reports the group-commit writer committed or failed; divided by the batches, the mean batch size.",
+            app.evidence_writer.reports(),
+        ),
+        (
             "trustpool_history_lost_total",
             "counter",
             "History events that could not be stored and were dropped.",

@@ -16,6 +16,7 @@
 //! Start-up refuses a missing database or one of another store while that file
 //! says one existed, unless the operator asks for a new store (`--init-db`).
 
+pub mod group;
 mod health;
 mod identity;
 mod sqlite;

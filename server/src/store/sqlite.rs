@@ -357,8 +357,16 @@ impl Store {
     /// evidence was not sound) and its TPM clock. Nothing of it is visible
     /// unless all of it is.
     pub async fn commit_evidence(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
+        self.commit_evidence_batch(std::slice::from_ref(c)).await
+    }
+
+    /// Commits the evidence of several hosts in one transaction (one
+    /// fsync): all of it or, on error, none of it. The group-commit writer
+    /// ([`super::group::GroupCommit`]) calls this with what the sessions
+    /// queued while the previous batch was being written.
+    pub async fn commit_evidence_batch(&self, batch: &[EvidenceCommit<'_>]) -> anyhow::Result<()> {
         self.writable()?;
-        let r = self.commit_evidence_unchecked(c).await;
+        let r = self.commit_evidence_unchecked(batch).await;
         self.outcome(r)
     }
 
@@ -477,40 +485,22 @@ impl Store {
         tx.commit().await.context("committing verdicts")?;
         Ok(())
     }
-    async fn commit_evidence_unchecked(&self, c: &EvidenceCommit<'_>) -> anyhow::Result<()> {
-        let host = c.hostname;
+    async fn commit_evidence_unchecked(&self, batch: &[EvidenceCommit<'_>]) -> anyhow::Result<()> {
+        let what = match batch {
+            [one] => one.hostname.to_string(),
+            many => format!("{} hosts", many.len()),
+        };
         let mut tx = self
             .pool
             .begin()
             .await
-            .with_context(|| format!("starting the evidence transaction of {host}"))?;
-        for v in c.verdicts {
-            upsert_verdict(&mut tx, v).await?;
-        }
-        match c.facts {
-            FactsChange::Keep => {}
-            FactsChange::Put(body) => {
-                sqlx::query("INSERT INTO facts (hostname, body) VALUES (?, ?) ON CONFLICT (hostname) DO UPDATE SET body = excluded.body")
-                    .bind(host)
-                    .bind(body)
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("storing the evidence facts of {host}"))?;
-            }
-            FactsChange::Withdraw => {
-                sqlx::query("DELETE FROM facts WHERE hostname = ?")
-                    .bind(host)
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("withdrawing the evidence facts of {host}"))?;
-            }
-        }
-        if let Some(clock) = c.clock {
-            upsert_clock(&mut tx, host, clock).await?;
+            .with_context(|| format!("starting the evidence transaction of {what}"))?;
+        for c in batch {
+            write_evidence(&mut tx, c).await?;
         }
         tx.commit()
             .await
-            .with_context(|| format!("committing the evidence of {host}"))?;
+            .with_context(|| format!("committing the evidence of {what}"))?;
         Ok(())
     }
 
@@ -944,6 +934,40 @@ fn enrolment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Enrolment, sqlx::Error> 
         cert_subject: r.try_get("cert_subject")?,
         enrolled_at_ms: r.try_get("enrolled_at_ms")?,
     })
+}
+
+/// Writes one host's evidence inside a transaction: its verdicts, its facts
+/// (kept, replaced or withdrawn) and its TPM clock when it changed.
+async fn write_evidence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    c: &EvidenceCommit<'_>,
+) -> anyhow::Result<()> {
+    let host = c.hostname;
+    for v in c.verdicts {
+        upsert_verdict(tx, v).await?;
+    }
+    match c.facts {
+        FactsChange::Keep => {}
+        FactsChange::Put(body) => {
+            sqlx::query("INSERT INTO facts (hostname, body) VALUES (?, ?) ON CONFLICT (hostname) DO UPDATE SET body = excluded.body")
+                .bind(host)
+                .bind(body)
+                .execute(&mut **tx)
+                .await
+                .with_context(|| format!("storing the evidence facts of {host}"))?;
+        }
+        FactsChange::Withdraw => {
+            sqlx::query("DELETE FROM facts WHERE hostname = ?")
+                .bind(host)
+                .execute(&mut **tx)
+                .await
+                .with_context(|| format!("withdrawing the evidence facts of {host}"))?;
+        }
+    }
+    if let Some(clock) = c.clock {
+        upsert_clock(tx, host, clock).await?;
+    }
+    Ok(())
 }
 
 async fn upsert_verdict(
