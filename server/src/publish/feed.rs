@@ -26,8 +26,8 @@
 //! - a consumer keeps no entry past its `valid_until`, so a consumer cut off
 //!   from the feed degrades to an empty pool within the down time.
 
-use crate::clock::mono_ms;
-use crate::fleet::registry::PoolSnapshot;
+use crate::clock::{mono_ms, now_ms};
+use crate::fleet::registry::{Member, PoolSnapshot};
 use crate::publish::readers::{Decision, ReaderAuth};
 use crate::state::AppState;
 use crate::tls::certs::PeerInfo;
@@ -470,6 +470,38 @@ pub fn parse_poll_query(query: Option<&str>) -> Result<PollQuery, String> {
     Ok(q)
 }
 
+/// The membership as the feed publishes it at wall time `wall_now_ms`:
+/// every member's `valid_until` is lowered to a grid point that moves once
+/// per fifth of the down time (`validity_ms`), and its `attested_at` by the
+/// same amount, so that the body and its ETag change with the membership
+/// and once per grid step — not at every report of every host — and a
+/// consumer polling an unchanged pool gets 304s. Lowering only ever
+/// shortens what a consumer may trust: a published `valid_until` is never
+/// later than the member's own, and a published `attested_at` never later
+/// than its real attestation. A member whose own `valid_until` is below the
+/// grid point (a late report) is published as it is.
+pub fn published(snap: &PoolSnapshot, wall_now_ms: i64, validity_ms: i64) -> PoolSnapshot {
+    let step = (validity_ms / 5).max(1_000);
+    let grid = wall_now_ms.div_euclid(step) * step + 2 * step;
+    let members = snap
+        .members
+        .iter()
+        .map(|m| {
+            let valid_until_ms = m.valid_until_ms.min(grid);
+            Member {
+                hostname: m.hostname.clone(),
+                attested_at_ms: m.attested_at_ms - (m.valid_until_ms - valid_until_ms),
+                valid_until_ms,
+            }
+        })
+        .collect();
+    PoolSnapshot {
+        pool: snap.pool.clone(),
+        generation: snap.generation,
+        members,
+    }
+}
+
 /// The entity tag of a pool's membership: it changes whenever the body
 /// would (membership via the generation, and every member's timestamps).
 pub fn pool_etag(snap: &PoolSnapshot) -> String {
@@ -539,6 +571,8 @@ pub async fn pool_hosts(
             return resp;
         }
     }
+    let validity = i64::try_from(s.app.down_time.as_millis()).unwrap_or(i64::MAX / 4);
+    let snap = published(&snap, now_ms(), validity);
     let etag = pool_etag(&snap);
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
     if not_modified(&headers, &etag) {
@@ -643,7 +677,6 @@ pub async fn host(State(s): State<FeedState>, Path(hostname): Path<String>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::Member;
 
     #[test]
     fn rfc3339_formats_utc() {
@@ -693,5 +726,38 @@ mod tests {
         );
         assert!(not_modified(&h, &tag));
         assert!(!not_modified(&HeaderMap::new(), &tag));
+    }
+
+    #[test]
+    fn published_times_move_with_the_grid_not_with_every_report() {
+        let validity = 75_000;
+        let at = |attested: i64| PoolSnapshot {
+            pool: "p".into(),
+            generation: 7,
+            members: vec![Member {
+                hostname: "a".into(),
+                attested_at_ms: attested,
+                valid_until_ms: attested + validity,
+            }],
+        };
+        let now = 1_000_000_000_000;
+        // Two reports 30 s apart, read within one grid step: same body, same ETag.
+        let first = published(&at(now - 31_000), now, validity);
+        let second = published(&at(now - 1_000), now + 1_000, validity);
+        assert_eq!(first, second);
+        assert_eq!(pool_etag(&first), pool_etag(&second));
+        // Never later than the member's own times.
+        for snap in [&first, &second] {
+            let m = &snap.members[0];
+            assert!(m.valid_until_ms <= now - 1_000 + validity);
+            assert!(m.valid_until_ms >= now + 15_000, "{m:?}");
+            assert_eq!(m.valid_until_ms - m.attested_at_ms, validity);
+        }
+        // A late member is published as it is (its own time is below the grid).
+        let late = published(&at(now - 70_000), now, validity);
+        assert_eq!(late.members[0].valid_until_ms, now + 5_000);
+        // The next grid step changes the ETag.
+        let later = published(&at(now - 1_000), now + 15_000, validity);
+        assert_ne!(pool_etag(&later), pool_etag(&second));
     }
 }
