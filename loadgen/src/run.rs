@@ -24,7 +24,7 @@ use rand::Rng;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -171,7 +171,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         (Instant::now(), stats_ctx.stats.attestations.load(Relaxed))
     });
 
-    let flip_summary = match (flip_index, events) {
+    let flip_task = match (flip_index, events) {
         (Some(i), Some(events)) => {
             let slot = slots[(i - 1) as usize].clone();
             let feed_url = opts.feed.clone().unwrap_or_default();
@@ -185,27 +185,50 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
                 None => None,
             };
             let name = crate::pki::host_name(i);
-            let flip = flip_rounds(FlipPlan {
-                slot,
-                events,
-                client,
-                pool: opts.pool.clone(),
-                host: name,
-                rounds: opts.flips,
-                hold: opts.flip_hold,
-                end,
-                placement,
-            });
-            match tokio::time::timeout_at(end.into(), flip).await {
-                Ok(s) => s,
-                Err(_) => json!({"error": "the run ended before the flips completed"}),
-            }
+            let data = Arc::new(Mutex::new(FlipData::default()));
+            Some((
+                tokio::spawn(flip_rounds(
+                    FlipPlan {
+                        slot,
+                        events,
+                        client,
+                        pool: opts.pool.clone(),
+                        host: name,
+                        rounds: opts.flips,
+                        hold: opts.flip_hold,
+                        end,
+                        placement,
+                    },
+                    data.clone(),
+                )),
+                data,
+            ))
         }
-        _ => serde_json::Value::Null,
+        _ => None,
     };
 
-    tokio::time::sleep_until(end.into()).await;
-    let (w_start, w_count) = window_counter.await.unwrap_or((started, 0));
+    // Until --duration, or SIGINT/SIGTERM (then the summary is printed all the same).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::time::sleep_until(end.into()) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let flip_summary = match flip_task {
+        Some((task, data)) => {
+            task.abort();
+            let summary = lock(&data).summary(opts.flips, opts.placement.is_some());
+            summary
+        }
+        None => serde_json::Value::Null,
+    };
+    let (w_start, w_count) = if window_counter.is_finished() {
+        window_counter.await.unwrap_or((started, 0))
+    } else {
+        window_counter.abort();
+        (started, 0)
+    };
     let window = w_start.elapsed();
     let in_window = ctx.stats.attestations.load(Relaxed).saturating_sub(w_count);
     let _ = stop_tx.send(true);
@@ -305,93 +328,115 @@ async fn placement_shows(
     }
 }
 
-async fn flip_rounds(mut plan: FlipPlan) -> serde_json::Value {
+/// What the flip rounds measured so far (kept when the run is cut short).
+#[derive(Default)]
+pub struct FlipData {
+    host: String,
+    rounds_done: u32,
+    out: Vec<Duration>,
+    back: Vec<Duration>,
+    verdict_out: Vec<Duration>,
+    placement_out: Vec<Duration>,
+    placement_back: Vec<Duration>,
+    failures: Vec<String>,
+}
+
+fn dist(v: &[Duration]) -> serde_json::Value {
+    json!({
+        "samples": v.len(),
+        "p50": pct_durations_ms(v, 0.5),
+        "p99": pct_durations_ms(v, 0.99),
+        "max": v.iter().max().map(|d| round3(d.as_secs_f64() * 1000.0)).unwrap_or(0.0),
+    })
+}
+
+impl FlipData {
+    fn summary(&self, rounds: u32, placement: bool) -> serde_json::Value {
+        json!({
+            "host": self.host,
+            "rounds": rounds,
+            "rounds_done": self.rounds_done,
+            "feed_out_ms": dist(&self.out),
+            "feed_back_ms": dist(&self.back),
+            "verdict_out_ms": dist(&self.verdict_out),
+            "placement_out_ms": if placement { dist(&self.placement_out) } else { serde_json::Value::Null },
+            "placement_back_ms": if placement { dist(&self.placement_back) } else { serde_json::Value::Null },
+            "failures": self.failures,
+        })
+    }
+}
+
+fn lock(d: &Mutex<FlipData>) -> std::sync::MutexGuard<'_, FlipData> {
+    d.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn flip_rounds(mut plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
+    lock(&data).host.clone_from(&plan.host);
     let mut seen = watch_pool(plan.client.clone(), plan.pool.clone(), plan.host.clone());
     // Wait until the host is in the pool (it may still be enrolling).
     if let Err(e) = feed_shows(&mut seen, true, Instant::now() - Duration::from_secs(3600)).await {
-        return json!({"error": e});
+        lock(&data).failures.push(e);
+        return;
     }
     let trait_name = format!("CUSTOM_TRUSTPOOL_{}", plan.pool.to_ascii_uppercase());
     let mut provider = None;
     if let Some(p) = &plan.placement {
         match p.provider(&plan.host).await {
             Ok(u) => provider = Some(u),
-            Err(e) => return json!({"error": format!("{e:#}")}),
+            Err(e) => {
+                lock(&data).failures.push(format!("{e:#}"));
+                return;
+            }
         }
     }
-    let (mut out, mut back, mut verdict_out) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut p_out, mut p_back) = (Vec::new(), Vec::new());
-    let mut failures = Vec::new();
     for round in 0..plan.rounds {
         for rogue in [true, false] {
             plan.slot.rogue.store(rogue, Relaxed);
             plan.slot.change.notify_one();
             let Some(sent) = evidence_sent(&mut plan.events, &plan.slot, rogue).await else {
-                failures.push(format!("round {round}: the host task ended"));
-                return json!({"error": failures});
+                lock(&data)
+                    .failures
+                    .push(format!("round {round}: the host task ended"));
+                return;
             };
             let deadline = (sent + Duration::from_secs(30)).min(plan.end);
-            match tokio::time::timeout_at(deadline.into(), feed_shows(&mut seen, !rogue, sent))
-                .await
+            let shown =
+                tokio::time::timeout_at(deadline.into(), feed_shows(&mut seen, !rogue, sent)).await;
             {
-                Ok(Ok(at)) => {
-                    if rogue {
-                        out.push(at - sent)
-                    } else {
-                        back.push(at - sent)
-                    }
+                let mut d = lock(&data);
+                match shown {
+                    Ok(Ok(at)) if rogue => d.out.push(at - sent),
+                    Ok(Ok(at)) => d.back.push(at - sent),
+                    Ok(Err(e)) => d.failures.push(format!("round {round}: {e}")),
+                    Err(_) => d.failures.push(format!(
+                        "round {round}: the feed did not show the host {} within 30 s",
+                        if rogue { "gone" } else { "back" }
+                    )),
                 }
-                Ok(Err(e)) => failures.push(format!("round {round}: {e}")),
-                Err(_) => failures.push(format!(
-                    "round {round}: the feed did not show the host {} within 30 s",
-                    if rogue { "gone" } else { "back" }
-                )),
             }
             // The host's own verdict of that evidence.
             while let Ok(Some(ev)) =
                 tokio::time::timeout(Duration::from_millis(1), plan.events.recv()).await
             {
-                if let (HostEvent::Verdict { trusted, at }, true) = (ev, rogue) {
-                    if !trusted {
-                        verdict_out.push(at - sent);
-                    }
+                if let (HostEvent::Verdict { trusted: false, at }, true) = (ev, rogue) {
+                    lock(&data).verdict_out.push(at - sent);
                 }
             }
             if let (Some(p), Some(uuid)) = (&plan.placement, &provider) {
-                match placement_shows(p, uuid, &trait_name, !rogue, sent + Duration::from_secs(60))
-                    .await
-                {
-                    Ok(at) => {
-                        if rogue {
-                            p_out.push(at - sent)
-                        } else {
-                            p_back.push(at - sent)
-                        }
-                    }
-                    Err(e) => failures.push(format!("round {round}: placement: {e:#}")),
+                let shown =
+                    placement_shows(p, uuid, &trait_name, !rogue, sent + Duration::from_secs(60))
+                        .await;
+                let mut d = lock(&data);
+                match shown {
+                    Ok(at) if rogue => d.placement_out.push(at - sent),
+                    Ok(at) => d.placement_back.push(at - sent),
+                    Err(e) => d.failures.push(format!("round {round}: placement: {e:#}")),
                 }
             }
             tokio::time::sleep(plan.hold).await;
         }
+        lock(&data).rounds_done = round + 1;
     }
-    let dist = |v: &[Duration]| {
-        json!({
-            "samples": v.len(),
-            "p50": pct_durations_ms(v, 0.5),
-            "p99": pct_durations_ms(v, 0.99),
-            "max": v.iter().max().map(|d| round3(d.as_secs_f64() * 1000.0)).unwrap_or(0.0),
-        })
-    };
-    json!({
-        "host": plan.host,
-        "rounds": plan.rounds,
-        "feed_out_ms": dist(&out),
-        "feed_back_ms": dist(&back),
-        "verdict_out_ms": dist(&verdict_out),
-        "placement_out_ms": if plan.placement.is_some() { dist(&p_out) } else { serde_json::Value::Null },
-        "placement_back_ms": if plan.placement.is_some() { dist(&p_back) } else { serde_json::Value::Null },
-        "failures": failures,
-    })
 }
 
 #[cfg(test)]

@@ -157,7 +157,8 @@ pub fn pct_ms(sorted_us: &[u32], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
-    let idx = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    // Nearest rank: the smallest value with at least q of the samples at or below it.
+    let idx = ((sorted_us.len() as f64 * q).ceil() as usize).saturating_sub(1);
     let v = sorted_us
         .get(idx.min(sorted_us.len() - 1))
         .copied()
@@ -210,7 +211,8 @@ mod tests {
     #[test]
     fn percentiles() {
         let v: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
-        assert_eq!(pct_ms(&v, 0.5), 51.0);
+        assert_eq!(pct_ms(&v, 0.5), 50.0);
+        assert_eq!(pct_ms(&[1000, 2000], 0.5), 1.0);
         assert_eq!(pct_ms(&v, 0.99), 99.0);
         assert_eq!(pct_ms(&[], 0.5), 0.0);
     }
