@@ -299,6 +299,16 @@ async fn session(ctx: &Ctx, slot: &Slot, host: &mut HostState) -> Result<End, Fa
         ctx.stats.hosts_connected.fetch_add(1, Relaxed);
     }
     let outcome = converse(ctx, slot, host, &tx, &mut inbound).await;
+    if matches!(outcome, Ok(End::Stopped | End::Kicked)) {
+        // Close like an agent that stops: end our half of the stream and
+        // let the server end its own (it records "agent closed its
+        // session", not a lost link).
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+    }
     ctx.stats.stream_closed();
     outcome
 }

@@ -4,7 +4,11 @@
 //! Timeline: host `i` starts at `ramp * i / N`; the steady window (for
 //! attestations/s) starts at `ramp + interval_hint` (when every host has
 //! had its first round and one regular round is under way) or at the end
-//! of the ramp when the run is shorter, and lasts until `duration`.
+//! of the ramp when the run is shorter, and lasts until `duration`. A
+//! driver that knows better (scripts/bench) marks the window itself: the
+//! first SIGUSR1 starts it (round trips are recorded from then on only),
+//! the second ends it; SIGINT or SIGTERM end the run early, summary
+//! printed all the same.
 //!
 //! Flip (`--flip HOST --feed URL`): once the host is in the feed, its PCR
 //! 17 changes to a rogue SINIT and it asks for a challenge (as the agent's
@@ -208,12 +212,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
     };
 
     // Until --duration, or SIGINT/SIGTERM (then the summary is printed all the same).
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::time::sleep_until(end.into()) => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    // SIGUSR1 marks the start, then the end, of a measurement window.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end.into()) => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = usr1.recv() => ctx.stats.mark(),
+        }
     }
     let flip_summary = match flip_task {
         Some((task, data)) => {
@@ -229,8 +238,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         window_counter.abort();
         (started, 0)
     };
-    let window = w_start.elapsed();
-    let in_window = ctx.stats.attestations.load(Relaxed).saturating_sub(w_count);
+    let now = (Instant::now(), ctx.stats.attestations.load(Relaxed));
+    let marked = *ctx.stats.marked.lock().unwrap_or_else(|p| p.into_inner());
+    let ((w_start, w_count), (w_end, w_end_count)) = match marked {
+        (Some(a), Some(b)) => (a, b),
+        (Some(a), None) => (a, now),
+        _ => ((w_start, w_count), now),
+    };
+    let window = w_end.saturating_duration_since(w_start);
+    let in_window = w_end_count.saturating_sub(w_count);
     let _ = stop_tx.send(true);
     let drain = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A point of a measurement window: when, and the attestations counted then.
+pub type Mark = (Instant, u64);
+
 /// Shared counters of all simulated hosts.
 pub struct Stats {
     /// When the run started.
@@ -33,6 +36,10 @@ pub struct Stats {
     pub last_first_enrolment_ms: AtomicU64,
     /// Round trips (challenge received -> verdict received), µs.
     rtts: Mutex<Vec<u32>>,
+    /// Whether round trips are recorded (false after a measurement window ended).
+    recording: std::sync::atomic::AtomicBool,
+    /// A window marked by SIGUSR1: (start, attestations then), (end, attestations then).
+    pub marked: Mutex<(Option<Mark>, Option<Mark>)>,
     /// Session errors by code.
     errors: Mutex<BTreeMap<String, u64>>,
     /// Reasons in untrusted verdicts, by code.
@@ -55,6 +62,8 @@ impl Stats {
             sessions: AtomicU64::new(0),
             last_first_enrolment_ms: AtomicU64::new(0),
             rtts: Mutex::new(Vec::with_capacity(1 << 16)),
+            recording: std::sync::atomic::AtomicBool::new(true),
+            marked: Mutex::new((None, None)),
             errors: Mutex::new(BTreeMap::new()),
             reasons: Mutex::new(BTreeMap::new()),
         }
@@ -84,13 +93,29 @@ impl Stats {
         if trusted {
             self.trusted.fetch_add(1, Relaxed);
         }
-        let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
-        lock(&self.rtts).push(us);
+        if self.recording.load(Relaxed) {
+            let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+            lock(&self.rtts).push(us);
+        }
         if !reasons.is_empty() {
             let mut map = lock(&self.reasons);
             for r in reasons {
                 *map.entry(r.clone()).or_default() += 1;
             }
+        }
+    }
+
+    /// SIGUSR1: the first starts a measurement window (round trips recorded
+    /// from now on only), the second ends it (no more recorded).
+    pub fn mark(&self) {
+        let now = (Instant::now(), self.attestations.load(Relaxed));
+        let mut m = lock(&self.marked);
+        if m.0.is_none() {
+            m.0 = Some(now);
+            lock(&self.rtts).clear();
+        } else if m.1.is_none() {
+            m.1 = Some(now);
+            self.recording.store(false, Relaxed);
         }
     }
 
