@@ -1,0 +1,439 @@
+//! One simulated host: the conversation of agent/src/client.rs, with the
+//! software TPM of [`crate::softtpm`] in place of the real one.
+//!
+//! Hello (EK public, EK certificate, AK public) → on `CredentialChallenge`
+//! the activated secret → `Enrolled` → for every `AttestChallenge` the
+//! hardening report, `qualifying_data = H(nonce || H(report))`, a quote
+//! over the asked PCRs and the PCR values → `Verdict`. A change of the
+//! simulated PCRs (`--flip`) sends a `ChallengeRequest` at once, as the
+//! agent's change watch does. Reconnects with jittered exponential
+//! back-off; counts every failure by code.
+
+use crate::connector::{BoundTlsConnector, TlsShared};
+use crate::pki::{host_file, host_name, VendorCa};
+use crate::softtpm::{hardening_report, Bank, SoftTpm};
+use crate::stats::Stats;
+use anyhow::{anyhow, Context};
+use rand::Rng;
+use rustls_pki_types::ServerName;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use trustpool_evidence::binding::qualifying_data;
+use trustpool_proto::v1::agent_message::Msg as AgentMsg;
+use trustpool_proto::v1::attestation_client::AttestationClient;
+use trustpool_proto::v1::server_message::Msg as ServerMsg;
+use trustpool_proto::v1::{
+    ActivationProof, AgentMessage, ChallengeRequest, Evidence, Hello, PcrValue,
+};
+
+/// Number of loopback source addresses hosts are spread over (127.0.0.1-16).
+pub const SOURCE_ADDRESSES: u32 = 16;
+
+/// What every host shares.
+pub struct Ctx {
+    /// The `pki` directory.
+    pub dir: PathBuf,
+    /// Seed of the EK/AK keys.
+    pub seed: [u8; 32],
+    /// Issues EK certificates.
+    pub vendor: VendorCa,
+    /// TLS shared parts.
+    pub tls: TlsShared,
+    /// The server's gRPC address.
+    pub server: SocketAddr,
+    /// Its TLS name.
+    pub server_name: ServerName<'static>,
+    /// Bind each host to 127.0.0.(1 + i % 16) (loopback servers only).
+    pub bind_sources: bool,
+    /// Counters.
+    pub stats: Stats,
+    /// True once the run is over.
+    pub stop: watch::Receiver<bool>,
+    /// HTTP/2 keep-alive interval and timeout (the agent's defaults).
+    pub keepalive: (Duration, Duration),
+    /// Hardening report bytes for the last check parameters seen.
+    report: Mutex<Option<(String, Arc<Vec<u8>>)>>,
+}
+
+impl Ctx {
+    /// A context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: PathBuf,
+        seed: [u8; 32],
+        vendor: VendorCa,
+        tls: TlsShared,
+        server: SocketAddr,
+        server_name: ServerName<'static>,
+        stop: watch::Receiver<bool>,
+    ) -> Ctx {
+        Ctx {
+            dir,
+            seed,
+            vendor,
+            tls,
+            bind_sources: server.ip().is_loopback() && server.is_ipv4(),
+            server,
+            server_name,
+            stats: Stats::new(),
+            stop,
+            keepalive: (Duration::from_secs(10), Duration::from_secs(5)),
+            report: Mutex::new(None),
+        }
+    }
+
+    fn report(&self, params: &str) -> Arc<Vec<u8>> {
+        let mut guard = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, r)) = guard.as_ref() {
+            if p == params {
+                return r.clone();
+            }
+        }
+        let r = Arc::new(hardening_report(params));
+        *guard = Some((params.to_string(), r.clone()));
+        r
+    }
+}
+
+/// What the flip controller hears from its host.
+#[derive(Debug, Clone, Copy)]
+pub enum HostEvent {
+    /// Evidence was sent, quoting the rogue (true) or golden bank.
+    EvidenceSent {
+        /// Which bank.
+        rogue: bool,
+        /// When.
+        at: Instant,
+    },
+    /// A verdict came back.
+    Verdict {
+        /// Trusted in every pool.
+        trusted: bool,
+        /// When.
+        at: Instant,
+    },
+}
+
+/// Last verdict trusted (0: no verdict yet).
+pub const LAST_TRUSTED: u8 = 1;
+/// Last verdict untrusted.
+pub const LAST_UNTRUSTED: u8 = 2;
+
+/// Per-host control, kept small (100,000 of them).
+#[derive(Default)]
+pub struct Slot {
+    /// Churn: end the session now (`notify_waiters`).
+    pub kick: Notify,
+    /// The bank changed: ask for a challenge (`notify_one`).
+    pub change: Notify,
+    /// Quote the rogue bank.
+    pub rogue: AtomicBool,
+    /// 0 (no verdict yet), [`LAST_TRUSTED`] or [`LAST_UNTRUSTED`].
+    pub last: AtomicU8,
+    /// Set for the flipped host only.
+    pub observer: OnceLock<mpsc::UnboundedSender<HostEvent>>,
+}
+
+enum End {
+    Stopped,
+    Kicked,
+    Closed,
+}
+
+/// A failure with its code for the error table.
+struct Failure {
+    code: String,
+    error: anyhow::Error,
+}
+
+fn fail(code: &str) -> impl FnOnce(anyhow::Error) -> Failure + '_ {
+    move |error| Failure {
+        code: code.to_string(),
+        error,
+    }
+}
+
+/// Runs host `index` until the run stops: waits `start_delay`, then
+/// sessions with reconnection.
+pub async fn run_host(ctx: Arc<Ctx>, slot: Arc<Slot>, index: u32, start_delay: Duration) {
+    let mut stop = ctx.stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(start_delay) => {}
+        _ = stopped(&mut stop) => return,
+    }
+    let tpm = match SoftTpm::derive(&ctx.seed, index) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.stats.error("loadgen.tpm");
+            tracing::error!(host = index, error = %format!("{e:#}"), "cannot build the software TPM");
+            return;
+        }
+    };
+    let mut host = HostState {
+        index,
+        name: host_name(index),
+        tpm,
+        boot: Instant::now(),
+        connected_once: false,
+        enrolled_once: false,
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let outcome = session(&ctx, &slot, &mut host).await;
+        let delay = match outcome {
+            Ok(End::Stopped) => return,
+            Ok(End::Kicked) => {
+                backoff = Duration::from_millis(500);
+                Duration::from_millis(rand::thread_rng().gen_range(10..500))
+            }
+            Ok(End::Closed) => {
+                ctx.stats.error("stream.closed_by_server");
+                backoff
+            }
+            Err(f) => {
+                ctx.stats.error(&f.code);
+                tracing::debug!(host = %host.name, code = %f.code, error = %format!("{:#}", f.error), "session failed");
+                let d = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                d
+            }
+        };
+        let jittered = delay / 2 + delay.mul_f64(rand::thread_rng().gen_range(0.0..0.5));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+struct HostState {
+    index: u32,
+    name: String,
+    tpm: SoftTpm,
+    boot: Instant,
+    connected_once: bool,
+    enrolled_once: bool,
+}
+
+/// Completes when the run stops (the guard of `wait_for` is not `Send`).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn msg(m: AgentMsg) -> AgentMessage {
+    AgentMessage { msg: Some(m) }
+}
+
+async fn session(ctx: &Ctx, slot: &Slot, host: &mut HostState) -> Result<End, Failure> {
+    let pem = tokio::fs::read(host_file(&ctx.dir, host.index))
+        .await
+        .with_context(|| format!("reading {}", host_file(&ctx.dir, host.index).display()))
+        .map_err(fail("loadgen.host_file"))?;
+    let tls = ctx
+        .tls
+        .client_config(&pem)
+        .map_err(fail("loadgen.host_file"))?;
+    drop(pem);
+    let source = ctx.bind_sources.then(|| {
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            1 + (host.index % SOURCE_ADDRESSES) as u8,
+        ))
+    });
+    let connector = BoundTlsConnector {
+        source,
+        server: ctx.server,
+        server_name: ctx.server_name.clone(),
+        tls,
+    };
+    // The URI only names the authority: the connector does TCP and TLS.
+    let endpoint = Endpoint::from_shared(format!("http://{}", ctx.server))
+        .map_err(|e| anyhow!("endpoint: {e}"))
+        .map_err(fail("loadgen.endpoint"))?
+        .connect_timeout(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .http2_keep_alive_interval(ctx.keepalive.0)
+        .keep_alive_timeout(ctx.keepalive.1);
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| anyhow!("connecting to {}: {e:?}", ctx.server))
+        .map_err(fail("connect"))?;
+    let ek_certificate = ctx
+        .vendor
+        .ek_certificate(&host.name, &host.tpm.ek_sec1())
+        .map_err(fail("loadgen.ek_certificate"))?;
+    let mut client = AttestationClient::new(channel);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(4);
+    let _ = tx
+        .send(msg(AgentMsg::Hello(Hello {
+            hostname: host.name.clone(),
+            agent_version: concat!("trustpool-loadgen ", env!("CARGO_PKG_VERSION")).into(),
+            ek_public: host.tpm.ek_public.clone(),
+            ek_certificate,
+            ak_public: host.tpm.ak_public.clone(),
+            ek_chain: Vec::new(),
+        })))
+        .await;
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow!("opening the stream: {s}"))
+        .map_err(fail("stream.open"))?
+        .into_inner();
+    ctx.stats.sessions.fetch_add(1, Relaxed);
+    ctx.stats.stream_open();
+    if !host.connected_once {
+        host.connected_once = true;
+        ctx.stats.hosts_connected.fetch_add(1, Relaxed);
+    }
+    let outcome = converse(ctx, slot, host, &tx, &mut inbound).await;
+    if matches!(outcome, Ok(End::Stopped | End::Kicked)) {
+        // Close like an agent that stops: end our half of the stream and
+        // let the server end its own (it records "agent closed its
+        // session", not a lost link).
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+    }
+    ctx.stats.stream_closed();
+    outcome
+}
+
+async fn converse(
+    ctx: &Ctx,
+    slot: &Slot,
+    host: &mut HostState,
+    tx: &mpsc::Sender<AgentMessage>,
+    inbound: &mut tonic::Streaming<trustpool_proto::v1::ServerMessage>,
+) -> Result<End, Failure> {
+    let mut stop = ctx.stop.clone();
+    let mut challenged_at: Option<Instant> = None;
+    let send = |m: AgentMsg| async move {
+        tx.send(msg(m))
+            .await
+            .map_err(|_| anyhow!("the stream closed"))
+            .map_err(fail("stream.send"))
+    };
+    loop {
+        let message = tokio::select! {
+            m = inbound.message() => m.map_err(|s| anyhow!("reading from the server: {s}")).map_err(fail("stream.lost"))?,
+            _ = stopped(&mut stop) => return Ok(End::Stopped),
+            _ = slot.kick.notified() => return Ok(End::Kicked),
+            _ = slot.change.notified() => {
+                let rogue = slot.rogue.load(Relaxed);
+                host.tpm.bank = if rogue { Bank::rogue() } else { Bank::golden() };
+                send(AgentMsg::ChallengeRequest(ChallengeRequest {
+                    reason: "pcr 17 changed".into(),
+                }))
+                .await?;
+                continue;
+            }
+        };
+        let Some(message) = message else {
+            return Ok(End::Closed);
+        };
+        match message.msg {
+            Some(ServerMsg::CredentialChallenge(c)) => {
+                let secret = host
+                    .tpm
+                    .activate_credential(&c.credential_blob, &c.encrypted_secret)
+                    .map_err(fail("loadgen.activation"))?;
+                ctx.stats.activations.fetch_add(1, Relaxed);
+                send(AgentMsg::Activation(ActivationProof { secret })).await?;
+            }
+            Some(ServerMsg::Enrolled(e)) => {
+                if e.new_enrolment {
+                    ctx.stats.new_enrolments.fetch_add(1, Relaxed);
+                }
+                if !host.enrolled_once {
+                    host.enrolled_once = true;
+                    ctx.stats.first_enrolment();
+                }
+            }
+            Some(ServerMsg::Challenge(c)) => {
+                let t0 = Instant::now();
+                let rogue = slot.rogue.load(Relaxed);
+                host.tpm.bank = if rogue { Bank::rogue() } else { Bank::golden() };
+                let report = ctx.report(&c.check_params_json);
+                let qd = qualifying_data(&c.nonce, &report);
+                let clock_ms = 1_000_000 + host.boot.elapsed().as_millis() as u64;
+                let quote = host
+                    .tpm
+                    .quote(&qd, &c.pcrs, clock_ms)
+                    .map_err(fail("loadgen.quote"))?;
+                send(AgentMsg::Evidence(Evidence {
+                    nonce: c.nonce,
+                    attest: quote.attest,
+                    signature: quote.signature,
+                    pcr_values: quote
+                        .pcr_values
+                        .into_iter()
+                        .map(|(index, digest)| PcrValue { index, digest })
+                        .collect(),
+                    hardening_report: report.as_ref().clone(),
+                }))
+                .await?;
+                if let Some(o) = slot.observer.get() {
+                    let _ = o.send(HostEvent::EvidenceSent {
+                        rogue,
+                        at: Instant::now(),
+                    });
+                }
+                challenged_at = Some(t0);
+            }
+            Some(ServerMsg::Verdict(v)) => {
+                let trusted = !v.pools.is_empty() && v.pools.iter().all(|p| p.trusted);
+                let reasons: Vec<String> = v
+                    .pools
+                    .iter()
+                    .flat_map(|p| p.reasons.iter())
+                    .chain(v.reasons.iter())
+                    .map(|r| r.code.clone())
+                    .collect();
+                slot.last.store(
+                    if trusted {
+                        LAST_TRUSTED
+                    } else {
+                        LAST_UNTRUSTED
+                    },
+                    Relaxed,
+                );
+                if let Some(t0) = challenged_at.take() {
+                    ctx.stats.verdict(t0.elapsed(), trusted, &reasons);
+                }
+                if let Some(o) = slot.observer.get() {
+                    let _ = o.send(HostEvent::Verdict {
+                        trusted,
+                        at: Instant::now(),
+                    });
+                }
+            }
+            Some(ServerMsg::Error(e)) => {
+                return Err(Failure {
+                    code: e.code.clone(),
+                    error: anyhow!("server refused: {}: {}", e.code, e.message),
+                })
+            }
+            None => {
+                return Err(Failure {
+                    code: "protocol.empty".into(),
+                    error: anyhow!("empty message from the server"),
+                })
+            }
+        }
+    }
+}
