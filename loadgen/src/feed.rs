@@ -1,7 +1,7 @@
 //! Consumers' view, for detection times: the HTTPS trusted-pool feed
 //! (`GET /v1/pools/{pool}/hosts`, bearer token, long poll with
 //! `?wait=DUR&since=GENERATION`: the answer comes as soon as the
-//! membership generation moves; server/src/feed.rs) and, optionally,
+//! membership generation moves; server/src/publish/feed.rs) and, optionally,
 //! Placement (the host's resource provider traits).
 
 use crate::connector::{tcp_from, TlsShared};

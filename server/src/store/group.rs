@@ -17,7 +17,9 @@
 //! constraint, an oversized value), the records are written one by one so
 //! that one host's bad data never costs the others their verdict.
 
-use super::{is_store_fault, EvidenceCommit, FactsChange, Store, StoredClock, StoredVerdict};
+use super::{
+    is_pool_timeout, is_store_fault, EvidenceCommit, FactsChange, Store, StoredClock, StoredVerdict,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +27,9 @@ use tracing::warn;
 
 /// The most reports one transaction carries.
 pub const MAX_BATCH: usize = 1024;
+
+/// How often a batch waits again for a pooled connection.
+const POOL_RETRIES: usize = 3;
 
 /// Reports that may wait for the writer before sessions wait to queue.
 const QUEUE: usize = 8 * MAX_BATCH;
@@ -150,7 +155,22 @@ async fn writer(store: Store, mut queue: mpsc::Receiver<Waiting>, counts: Arc<Co
 /// Commits a batch; the outcome of each record, in order.
 async fn commit_batch(store: &Store, batch: &[Waiting]) -> Vec<Result<(), String>> {
     let commits: Vec<EvidenceCommit<'_>> = batch.iter().map(|w| w.record.as_commit()).collect();
-    match store.commit_evidence_batch(&commits).await {
+    let mut result = store.commit_evidence_batch(&commits).await;
+    // Waiting for a connection behind enrolments and history is the
+    // server's own slowness: wait again rather than fail the batch's hosts.
+    for _ in 0..POOL_RETRIES {
+        match &result {
+            Err(e) if is_pool_timeout(e) => {
+                warn!(
+                    reports = batch.len(),
+                    "no database connection within the acquire timeout: retrying the batch"
+                );
+                result = store.commit_evidence_batch(&commits).await;
+            }
+            _ => break,
+        }
+    }
+    match result {
         Ok(()) => vec![Ok(()); batch.len()],
         Err(e) if batch.len() == 1 || is_store_fault(&e) => {
             let message = format!("{e:#}");

@@ -24,7 +24,7 @@ mod sqlite;
 pub use crate::verify::verdict::StoredClock;
 pub use health::{StoreHealth, STORE_IDENTITY_LOST, STORE_NOT_WRITABLE};
 pub use identity::{id_file_path, reconcile_identity, IdentityAction, IdentityProblem};
-pub use sqlite::{backup_file, is_store_fault, Store};
+pub use sqlite::{backup_file, is_pool_timeout, is_store_fault, Store};
 
 use trustpool_evidence::reason::Reason;
 

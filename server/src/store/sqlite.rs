@@ -898,6 +898,14 @@ async fn vacuum_into(conn: &mut sqlx::SqliteConnection, to: &Path) -> anyhow::Re
     Ok(())
 }
 
+/// True when `e` waited for a pooled connection longer than the acquire
+/// timeout (the server's own slowness, not a database fault).
+pub fn is_pool_timeout(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<sqlx::Error>())
+        .any(|e| matches!(e, sqlx::Error::PoolTimedOut))
+}
+
 /// True when `e` says the database cannot take writes (full disk, I/O
 /// error, read-only or locked file, closed pool…), false for refusals of one
 /// write (a constraint, a value out of range) and errors of our own.
@@ -911,6 +919,9 @@ pub fn is_store_fault(e: &anyhow::Error) -> bool {
             // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE.
             !matches!(code & 0xff, 18 | 19 | 20 | 25)
         }
+        // Every pooled connection was busy for the acquire timeout: the
+        // server is slow, the database has not failed.
+        sqlx::Error::PoolTimedOut => false,
         sqlx::Error::RowNotFound
         | sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::ColumnNotFound(_)
