@@ -674,6 +674,12 @@ impl Registry {
         self.read().pools.keys().cloned().collect()
     }
 
+    /// The generation of a pool (`None` for an unknown pool), without
+    /// copying its members.
+    pub fn pool_generation(&self, pool: &str) -> Option<u64> {
+        self.read().pools.get(pool).map(|view| view.generation)
+    }
+
     /// The members of a pool, or `None` for an unknown pool.
     pub fn pool(&self, pool: &str, now_ms: i64) -> Option<PoolSnapshot> {
         let inner = self.read();

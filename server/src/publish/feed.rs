@@ -113,7 +113,7 @@ pub struct FeedState {
     pub metrics_auth: bool,
     /// Becomes true when the server stops (ends long polls).
     pub stop: watch::Receiver<bool>,
-    bodies: Arc<Mutex<HashMap<String, (String, axum::body::Bytes)>>>,
+    bodies: Arc<Mutex<HashMap<String, Published>>>,
 }
 
 impl FeedState {
@@ -470,6 +470,13 @@ pub fn parse_poll_query(query: Option<&str>) -> Result<PollQuery, String> {
     Ok(q)
 }
 
+/// The publication grid point at wall time `wall_now_ms` (see [`published`]):
+/// it moves once per fifth of the validity and lies one to two steps ahead.
+pub fn grid_point(wall_now_ms: i64, validity_ms: i64) -> i64 {
+    let step = (validity_ms / 5).max(1_000);
+    wall_now_ms.div_euclid(step) * step + 2 * step
+}
+
 /// The membership as the feed publishes it at wall time `wall_now_ms`:
 /// every member's `valid_until` is lowered to a grid point that moves once
 /// per fifth of the down time (`validity_ms`), and its `attested_at` by the
@@ -481,8 +488,7 @@ pub fn parse_poll_query(query: Option<&str>) -> Result<PollQuery, String> {
 /// than its real attestation. A member whose own `valid_until` is below the
 /// grid point (a late report) is published as it is.
 pub fn published(snap: &PoolSnapshot, wall_now_ms: i64, validity_ms: i64) -> PoolSnapshot {
-    let step = (validity_ms / 5).max(1_000);
-    let grid = wall_now_ms.div_euclid(step) * step + 2 * step;
+    let grid = grid_point(wall_now_ms, validity_ms);
     let members = snap
         .members
         .iter()
@@ -549,21 +555,21 @@ pub async fn pool_hosts(
     let registry = &s.app.registry;
     // Subscribe before reading so that no change between the two is missed.
     let mut changes = registry.subscribe();
-    let Some(mut snap) = registry.pool(&pool, mono_ms()) else {
+    let Some(mut generation) = registry.pool_generation(&pool) else {
         return not_found(&format!("no pool named '{pool}'"));
     };
     if let Some(wait) = params.wait {
-        let since = params.since.unwrap_or(snap.generation);
+        let since = params.since.unwrap_or(generation);
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = s.stop.clone();
-        while snap.generation == since && !*stop.borrow() {
+        while generation == since && !*stop.borrow() {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = stop.changed() => break,
             }
-            snap = match registry.pool(&pool, mono_ms()) {
-                Some(snap) => snap,
+            generation = match registry.pool_generation(&pool) {
+                Some(g) => g,
                 None => return not_found(&format!("no pool named '{pool}'")),
             };
         }
@@ -571,11 +577,12 @@ pub async fn pool_hosts(
             return resp;
         }
     }
-    let validity = i64::try_from(s.app.down_time.as_millis()).unwrap_or(i64::MAX / 4);
-    let snap = published(&snap, now_ms(), validity);
-    let etag = pool_etag(&snap);
-    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
-    if not_modified(&headers, &etag) {
+    let Some(published) = pool_body(&s, &pool, generation) else {
+        return not_found(&format!("no pool named '{pool}'"));
+    };
+    let etag_value =
+        HeaderValue::from_str(&published.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    if not_modified(&headers, &published.etag) {
         return (
             StatusCode::NOT_MODIFIED,
             [
@@ -585,7 +592,6 @@ pub async fn pool_hosts(
         )
             .into_response();
     }
-    let body = pool_body(&s, &snap, &etag);
     (
         [
             (
@@ -595,20 +601,39 @@ pub async fn pool_hosts(
             (header::ETAG, etag_value),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        Body::from(body),
+        Body::from(published.body),
     )
         .into_response()
 }
 
-/// The JSON body of a pool, serialized once per ETag and shared by every
-/// consumer that asks for the same state.
-fn pool_body(s: &FeedState, snap: &PoolSnapshot, etag: &str) -> axum::body::Bytes {
-    let mut cache = s.bodies.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((tag, body)) = cache.get(&snap.pool) {
-        if tag == etag {
-            return body.clone();
+/// A pool's published body, as served until its membership generation or
+/// the publication grid point moves (or its earliest `valid_until` passes).
+#[derive(Clone)]
+pub struct Published {
+    generation: u64,
+    grid: i64,
+    earliest_valid_until_ms: i64,
+    etag: String,
+    body: axum::body::Bytes,
+}
+
+/// The published body of `pool` at `generation`: from the cache while the
+/// generation and the grid point are those it was built for and none of its
+/// entries is past its `valid_until` (so neither a 304 nor a GET copies the
+/// membership), else built from a fresh snapshot. `None` for an unknown pool.
+fn pool_body(s: &FeedState, pool: &str, generation: u64) -> Option<Published> {
+    let validity = i64::try_from(s.app.down_time.as_millis()).unwrap_or(i64::MAX / 4);
+    let wall = now_ms();
+    let grid = grid_point(wall, validity);
+    {
+        let cache = s.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(pool) {
+            if p.generation == generation && p.grid == grid && wall < p.earliest_valid_until_ms {
+                return Some(p.clone());
+            }
         }
     }
+    let snap = published(&s.app.registry.pool(pool, mono_ms())?, wall, validity);
     let body = PoolHostsBody {
         pool: &snap.pool,
         generation: snap.generation,
@@ -624,8 +649,23 @@ fn pool_body(s: &FeedState, snap: &PoolSnapshot, etag: &str) -> axum::body::Byte
     };
     let bytes =
         axum::body::Bytes::from(serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()));
-    cache.insert(snap.pool.clone(), (etag.to_string(), bytes.clone()));
-    bytes
+    let published = Published {
+        generation: snap.generation,
+        grid,
+        earliest_valid_until_ms: snap
+            .members
+            .iter()
+            .map(|m| m.valid_until_ms)
+            .min()
+            .unwrap_or(i64::MAX),
+        etag: pool_etag(&snap),
+        body: bytes,
+    };
+    s.bodies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(pool.to_string(), published.clone());
+    Some(published)
 }
 
 #[derive(Serialize)]
