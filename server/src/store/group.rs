@@ -282,7 +282,7 @@ mod tests {
         };
         let store = Store::open(&path).await.expect("reopened");
         let mut verdicts = store.verdicts().await.expect("verdicts");
-        verdicts.sort_by(|a, b| a.attested_at_ms.cmp(&b.attested_at_ms));
+        verdicts.sort_by_key(|v| v.attested_at_ms);
         let expected: Vec<StoredVerdict> =
             answered.iter().flat_map(|r| r.verdicts.clone()).collect();
         assert_eq!(verdicts, expected);
