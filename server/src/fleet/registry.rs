@@ -205,6 +205,11 @@ struct Inner {
     /// SHA-256 of every enrolled or pending EK and AK public → the hosts
     /// that hold it (one TPM must back one host name).
     tpm_owners: HashMap<[u8; 32], BTreeSet<String>>,
+    /// (expiry, host) of every trusted verdict recorded and not yet swept:
+    /// the sweep visits only the hosts whose verdicts are due, not the
+    /// fleet. An entry may be stale (the host attested again since); its
+    /// visit then changes nothing.
+    expiries: BTreeSet<(i64, String)>,
 }
 
 /// The digests under which a host's TPM keys are indexed.
@@ -467,6 +472,10 @@ impl Registry {
                     || o.verdict.reasons != v.reasons
                     || o.verdict.policy_digest != v.policy_digest
             });
+            if held.verdict.trusted {
+                inner.expiries.insert((held.expires_ms, hostname.clone()));
+            }
+            let record = inner.hosts.entry(hostname.clone()).or_default();
             record.verdicts.insert(pool.clone(), held);
             if new_story {
                 news.push((hostname, pool));
@@ -508,9 +517,18 @@ impl Registry {
     }
 
     /// Drops members whose verdict expired; returns the membership changes.
+    /// Costs O(verdicts due) under the lock, not O(fleet).
     pub fn sweep_changes(&self, now_ms: i64) -> Vec<TrustChange> {
         let mut inner = self.write();
-        let changes = recompute_all(&mut inner, now_ms);
+        let later = inner
+            .expiries
+            .split_off(&(now_ms.saturating_add(1), String::new()));
+        let due = std::mem::replace(&mut inner.expiries, later);
+        let hosts: BTreeSet<String> = due.into_iter().map(|(_, host)| host).collect();
+        let mut changes = Vec::new();
+        for host in hosts {
+            changes.extend(recompute_host(&mut inner, &host, now_ms));
+        }
         self.publish(&mut inner, &changes);
         changes
     }
@@ -727,6 +745,21 @@ impl Registry {
         })
     }
 
+    /// A host's verdicts per pool as they stand at `now_ms` (what
+    /// [`Registry::host`] reports), without copying the rest of its record:
+    /// the session's reply reads this after every report.
+    pub fn verdicts_now(&self, hostname: &str, now_ms: i64) -> Vec<StoredVerdict> {
+        let inner = self.read();
+        let Some(record) = inner.hosts.get(hostname) else {
+            return Vec::new();
+        };
+        inner
+            .pools
+            .keys()
+            .map(|pool| record.effective(hostname, pool, now_ms))
+            .collect()
+    }
+
     /// Every known host name, sorted.
     pub fn hostnames(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().hosts.keys().cloned().collect();
@@ -855,6 +888,45 @@ mod tests {
         let host = r.host("a", 1000).expect("host");
         assert!(!host.verdicts[0].trusted);
         assert_eq!(host.verdicts[0].reasons[0].code, codes::STALE);
+    }
+
+    #[test]
+    fn the_sweep_visits_due_verdicts_only_and_follows_renewals() {
+        let r = Registry::new(1);
+        r.set_pools(&["p".into()], 0);
+        for h in ["a", "b"] {
+            enrol(&r, h);
+        }
+        // a expires at 1000, b at 2000; a renews at 500 (now expires at 1500).
+        r.record_verdicts(vec![verdict("a", "p", true, 0, 1000)], 0);
+        r.record_verdicts(vec![verdict("b", "p", true, 0, 2000)], 0);
+        r.record_verdicts(vec![verdict("a", "p", true, 500, 1500)], 500);
+        let members = |r: &Registry| -> Vec<String> {
+            r.pool("p", 0)
+                .expect("pool")
+                .members
+                .into_iter()
+                .map(|m| m.hostname)
+                .collect()
+        };
+        // The stale entry of a's first verdict is visited and changes nothing.
+        assert!(r.sweep_changes(1200).is_empty());
+        assert_eq!(members(&r), ["a", "b"]);
+        let gone = r.sweep_changes(1500);
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].hostname, "a");
+        assert_eq!(members(&r), ["b"]);
+        assert!(r.sweep_changes(1999).is_empty());
+        assert_eq!(r.sweep_changes(2000).len(), 1);
+        assert!(members(&r).is_empty());
+        // What the session replies is what the host detail shows.
+        for now in [0, 1499, 1500, 2500] {
+            assert_eq!(
+                r.verdicts_now("a", now),
+                r.host("a", now).expect("host").verdicts
+            );
+        }
+        assert!(r.verdicts_now("nobody", 0).is_empty());
     }
 
     #[test]
