@@ -769,12 +769,7 @@ impl Session {
         judged: &Judged,
         started: Instant,
     ) -> Result<(), SessionError> {
-        let effective: Vec<StoredVerdict> = self
-            .state
-            .registry
-            .host(hostname, mono_ms())
-            .map(|h| h.verdicts)
-            .unwrap_or_default();
+        let effective = self.state.registry.verdicts_now(hostname, mono_ms());
         let reply = Verdict {
             attested_at_ms: judged.attested_at_ms,
             reasons: judged.evaluation.common.iter().map(reason_msg).collect(),
