@@ -10,18 +10,24 @@
 //! stable reason codes, route templates, fixed outcome words): no host name
 //! ever becomes a label.
 
-use crate::fleet::registry::{Registry, NOT_ATTESTED, PENDING};
+use crate::fleet::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use trustpool_evidence::reason::codes;
 
 /// Buckets (seconds) of the attestation round-trip histogram.
 const ROUND_TRIP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Buckets (seconds) of the admission wait histogram.
+const ADMISSION_WAIT_BUCKETS: &[f64] = &[
+    0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// The stages of admission (`attest::pacing`), in the order of their slots here.
+const ADMISSION_STAGES: [&str; 2] = ["attest", "enrol"];
+
 /// Buckets (seconds) of the Placement sync lag histogram.
 const SYNC_LAG_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -130,6 +136,8 @@ pub struct Metrics {
     verdicts: LabeledCounter,
     verdict_reasons: LabeledCounter,
     round_trip: Histogram,
+    admission_wait: [Histogram; 2],
+    admission_in_use: [AtomicI64; 2],
     policy_reloads: LabeledCounter,
     feed_requests: LabeledCounter,
     http_refused: LabeledCounter,
@@ -161,6 +169,11 @@ impl Metrics {
             verdicts: LabeledCounter::default(),
             verdict_reasons: LabeledCounter::default(),
             round_trip: Histogram::new(ROUND_TRIP_BUCKETS),
+            admission_wait: [
+                Histogram::new(ADMISSION_WAIT_BUCKETS),
+                Histogram::new(ADMISSION_WAIT_BUCKETS),
+            ],
+            admission_in_use: [AtomicI64::new(0), AtomicI64::new(0)],
             policy_reloads: LabeledCounter::default(),
             feed_requests: LabeledCounter::default(),
             http_refused: LabeledCounter::default(),
@@ -215,6 +228,38 @@ impl Metrics {
     /// the verdict being sent (observe once per evidence, not per pool).
     pub fn attestation_round_trip(&self, round_trip: Duration) {
         self.round_trip.observe(round_trip);
+    }
+
+    /// A slot of admission `stage` ("attest", "enrol") was taken after
+    /// waiting `waited` for it.
+    pub fn admission_taken(&self, stage: &str, waited: Duration) {
+        if let Some(i) = ADMISSION_STAGES.iter().position(|s| *s == stage) {
+            self.admission_wait[i].observe(waited);
+            self.admission_in_use[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A slot of admission `stage` was given back.
+    pub fn admission_released(&self, stage: &str) {
+        if let Some(i) = ADMISSION_STAGES.iter().position(|s| *s == stage) {
+            self.admission_in_use[i].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Slots of `stage` taken so far.
+    pub fn admissions_waited(&self, stage: &str) -> u64 {
+        ADMISSION_STAGES
+            .iter()
+            .position(|s| *s == stage)
+            .map_or(0, |i| self.admission_wait[i].count())
+    }
+
+    /// Slots of `stage` in use now.
+    pub fn admissions_in_use(&self, stage: &str) -> i64 {
+        ADMISSION_STAGES
+            .iter()
+            .position(|s| *s == stage)
+            .map_or(0, |i| self.admission_in_use[i].load(Ordering::Relaxed))
     }
 
     /// A policy (re)load: `ok` when the new policy was put in force.
@@ -340,7 +385,7 @@ impl Metrics {
             "gauge",
             "Hosts per pool and state (trusted, untrusted, stale, unattested, pending approval, revoked).",
         );
-        for ((pool, state), n) in host_states(registry, now_ms) {
+        for ((pool, state), n) in registry.state_counts(now_ms) {
             let _ = writeln!(
                 out,
                 "trustpool_hosts{{{}}} {n}",
@@ -353,15 +398,12 @@ impl Metrics {
             "gauge",
             "Members of each pool as the feed publishes them.",
         );
-        for pool in registry.pool_names() {
-            if let Some(snap) = registry.pool(&pool, now_ms) {
-                let _ = writeln!(
-                    out,
-                    "trustpool_pool_members{{{}}} {}",
-                    label_pairs(&["pool"], &[pool]),
-                    snap.members.len()
-                );
-            }
+        for (pool, members) in registry.pool_sizes(now_ms) {
+            let _ = writeln!(
+                out,
+                "trustpool_pool_members{{{}}} {members}",
+                label_pairs(&["pool"], &[pool])
+            );
         }
         family(
             &mut out,
@@ -412,6 +454,32 @@ impl Metrics {
         );
         self.round_trip
             .render(&mut out, "trustpool_attestation_round_trip_seconds", "");
+        family(
+            &mut out,
+            "trustpool_admission_wait_seconds",
+            "histogram",
+            "How long an attestation round (stage=attest) or an enrolment (stage=enrol) waited for a slot before it started: above zero, the server is stretching the report interval to what it can judge.",
+        );
+        for (i, stage) in ADMISSION_STAGES.iter().enumerate() {
+            self.admission_wait[i].render(
+                &mut out,
+                "trustpool_admission_wait_seconds",
+                &format!("stage=\"{stage}\""),
+            );
+        }
+        family(
+            &mut out,
+            "trustpool_admission_in_use",
+            "gauge",
+            "Attestation rounds (stage=attest) and enrolments (stage=enrol) in progress now.",
+        );
+        for (i, stage) in ADMISSION_STAGES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "trustpool_admission_in_use{{stage=\"{stage}\"}} {}",
+                self.admission_in_use[i].load(Ordering::Relaxed)
+            );
+        }
         family(
             &mut out,
             "trustpool_policy_reloads_total",
@@ -556,45 +624,6 @@ impl Metrics {
 }
 
 /// Counts hosts per (pool, state) from the registry.
-fn host_states(registry: &Registry, now_ms: i64) -> BTreeMap<(String, &'static str), u64> {
-    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    for pool in registry.pool_names() {
-        for state in [
-            "trusted",
-            "untrusted",
-            "stale",
-            "unattested",
-            "pending",
-            "revoked",
-        ] {
-            counts.insert((pool.clone(), state), 0);
-        }
-    }
-    for name in registry.hostnames() {
-        let Some(host) = registry.host(&name, now_ms) else {
-            continue;
-        };
-        for v in host.verdicts {
-            let has = |code: &str| v.reasons.iter().any(|r| r.code == code);
-            let state = if v.trusted {
-                "trusted"
-            } else if has(codes::REVOKED) {
-                "revoked"
-            } else if has(PENDING) {
-                "pending"
-            } else if has(NOT_ATTESTED) {
-                "unattested"
-            } else if has(codes::STALE) {
-                "stale"
-            } else {
-                "untrusted"
-            };
-            *counts.entry((v.pool, state)).or_default() += 1;
-        }
-    }
-    counts
-}
-
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -191,6 +191,40 @@ impl HostRecord {
 /// Reason code: the host's enrolment waits for an operator's approval.
 pub const PENDING: &str = "host.pending";
 
+/// The states a host has in a pool, as `/metrics` counts them.
+pub const HOST_STATES: [&str; 6] = [
+    "trusted",
+    "untrusted",
+    "stale",
+    "unattested",
+    "pending",
+    "revoked",
+];
+
+impl HostRecord {
+    /// The host's state in `pool` at `now_ms`: the classification of
+    /// [`HostRecord::effective`]'s verdict, computed without building it.
+    fn state_in(&self, pool: &str, now_ms: i64) -> &'static str {
+        let held = self.verdicts.get(pool);
+        let has =
+            |code: &str| held.is_some_and(|h| h.verdict.reasons.iter().any(|r| r.code == code));
+        let trusted_now = held.is_some_and(|h| h.verdict.trusted && now_ms < h.expires_ms);
+        if trusted_now && self.pending.is_none() && self.revoked.is_none() {
+            "trusted"
+        } else if self.revoked.is_some() || has(codes::REVOKED) {
+            "revoked"
+        } else if self.pending.is_some() || has(PENDING) {
+            "pending"
+        } else if held.is_none() || has(NOT_ATTESTED) {
+            "unattested"
+        } else if held.is_some_and(|h| h.verdict.trusted) || has(codes::STALE) {
+            "stale"
+        } else {
+            "untrusted"
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PoolView {
     generation: u64,
@@ -760,6 +794,68 @@ impl Registry {
             .collect()
     }
 
+    /// How many hosts are in each state per pool at `now_ms`, the states of
+    /// `trustpool_hosts` (what [`Registry::host`]'s verdicts would say,
+    /// classified in the same order: trusted, revoked, pending, unattested,
+    /// stale, untrusted). One read lock, nothing copied but the counts: a
+    /// `/metrics` scrape must not clone the fleet.
+    pub fn state_counts(&self, now_ms: i64) -> BTreeMap<(String, &'static str), u64> {
+        let inner = self.read();
+        let mut counts = BTreeMap::new();
+        for pool in inner.pools.keys() {
+            for state in HOST_STATES {
+                counts.insert((pool.clone(), state), 0);
+            }
+        }
+        for record in inner.hosts.values() {
+            for pool in inner.pools.keys() {
+                let state = record.state_in(pool, now_ms);
+                if let Some(n) = counts.get_mut(&(pool.clone(), state)) {
+                    *n += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// How long the host stays a member of the pools it is a member of now
+    /// (the shortest of them), on the monotonic clock; `None` when it is a
+    /// member of none.
+    pub fn trusted_for_ms(&self, hostname: &str, now_ms: i64) -> Option<i64> {
+        let inner = self.read();
+        let record = inner.hosts.get(hostname)?;
+        inner
+            .pools
+            .keys()
+            .filter(|pool| record.member_of(pool, now_ms))
+            .filter_map(|pool| record.verdicts.get(pool))
+            .map(|h| h.expires_ms - now_ms)
+            .min()
+    }
+
+    /// The number of members of every pool at `now_ms` (what
+    /// [`Registry::pool`] would list), counted without copying them.
+    pub fn pool_sizes(&self, now_ms: i64) -> Vec<(String, usize)> {
+        let inner = self.read();
+        inner
+            .pools
+            .iter()
+            .map(|(name, view)| {
+                let live = view
+                    .members
+                    .iter()
+                    .filter(|h| {
+                        inner
+                            .hosts
+                            .get(*h)
+                            .is_some_and(|r| r.member_of(name, now_ms))
+                    })
+                    .count();
+                (name.clone(), live)
+            })
+            .collect()
+    }
+
     /// Every known host name, sorted.
     pub fn hostnames(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().hosts.keys().cloned().collect();
@@ -845,6 +941,98 @@ mod tests {
             },
             policy_digest: "d".into(),
         }
+    }
+
+    /// The state of a host in a pool as read from its full snapshot: what
+    /// `/metrics` reported before it counted without copying.
+    fn state_from_snapshot(v: &StoredVerdict) -> &'static str {
+        let has = |code: &str| v.reasons.iter().any(|r| r.code == code);
+        if v.trusted {
+            "trusted"
+        } else if has(codes::REVOKED) {
+            "revoked"
+        } else if has(PENDING) {
+            "pending"
+        } else if has(NOT_ATTESTED) {
+            "unattested"
+        } else if has(codes::STALE) {
+            "stale"
+        } else {
+            "untrusted"
+        }
+    }
+
+    #[test]
+    fn state_counts_agree_with_the_snapshots_of_every_host() {
+        let r = Registry::new(1);
+        r.set_pools(&["default".into(), "gold".into()], 0);
+        for h in ["trusted", "expired", "bad", "pending", "revoked", "fresh"] {
+            enrol(&r, h);
+        }
+        r.record_verdicts(
+            vec![
+                verdict("trusted", "default", true, 0, 10_000),
+                verdict("trusted", "gold", false, 0, 10_000),
+                verdict("expired", "default", true, 0, 100),
+                verdict("bad", "default", false, 0, 10_000),
+                verdict("pending", "default", true, 0, 10_000),
+                verdict("revoked", "default", true, 0, 10_000),
+            ],
+            0,
+        );
+        r.set_pending(
+            "pending",
+            Some(PendingEnrolment {
+                enrolment: r.enrolment("pending").expect("enrolled"),
+                reason: "new AK".into(),
+            }),
+            0,
+        );
+        r.set_revoked(
+            "revoked",
+            Some(Revocation {
+                hostname: "revoked".into(),
+                revoked_by: "op".into(),
+                revoked_at_ms: 0,
+                comment: String::new(),
+            }),
+            0,
+        );
+        let now = 500;
+        let mut expected: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+        for pool in ["default", "gold"] {
+            for state in HOST_STATES {
+                expected.insert((pool.to_string(), state), 0);
+            }
+        }
+        for name in r.hostnames() {
+            for v in r.host(&name, now).expect("known").verdicts {
+                *expected
+                    .entry((v.pool.clone(), state_from_snapshot(&v)))
+                    .or_default() += 1;
+            }
+        }
+        let counts = r.state_counts(now);
+        assert_eq!(counts, expected);
+        assert_eq!(r.trusted_for_ms("trusted", now), Some(10_000 - now));
+        assert_eq!(r.trusted_for_ms("expired", now), None);
+        assert_eq!(r.trusted_for_ms("pending", now), None);
+        assert_eq!(r.trusted_for_ms("nobody", now), None);
+        let sizes = r.pool_sizes(now);
+        for (pool, n) in &sizes {
+            assert_eq!(*n, r.pool(pool, now).expect("pool").members.len(), "{pool}");
+        }
+        assert_eq!(
+            sizes,
+            vec![("default".to_string(), 1), ("gold".to_string(), 0)]
+        );
+        assert_eq!(counts[&("default".to_string(), "trusted")], 1);
+        assert_eq!(counts[&("default".to_string(), "stale")], 1);
+        assert_eq!(counts[&("default".to_string(), "untrusted")], 1);
+        assert_eq!(counts[&("default".to_string(), "pending")], 1);
+        assert_eq!(counts[&("default".to_string(), "revoked")], 1);
+        assert_eq!(counts[&("default".to_string(), "unattested")], 1);
+        assert_eq!(counts[&("gold".to_string(), "unattested")], 3);
     }
 
     #[test]
