@@ -73,6 +73,14 @@ pub struct ServerArgs {
     /// is disconnected (`stream.lost`) (default 5s).
     #[arg(long, value_parser = parse_duration)]
     pub keepalive_timeout: Option<Duration>,
+    /// Attestation rounds (challenge sent to verdict sent) in progress at
+    /// once across all agents (default 1024); a round beyond it waits for a
+    /// slot, stretching that host's interval (docs/operating.md, overload).
+    #[arg(long)]
+    pub max_attestations_in_flight: Option<usize>,
+    /// Enrolments (credential activations) in progress at once (default 256).
+    #[arg(long)]
+    pub max_enrolments_in_flight: Option<usize>,
     /// PEM CA certificate(s) whose client certificates may read the feed (HTTPS listener).
     #[arg(long)]
     pub reader_ca: Option<PathBuf>,
@@ -153,6 +161,8 @@ struct ServerFile {
     keepalive_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     keepalive_timeout: Option<Duration>,
+    max_attestations_in_flight: Option<usize>,
+    max_enrolments_in_flight: Option<usize>,
     reader_ca: Option<PathBuf>,
     #[serde(default)]
     feed_tokens: Vec<crate::publish::config::FeedTokenEntry>,
@@ -204,6 +214,10 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// HTTP/2 keep-alive ping timeout on agent connections.
     pub keepalive_timeout: Duration,
+    /// Attestation rounds in progress at once (`attest::pacing`).
+    pub max_attestations_in_flight: usize,
+    /// Enrolments in progress at once (`attest::pacing`).
+    pub max_enrolments_in_flight: usize,
     /// HTTPS API readers, PollHosts and the Placement sync.
     pub publication: crate::publish::config::PublicationConfig,
     /// Operator certificate names for the admin API.
@@ -277,6 +291,14 @@ impl ServerConfig {
                 .keepalive_timeout
                 .or(file.keepalive_timeout)
                 .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+            max_attestations_in_flight: args
+                .max_attestations_in_flight
+                .or(file.max_attestations_in_flight)
+                .unwrap_or(crate::attest::pacing::DEFAULT_ATTESTATIONS_IN_FLIGHT),
+            max_enrolments_in_flight: args
+                .max_enrolments_in_flight
+                .or(file.max_enrolments_in_flight)
+                .unwrap_or(crate::attest::pacing::DEFAULT_ENROLMENTS_IN_FLIGHT),
             operators: if args.operators.is_empty() {
                 file.operators
             } else {
@@ -307,6 +329,9 @@ impl ServerConfig {
         };
         if cfg.report_interval.is_zero() {
             bail!("--report-interval must be greater than zero");
+        }
+        if cfg.max_attestations_in_flight == 0 || cfg.max_enrolments_in_flight == 0 {
+            bail!("--max-attestations-in-flight and --max-enrolments-in-flight must be at least 1 (0 would admit no host)");
         }
         if cfg.down_time <= cfg.report_interval {
             bail!(

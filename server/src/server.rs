@@ -100,7 +100,8 @@ pub async fn run(
             cfg.down_time,
         )
         .with_ek_allowlist(ek_allowlist)
-        .with_keepalive_timeout(cfg.keepalive_timeout),
+        .with_keepalive_timeout(cfg.keepalive_timeout)
+        .with_admission(cfg.max_attestations_in_flight, cfg.max_enrolments_in_flight),
     );
     let _ = state.history.set(history);
     let _ = state.operators.set(cfg.operators.clone());

@@ -29,12 +29,18 @@ pub struct AppState {
     pub down_time: Duration,
     /// Prometheus metrics (sessions, feed, Placement sync).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Admission of attestation rounds (bounded, first come first served).
+    pub attest_gate: crate::attest::pacing::Gate,
+    /// Admission of enrolments (credential activations).
+    pub enrol_gate: crate::attest::pacing::Gate,
     /// The open agent streams, one per host.
     pub streams: crate::attest::streams::Streams,
     /// The EK allowlist, when enrolment is restricted to listed TPMs.
     pub ek_allowlist: crate::attest::ek_allowlist::EkAllowlist,
     /// HTTP/2 keep-alive timeout on agent connections (to name a lost link).
     pub keepalive_timeout: Duration,
+    /// When this state was built (the server's start).
+    pub started: std::time::Instant,
     policy: RwLock<Arc<PolicySet>>,
     /// The append-only history (set once at start-up; events are dropped
     /// with a warning in contexts that run without one, such as unit tests).
@@ -70,6 +76,10 @@ impl AppState {
         report_interval: Duration,
         down_time: Duration,
     ) -> AppState {
+        use crate::attest::pacing::{
+            Gate, Stage, DEFAULT_ATTESTATIONS_IN_FLIGHT, DEFAULT_ENROLMENTS_IN_FLIGHT,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         AppState {
             evidence_writer: GroupCommit::new(store.clone()),
             store,
@@ -77,10 +87,17 @@ impl AppState {
             ek_trust,
             report_interval,
             down_time,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            attest_gate: Gate::new(
+                Stage::Attest,
+                DEFAULT_ATTESTATIONS_IN_FLIGHT,
+                metrics.clone(),
+            ),
+            enrol_gate: Gate::new(Stage::Enrol, DEFAULT_ENROLMENTS_IN_FLIGHT, metrics.clone()),
+            metrics,
             streams: crate::attest::streams::Streams::default(),
             ek_allowlist: crate::attest::ek_allowlist::EkAllowlist::new(None),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            started: std::time::Instant::now(),
             policy_changes: tokio::sync::watch::channel(policy.digest_hex()).0,
             stopping: tokio::sync::watch::channel(false).0,
             policy: RwLock::new(Arc::new(policy)),
@@ -98,6 +115,14 @@ impl AppState {
     /// Sets the keep-alive timeout of agent connections.
     pub fn with_keepalive_timeout(mut self, timeout: Duration) -> AppState {
         self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Bounds the attestation rounds and the enrolments in progress at once.
+    pub fn with_admission(mut self, attestations: usize, enrolments: usize) -> AppState {
+        use crate::attest::pacing::{Gate, Stage};
+        self.attest_gate = Gate::new(Stage::Attest, attestations, self.metrics.clone());
+        self.enrol_gate = Gate::new(Stage::Enrol, enrolments, self.metrics.clone());
         self
     }
 
@@ -124,6 +149,8 @@ impl AppState {
     /// stream with an `Error` ("server.stopping") so that the gRPC server's
     /// graceful shutdown does not wait for streams that never end.
     pub fn begin_stopping(&self) {
+        self.attest_gate.close();
+        self.enrol_gate.close();
         self.stopping.send_replace(true);
     }
 

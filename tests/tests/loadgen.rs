@@ -165,3 +165,154 @@ fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// The value of one sample of `/metrics` (`None` when absent).
+fn metric(server: &ServerProcess, sample: &str) -> Option<f64> {
+    let text = server.get("/metrics").ok()?.body;
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
+}
+
+/// Overload, made small: 200 hosts at a 1 s interval against a server that
+/// admits two attestation rounds and three enrolments at a time. Rounds
+/// wait for their slot (the interval stretches, the wait is in
+/// `trustpool_admission_wait_seconds`), never more than two are in
+/// progress, and still every host enrols and is trusted, with no session
+/// error and no `server.*` reason: a slow server stretches, it does not
+/// make hosts untrusted.
+#[test]
+fn an_overloaded_server_paces_its_rounds_and_keeps_every_host_trusted() {
+    const N: u32 = 200;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = tmp.path().join("pki");
+    let out = Command::new(binary("trustpool-loadgen").expect("binary"))
+        .args(["pki", "--dir"])
+        .arg(&pki)
+        .args(["--hosts", &N.to_string()])
+        .args(["--report-interval", "1s", "--down-time", "120s"])
+        .output()
+        .expect("run pki");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(pki.join("feed-token"))
+        .expect("feed token")
+        .trim()
+        .to_string();
+    let server = ServerProcess::start(ServerOptions {
+        dir: tmp.path().join("server"),
+        ca: pki.join("ca.pem"),
+        cert: pki.join("server.pem"),
+        key: pki.join("server.key"),
+        policy_dir: pki.join("policy"),
+        ek_roots: pki.join("ek-roots"),
+        report_interval: "1s".into(),
+        down_time: "120s".into(),
+        publication: PublicationOptions {
+            feed_tokens: vec![("loadgen".into(), token)],
+            extra_args: vec![
+                "--max-attestations-in-flight".into(),
+                "2".into(),
+                "--max-enrolments-in-flight".into(),
+                "3".into(),
+            ],
+            ..Default::default()
+        },
+        operators: vec![],
+        operator_ca: None,
+        crls: vec![],
+        admin_socket: None,
+        db: None,
+    })
+    .expect("server");
+    let mut run = Command::new(binary("trustpool-loadgen").expect("binary"))
+        .args(["run", "--dir"])
+        .arg(&pki)
+        .args(["--server", &server.url()])
+        .args(["--hosts", &N.to_string()])
+        .args(["--ramp", "2s", "--duration", "25s", "--interval-hint", "1s"])
+        .env("TRUSTPOOL_LOADGEN_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the load generator");
+    // Sample the rounds in progress while the load runs.
+    let mut most_in_use = 0.0f64;
+    let mut samples = 0;
+    while run.try_wait().expect("wait").is_none() {
+        if let Some(v) = metric(&server, "trustpool_admission_in_use{stage=\"attest\"}") {
+            most_in_use = most_in_use.max(v);
+            samples += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = run.wait_with_output().expect("load generator output");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "loadgen run failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {stdout}\n{stderr}"));
+    let context = || {
+        format!(
+            "{summary:#}\nserver log tail:\n{}",
+            tail(&server.log_text())
+        )
+    };
+    let field = |k: &str| summary[k].as_u64().unwrap_or(u64::MAX);
+    let n = u64::from(N);
+
+    assert!(samples > 10, "the metric was sampled during the run");
+    assert!(most_in_use >= 1.0, "rounds were in progress: {most_in_use}");
+    assert!(
+        most_in_use <= 2.0,
+        "never more rounds in progress than admitted: {most_in_use}"
+    );
+    assert_eq!(field("hosts_enrolled"), n, "{}", context());
+    assert_eq!(field("hosts_last_trusted"), n, "{}", context());
+    assert_eq!(
+        summary["errors"].as_object().map(|m| m.len()),
+        Some(0),
+        "{}",
+        context()
+    );
+    let reasons = summary["untrusted_reasons"].as_object().expect("reasons");
+    assert!(reasons.is_empty(), "no host was untrusted: {}", context());
+    assert_eq!(
+        server.pool_members("default").expect("feed").len(),
+        N as usize
+    );
+    // 200 hosts asking for a round every second through two slots: rounds
+    // waited, and every round went through the gate.
+    let waited = metric(
+        &server,
+        "trustpool_admission_wait_seconds_sum{stage=\"attest\"}",
+    )
+    .expect("wait sum");
+    let rounds = metric(
+        &server,
+        "trustpool_admission_wait_seconds_count{stage=\"attest\"}",
+    )
+    .expect("wait count");
+    let answered =
+        metric(&server, "trustpool_attestation_round_trip_seconds_count").expect("round trips");
+    assert!(waited > 0.0, "rounds waited for a slot: {waited}");
+    assert!(
+        rounds >= answered,
+        "every round was admitted: {rounds} < {answered}"
+    );
+    let enrol_waits = metric(
+        &server,
+        "trustpool_admission_wait_seconds_count{stage=\"enrol\"}",
+    )
+    .expect("enrol count");
+    assert_eq!(
+        enrol_waits,
+        f64::from(N),
+        "each enrolment was admitted once"
+    );
+    assert!(!server.log_text().contains("server.store_unavailable"));
+}

@@ -9,5 +9,6 @@
 
 pub mod ek_allowlist;
 pub mod ek_roots;
+pub mod pacing;
 pub mod session;
 pub mod streams;

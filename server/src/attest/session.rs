@@ -4,6 +4,7 @@
 //! with an `Error` message that says why.
 
 use crate::attest::ek_allowlist::EkVerdict;
+use crate::attest::pacing::{first_round_delay, Slot};
 use crate::attest::streams::{Ticket, ENROLMENT_CHANGED};
 use crate::clock::{mono_ms, now_ms};
 use crate::fleet::history::trust_events;
@@ -15,6 +16,7 @@ use crate::tls::identity::{valid_hostname, PeerIdentity};
 use crate::verify::challenge::ChallengeBook;
 use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
 use rand::RngCore;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use trustpool_evidence::credential::make_credential;
 use trustpool_evidence::ekcert::verify_ek_certificate;
 use trustpool_evidence::reason::Reason;
@@ -348,6 +350,14 @@ impl Session {
         re_enrolment: bool,
         allowlisted: bool,
     ) -> Result<(), SessionError> {
+        // Held until the enrolment is stored: a storm of new hosts is
+        // admitted a bounded number at a time (attest::pacing).
+        let Some(_slot) = self.state.enrol_gate.slot().await else {
+            return Err(SessionError::new(
+                "server.stopping",
+                "the server is stopping; reconnect later",
+            ));
+        };
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         let credential = make_credential(ek, &ak.name(), &secret, &mut rand::thread_rng())
@@ -481,6 +491,12 @@ impl Session {
         Ok(())
     }
 
+    /// The attestation rounds of an open session. A round is wanted at every
+    /// tick of the report interval, after a policy change, when the store
+    /// works again after a fault, and when the agent asks; it starts (the
+    /// challenge is sent) once the server's admission gives it a slot
+    /// (`attest::pacing`), and the slot is held until the evidence is judged
+    /// or the challenge expires unanswered.
     async fn attest_loop(
         &mut self,
         hostname: &str,
@@ -490,31 +506,50 @@ impl Session {
         ticket: &mut Ticket,
     ) -> Result<(), SessionError> {
         let mut book = ChallengeBook::default();
-        let mut ticker = tokio::time::interval(self.state.report_interval);
+        let interval = self.state.report_interval;
+        let trusted_for = self
+            .state
+            .registry
+            .trusted_for_ms(hostname, mono_ms())
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        let delay = first_round_delay(
+            self.state.started.elapsed(),
+            trusted_for,
+            interval,
+            self.state.down_time,
+            &mut rand::thread_rng(),
+        );
+        if !delay.is_zero() {
+            debug!(host = %hostname, delay_ms = delay.as_millis() as u64, "server restarted: first round spread over the interval");
+        }
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + delay, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_requested: Option<Instant> = None;
         let mut policy_changes = self.state.policy_changes();
         // The store works again after a fault: attest at once, so that the
         // hosts a failed commit left untrusted are back within a round trip.
         let mut store_recovered = self.state.store.health().recovered();
+        let mut round = Round::default();
         loop {
+            let round_expiry = round.expiry(&book);
             tokio::select! {
                 ended = ticket.ended() => return Err(SessionError::new(ended.code, ended.message)),
-                Ok(()) = policy_changes.changed() => {
-                    if !book.has_pending(Instant::now()) {
-                        self.challenge(&mut book).await?;
-                    }
-                }
+                Ok(()) = policy_changes.changed() => round.want(&self.state, &book),
                 Ok(()) = store_recovered.changed() => {
-                    if !book.has_pending(Instant::now()) {
-                        info!(host = %hostname, "the store works again: attesting at once");
-                        self.challenge(&mut book).await?;
-                    }
+                    info!(host = %hostname, "the store works again: attesting at once");
+                    round.want(&self.state, &book);
                 }
-                _ = ticker.tick() => {
-                    if !book.has_pending(Instant::now()) {
-                        self.challenge(&mut book).await?;
-                    }
+                _ = ticker.tick() => round.want(&self.state, &book),
+                slot = round.admitted() => {
+                    let Some(slot) = slot else {
+                        return Err(SessionError::new("server.stopping", "the server is stopping; reconnect later"));
+                    };
+                    self.challenge(&mut book).await?;
+                    round.start(slot);
+                }
+                () = sleep_until_or_never(round_expiry) => {
+                    debug!(host = %hostname, "the challenge expired unanswered: its slot is given back");
+                    round.end();
                 }
                 msg = self.next() => match msg? {
                     None if self.link_lost().await => return Err(SessionError::new(
@@ -523,15 +558,18 @@ impl Session {
                     )),
                     None => return Ok(()),
                     Some(AgentMsg::Evidence(evidence)) => {
-                        self.judge(hostname, (ek, ak), ak_public, &mut book, evidence).await?
+                        self.judge(hostname, (ek, ak), ak_public, &mut book, evidence).await?;
+                        if !book.has_pending(Instant::now()) {
+                            round.end();
+                        }
                     }
                     Some(AgentMsg::ChallengeRequest(req)) => {
                         let now = Instant::now();
                         let too_soon = last_requested.is_some_and(|t| now.duration_since(t) < MIN_REQUESTED_GAP);
-                        if !book.has_pending(now) && !too_soon {
+                        if !round.busy(&book) && !too_soon {
                             info!(host = %hostname, reason = %req.reason, "agent asked for a challenge");
                             last_requested = Some(now);
-                            self.challenge(&mut book).await?;
+                            round.want(&self.state, &book);
                         }
                     }
                     Some(_) => return Err(SessionError::new("protocol.unexpected", "unexpected message after enrolment")),
@@ -837,6 +875,68 @@ impl Session {
                     .await;
             }
         }
+    }
+}
+
+/// The admission state of one session's attestation round: waiting for a
+/// slot, in progress (holding one), or idle.
+#[derive(Default)]
+struct Round {
+    waiting: Option<Pin<Box<dyn Future<Output = Option<Slot>> + Send>>>,
+    held: Option<Slot>,
+}
+
+impl Round {
+    /// Whether a round is waiting for its slot, in progress, or a challenge
+    /// is still pending.
+    fn busy(&self, book: &ChallengeBook) -> bool {
+        self.waiting.is_some() || self.held.is_some() || book.has_pending(Instant::now())
+    }
+
+    /// Asks for a round unless one is already on its way.
+    fn want(&mut self, state: &AppState, book: &ChallengeBook) {
+        if !self.busy(book) {
+            self.waiting = Some(Box::pin(state.attest_gate.slot()));
+        }
+    }
+
+    /// Completes when the wanted round is admitted (`None`: the server is
+    /// stopping); never while no round is wanted.
+    async fn admitted(&mut self) -> Option<Slot> {
+        match self.waiting.as_mut() {
+            Some(waiting) => {
+                let slot = waiting.await;
+                self.waiting = None;
+                slot
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The round is in progress: its challenge was sent.
+    fn start(&mut self, slot: Slot) {
+        self.held = Some(slot);
+    }
+
+    /// When the round in progress is over for lack of an answer: its last
+    /// challenge expires (`None` while no round is in progress).
+    fn expiry(&self, book: &ChallengeBook) -> Option<Instant> {
+        self.held
+            .as_ref()
+            .map(|_| book.pending_until().unwrap_or_else(Instant::now))
+    }
+
+    /// The round is over: its slot goes back.
+    fn end(&mut self) {
+        self.held = None;
+    }
+}
+
+/// Sleeps until `deadline`; never completes without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -56,6 +56,15 @@ impl ChallengeBook {
             .any(|c| now.duration_since(c.issued) < CHALLENGE_TTL)
     }
 
+    /// When the last pending challenge expires (`None` when none was issued
+    /// or all were answered).
+    pub fn pending_until(&self) -> Option<Instant> {
+        self.outstanding
+            .iter()
+            .map(|c| c.issued + CHALLENGE_TTL)
+            .max()
+    }
+
     /// Takes the challenge answered by `nonce`: it can never be used again.
     pub fn take(&mut self, nonce: &[u8], now: Instant) -> Result<Outstanding, Reason> {
         if let Some(pos) = self
@@ -115,6 +124,19 @@ mod tests {
             codes::NONCE_REUSED
         );
         assert!(!book.has_pending(now));
+    }
+
+    #[test]
+    fn pending_until_is_the_expiry_of_the_last_challenge() {
+        let mut book = ChallengeBook::default();
+        let now = Instant::now();
+        assert_eq!(book.pending_until(), None);
+        let a = book.issue(vec![0], now, &mut rand::thread_rng());
+        let later = now + Duration::from_secs(1);
+        book.issue(vec![0], later, &mut rand::thread_rng());
+        assert_eq!(book.pending_until(), Some(later + CHALLENGE_TTL));
+        book.take(&a.nonce, later).expect("answered");
+        assert_eq!(book.pending_until(), Some(later + CHALLENGE_TTL));
     }
 
     #[test]
