@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["trustpool/v1/attestation.proto", "trustpool/v1/admin.proto"],
         ["proto"],
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Every generated client and server uses the small-buffer codec
+    // (src/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallBufferCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

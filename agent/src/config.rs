@@ -167,8 +167,13 @@ pub struct AgentConfig {
 
 /// Default period of the change watch.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
-/// Default HTTP/2 keep-alive interval (both daemons).
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default HTTP/2 keep-alive interval: longer than the default 30 s report
+/// interval, because hyper pings only after this long without a frame from
+/// the server and the server speaks every round (challenge, verdict). A
+/// healthy stream is never pinged; a server that is gone without a TCP reset
+/// (partition) is noticed within this plus the timeout. A server closed or
+/// killed resets the connection, which is noticed at once.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(40);
 /// Default HTTP/2 keep-alive timeout (both daemons).
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 

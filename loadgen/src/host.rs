@@ -55,7 +55,8 @@ pub struct Ctx {
     pub stats: Stats,
     /// True once the run is over.
     pub stop: watch::Receiver<bool>,
-    /// HTTP/2 keep-alive interval and timeout (the agent's defaults).
+    /// HTTP/2 keep-alive interval (`run --keepalive-interval`, the agent's
+    /// default) and timeout.
     pub keepalive: (Duration, Duration),
     /// Hardening report bytes for the last check parameters seen.
     report: Mutex<Option<(String, Arc<Vec<u8>>)>>,
@@ -83,7 +84,7 @@ impl Ctx {
             server_name,
             stats: Stats::new(),
             stop,
-            keepalive: (Duration::from_secs(10), Duration::from_secs(5)),
+            keepalive: (Duration::from_secs(40), Duration::from_secs(5)),
             report: Mutex::new(None),
         }
     }

@@ -116,6 +116,10 @@ enum Command {
         /// Placement token.
         #[arg(long, default_value = "admin")]
         placement_token: String,
+        /// HTTP/2 keep-alive interval of every host's connection (the
+        /// agent's default).
+        #[arg(long, value_parser = parse_duration, default_value = "40s")]
+        keepalive_interval: Duration,
     },
 }
 
@@ -177,6 +181,7 @@ fn real_main() -> anyhow::Result<()> {
             pool,
             placement,
             placement_token,
+            keepalive_interval,
         } => {
             if !(0.0..=1.0).contains(&failing_fraction) {
                 anyhow::bail!("--failing-fraction must be between 0 and 1");
@@ -201,6 +206,7 @@ fn real_main() -> anyhow::Result<()> {
                 pool,
                 placement,
                 placement_token,
+                keepalive_interval,
             }))?;
             println!("{summary}");
             runtime.shutdown_timeout(Duration::from_secs(1));

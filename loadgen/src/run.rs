@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub placement: Option<String>,
     /// Placement token.
     pub placement_token: String,
+    /// HTTP/2 keep-alive interval of each host's connection.
+    pub keepalive_interval: Duration,
 }
 
 /// Whether host `i` (1-based) of `n` is one of the failing ones: spread
@@ -111,7 +113,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
     let tls = TlsShared::new(&opts.dir.join("ca.pem"))?;
     let (server, server_name) = resolve_server(&opts.server).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ctx = Arc::new(Ctx::new(
+    let mut ctx = Ctx::new(
         opts.dir.clone(),
         read_seed(&opts.dir)?,
         VendorCa::load(&opts.dir)?,
@@ -119,7 +121,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         server,
         server_name,
         stop_rx,
-    ));
+    );
+    ctx.keepalive.0 = opts.keepalive_interval;
+    let ctx = Arc::new(ctx);
     let slots: Vec<Arc<Slot>> = (0..opts.hosts).map(|_| Arc::new(Slot::default())).collect();
     for (i, slot) in slots.iter().enumerate() {
         let index = i as u32 + 1;

@@ -8,3 +8,5 @@
 pub mod v1 {
     tonic::include_proto!("trustpool.v1");
 }
+
+pub mod codec;

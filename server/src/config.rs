@@ -234,8 +234,12 @@ pub struct ServerConfig {
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default down time.
 pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(75);
-/// Default HTTP/2 keep-alive interval on agent connections.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// The default HTTP/2 keep-alive interval on agent connections is the
+/// report interval plus this: hyper pings only after that long without a
+/// frame from the agent, and an agent sends evidence every round, so a
+/// healthy stream is never pinged and a silent one (partitioned, or its
+/// round overdue) is within one round plus this plus the timeout.
+pub const KEEPALIVE_SLACK: Duration = Duration::from_secs(10);
 pub use crate::state::DEFAULT_KEEPALIVE_TIMEOUT;
 
 /// The configuration file read when `--config` is not given and it exists.
@@ -264,6 +268,10 @@ impl ServerConfig {
             trustpool_daemon::secrets::refuse_world_readable_secret(path, key)?;
         }
         use trustpool_daemon::config::need;
+        let report_interval = args
+            .report_interval
+            .or(file.report_interval)
+            .unwrap_or(DEFAULT_REPORT_INTERVAL);
         let cfg = ServerConfig {
             grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
             http_listen: need(args.http_listen, file.http_listen, "http_listen")?,
@@ -275,10 +283,7 @@ impl ServerConfig {
             policy_dir: need(args.policy_dir, file.policy_dir, "policy_dir")?,
             ek_roots: need(args.ek_roots, file.ek_roots, "ek_roots")?,
             ek_allowlist: args.ek_allowlist.or(file.ek_allowlist),
-            report_interval: args
-                .report_interval
-                .or(file.report_interval)
-                .unwrap_or(DEFAULT_REPORT_INTERVAL),
+            report_interval,
             down_time: args
                 .down_time
                 .or(file.down_time)
@@ -286,7 +291,7 @@ impl ServerConfig {
             keepalive_interval: args
                 .keepalive_interval
                 .or(file.keepalive_interval)
-                .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL),
+                .unwrap_or(report_interval + KEEPALIVE_SLACK),
             keepalive_timeout: args
                 .keepalive_timeout
                 .or(file.keepalive_timeout)
@@ -383,6 +388,21 @@ mod tests {
         assert_eq!(cfg.report_interval, DEFAULT_REPORT_INTERVAL);
         assert_eq!(cfg.down_time, DEFAULT_DOWN_TIME);
         assert_eq!(cfg.db, PathBuf::from("d"));
+        assert_eq!(
+            cfg.keepalive_interval,
+            DEFAULT_REPORT_INTERVAL + KEEPALIVE_SLACK
+        );
+    }
+
+    #[test]
+    fn keepalive_follows_the_report_interval_unless_set() {
+        let mut list = FULL.to_vec();
+        list.extend(["--report-interval", "5s", "--down-time", "15s"]);
+        let cfg = ServerConfig::resolve(args(&list)).expect("resolves");
+        assert_eq!(cfg.keepalive_interval, Duration::from_secs(15));
+        list.extend(["--keepalive-interval", "2s"]);
+        let cfg = ServerConfig::resolve(args(&list)).expect("resolves");
+        assert_eq!(cfg.keepalive_interval, Duration::from_secs(2));
     }
 
     #[test]

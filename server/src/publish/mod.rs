@@ -133,14 +133,13 @@ impl Publication {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let answered = match tokio::time::timeout(HEALTH_PERIOD * 3, state.store.probe()).await {
-                                Ok(Ok(())) => true,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(error = %e, "database probe failed");
-                                    true
-                                }
-                                Err(_) => false,
-                            };
+                            let writes_before = state.store.health().writes_done();
+                            let probe = tokio::time::timeout(HEALTH_PERIOD * 3, state.store.probe()).await;
+                            if let Ok(Err(e)) = &probe {
+                                tracing::debug!(error = %e, "database probe failed");
+                            }
+                            let others = state.store.health().writes_done() > writes_before;
+                            let answered = database_answers(probe.is_ok(), others);
                             if answered != health.store_ok() {
                                 if answered {
                                     info!("the database answers the probe again");
@@ -181,5 +180,27 @@ impl Publication {
             }
             served
         }))
+    }
+}
+
+/// Whether the database answers, after one probe: the probe itself came
+/// back (a failed write is an answer: the store health tracks failures),
+/// or, when it timed out, other writes succeeded meanwhile — the probe then
+/// waited behind a busy database (an enrolment storm), which is the
+/// server's load, not a dead database, and must not empty the feed.
+fn database_answers(probe_came_back: bool, other_writes_succeeded: bool) -> bool {
+    probe_came_back || other_writes_succeeded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_answers;
+
+    #[test]
+    fn a_slow_probe_behind_working_writes_is_load_not_a_dead_database() {
+        assert!(database_answers(true, false));
+        assert!(database_answers(false, true));
+        // Nothing came back and nothing else got through: the database hangs.
+        assert!(!database_answers(false, false));
     }
 }

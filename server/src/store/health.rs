@@ -18,6 +18,9 @@ pub struct StoreHealth {
     last_error: Mutex<String>,
     /// Failed writes since start (metric).
     write_errors: AtomicU64,
+    /// Writes that succeeded since start: a probe that is slow while this
+    /// moves is waiting behind a busy database, not a dead one.
+    writes_done: AtomicU64,
     /// Bumped each time writes work again after a failure.
     recovered: tokio::sync::watch::Sender<u64>,
 }
@@ -29,6 +32,7 @@ impl Default for StoreHealth {
             identity_lost: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
             write_errors: AtomicU64::new(0),
+            writes_done: AtomicU64::new(0),
             recovered: tokio::sync::watch::channel(0).0,
         }
     }
@@ -54,6 +58,15 @@ impl StoreHealth {
     /// True once the database file was removed or replaced.
     pub fn identity_lost(&self) -> bool {
         self.identity_lost.load(Ordering::Acquire)
+    }
+
+    /// Successful writes since start.
+    pub fn writes_done(&self) -> u64 {
+        self.writes_done.load(Ordering::Acquire)
+    }
+
+    pub(super) fn write_done(&self) {
+        self.writes_done.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Failed writes since start.

@@ -235,10 +235,10 @@ impl Store {
     /// (A refused write that says nothing about the database, such as a
     /// conflicting enrolment, does not count.)
     fn outcome<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
-        if let Err(e) = &r {
-            if is_store_fault(e) {
-                self.health.write_error(e);
-            }
+        match &r {
+            Ok(_) => self.health.write_done(),
+            Err(e) if is_store_fault(e) => self.health.write_error(e),
+            Err(_) => {}
         }
         r
     }
