@@ -10,7 +10,9 @@
 //! the second ends it; SIGINT or SIGTERM end the run early, summary
 //! printed all the same.
 //!
-//! Flip (`--flip HOST --feed URL`): once the host is in the feed, its PCR
+//! Flip (`--flip HOST --feed URL`): once every host has enrolled (steady
+//! state: detection is not measured under the cold-start enrolment storm,
+//! which saturates the server's CPU) and the host is in the feed, its PCR
 //! 17 changes to a rogue SINIT and it asks for a challenge (as the agent's
 //! change watch does); detection is the time from the changed evidence
 //! being sent to the host leaving `/v1/pools/{pool}/hosts` (long poll), and
@@ -206,6 +208,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
                         hold: opts.flip_hold,
                         end,
                         placement,
+                        ctx: ctx.clone(),
+                        hosts: opts.hosts,
                     },
                     data.clone(),
                 )),
@@ -290,6 +294,9 @@ struct FlipPlan {
     hold: Duration,
     end: Instant,
     placement: Option<Placement>,
+    /// The run's counters (whether every host has enrolled).
+    ctx: Arc<Ctx>,
+    hosts: u32,
 }
 
 /// Waits until the feed shows `member` at or after `since`.
@@ -393,7 +400,16 @@ fn lock(d: &Mutex<FlipData>) -> std::sync::MutexGuard<'_, FlipData> {
 async fn flip_rounds(mut plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
     lock(&data).host.clone_from(&plan.host);
     let mut seen = watch_pool(plan.client.clone(), plan.pool.clone(), plan.host.clone());
-    // Wait until the host is in the pool (it may still be enrolling).
+    // Wait until every host has enrolled, then until the host is in the pool.
+    while plan.ctx.stats.hosts_enrolled.load(Relaxed) < u64::from(plan.hosts) {
+        if Instant::now() >= plan.end {
+            lock(&data)
+                .failures
+                .push("the run ended before every host had enrolled".into());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if let Err(e) = feed_shows(&mut seen, true, Instant::now() - Duration::from_secs(3600)).await {
         lock(&data).failures.push(e);
         return;

@@ -26,44 +26,7 @@ const FLIPPED: &str = "lg-000007";
 #[test]
 fn two_thousand_simulated_hosts_enrol_attest_and_one_flip_is_detected() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = tmp.path().join("pki");
-    let out = Command::new(binary("trustpool-loadgen").expect("binary"))
-        .args(["pki", "--dir"])
-        .arg(&pki)
-        .args(["--hosts", &HOSTS.to_string()])
-        .args(["--report-interval", "10s", "--down-time", "120s"])
-        .output()
-        .expect("run pki");
-    assert!(
-        out.status.success(),
-        "pki failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = std::fs::read_to_string(pki.join("feed-token"))
-        .expect("feed token")
-        .trim()
-        .to_string();
-
-    let server = ServerProcess::start(ServerOptions {
-        dir: tmp.path().join("server"),
-        ca: pki.join("ca.pem"),
-        cert: pki.join("server.pem"),
-        key: pki.join("server.key"),
-        policy_dir: pki.join("policy"),
-        ek_roots: pki.join("ek-roots"),
-        report_interval: "10s".into(),
-        down_time: "120s".into(),
-        publication: PublicationOptions {
-            feed_tokens: vec![("loadgen".into(), token)],
-            ..Default::default()
-        },
-        operators: vec![],
-        operator_ca: None,
-        crls: vec![],
-        admin_socket: None,
-        db: None,
-    })
-    .expect("server");
+    let (pki, server) = pki_and_server(tmp.path(), HOSTS, "10s", vec![]);
 
     let run = Command::new(binary("trustpool-loadgen").expect("binary"))
         .args(["run", "--dir"])
@@ -83,11 +46,7 @@ fn two_thousand_simulated_hosts_enrol_attest_and_one_flip_is_detected() {
         .env("TRUSTPOOL_LOADGEN_LOG", "warn")
         .output()
         .expect("run the load generator");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "loadgen run failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {stdout}\n{stderr}"));
+    let summary = summary_of(&run);
     let n = u64::from(HOSTS);
     let field = |k: &str| summary[k].as_u64().unwrap_or(u64::MAX);
     let context = || {
@@ -161,6 +120,65 @@ fn two_thousand_simulated_hosts_enrol_attest_and_one_flip_is_detected() {
     assert_eq!(field("connected_peak"), n, "{}", context());
 }
 
+/// `trustpool-loadgen pki` for `hosts` hosts in `dir/pki`, and a server
+/// started from its files (report interval `interval`, a 120 s down time so
+/// that a slow round never expires a verdict, `extra_args` added).
+fn pki_and_server(
+    dir: &std::path::Path,
+    hosts: u32,
+    interval: &str,
+    extra_args: Vec<String>,
+) -> (std::path::PathBuf, ServerProcess) {
+    let pki = dir.join("pki");
+    let out = Command::new(binary("trustpool-loadgen").expect("binary"))
+        .args(["pki", "--dir"])
+        .arg(&pki)
+        .args(["--hosts", &hosts.to_string()])
+        .args(["--report-interval", interval, "--down-time", "120s"])
+        .output()
+        .expect("run pki");
+    assert!(
+        out.status.success(),
+        "pki failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(pki.join("feed-token"))
+        .expect("feed token")
+        .trim()
+        .to_string();
+    let server = ServerProcess::start(ServerOptions {
+        dir: dir.join("server"),
+        ca: pki.join("ca.pem"),
+        cert: pki.join("server.pem"),
+        key: pki.join("server.key"),
+        policy_dir: pki.join("policy"),
+        ek_roots: pki.join("ek-roots"),
+        report_interval: interval.into(),
+        down_time: "120s".into(),
+        publication: PublicationOptions {
+            feed_tokens: vec![("loadgen".into(), token)],
+            extra_args,
+            ..Default::default()
+        },
+        operators: vec![],
+        operator_ca: None,
+        crls: vec![],
+        admin_socket: None,
+        db: None,
+    })
+    .expect("server");
+    (pki, server)
+}
+
+/// The JSON line a successful `trustpool-loadgen run` printed.
+fn summary_of(run: &std::process::Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "loadgen run failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {stdout}\n{stderr}"))
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -186,49 +204,17 @@ fn metric(server: &ServerProcess, sample: &str) -> Option<f64> {
 fn an_overloaded_server_paces_its_rounds_and_keeps_every_host_trusted() {
     const N: u32 = 200;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = tmp.path().join("pki");
-    let out = Command::new(binary("trustpool-loadgen").expect("binary"))
-        .args(["pki", "--dir"])
-        .arg(&pki)
-        .args(["--hosts", &N.to_string()])
-        .args(["--report-interval", "1s", "--down-time", "120s"])
-        .output()
-        .expect("run pki");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (pki, server) = pki_and_server(
+        tmp.path(),
+        N,
+        "1s",
+        vec![
+            "--max-attestations-in-flight".into(),
+            "2".into(),
+            "--max-enrolments-in-flight".into(),
+            "3".into(),
+        ],
     );
-    let token = std::fs::read_to_string(pki.join("feed-token"))
-        .expect("feed token")
-        .trim()
-        .to_string();
-    let server = ServerProcess::start(ServerOptions {
-        dir: tmp.path().join("server"),
-        ca: pki.join("ca.pem"),
-        cert: pki.join("server.pem"),
-        key: pki.join("server.key"),
-        policy_dir: pki.join("policy"),
-        ek_roots: pki.join("ek-roots"),
-        report_interval: "1s".into(),
-        down_time: "120s".into(),
-        publication: PublicationOptions {
-            feed_tokens: vec![("loadgen".into(), token)],
-            extra_args: vec![
-                "--max-attestations-in-flight".into(),
-                "2".into(),
-                "--max-enrolments-in-flight".into(),
-                "3".into(),
-            ],
-            ..Default::default()
-        },
-        operators: vec![],
-        operator_ca: None,
-        crls: vec![],
-        admin_socket: None,
-        db: None,
-    })
-    .expect("server");
     let mut run = Command::new(binary("trustpool-loadgen").expect("binary"))
         .args(["run", "--dir"])
         .arg(&pki)
@@ -251,11 +237,7 @@ fn an_overloaded_server_paces_its_rounds_and_keeps_every_host_trusted() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let run = run.wait_with_output().expect("load generator output");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "loadgen run failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {stdout}\n{stderr}"));
+    let summary = summary_of(&run);
     let context = || {
         format!(
             "{summary:#}\nserver log tail:\n{}",
