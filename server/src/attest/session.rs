@@ -79,7 +79,9 @@ impl SessionError {
 
 /// The session task's side of the response stream. Messages are boxed: the
 /// channel allocates its slots in blocks of 32 when it is made, and 32
-/// inline `ServerMessage`s were ~6 KB of every connected host's memory.
+/// inline messages (each as large as the largest variant, plus a tonic
+/// `Status` in the old `Result` form) stayed allocated for every connected
+/// host.
 type Outbound = mpsc::Sender<Box<ServerMessage>>;
 
 #[tonic::async_trait]
