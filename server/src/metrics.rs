@@ -11,10 +11,9 @@
 //! ever becomes a label.
 
 use crate::fleet::registry::Registry;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Buckets (seconds) of the attestation round-trip histogram.
@@ -97,33 +96,58 @@ impl Histogram {
     }
 }
 
-/// Counters keyed by a tuple of label values.
+/// Counters keyed by a tuple of label values. The label sets are few (they
+/// come from bounded sets, see above), so an increment scans them under a
+/// shared lock and adds atomically: sessions counting their verdicts neither
+/// wait for each other nor allocate. The write lock is taken once per new
+/// label set.
 #[derive(Debug, Default)]
 struct LabeledCounter {
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+    /// Sorted by label values, the order of the exposition.
+    values: RwLock<Vec<(Vec<String>, AtomicU64)>>,
+}
+
+fn same_labels(have: &[String], want: &[&str]) -> bool {
+    have.len() == want.len() && have.iter().zip(want).all(|(a, b)| a == b)
 }
 
 impl LabeledCounter {
     fn add(&self, labels: &[&str], n: u64) {
-        let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry(labels.iter().map(|s| s.to_string()).collect())
-            .or_default() += n;
+        {
+            let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, count)) = values.iter().find(|(k, _)| same_labels(k, labels)) {
+                count.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        let key: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        match values.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => {
+                values[i].1.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(i) => values.insert(i, (key, AtomicU64::new(n))),
+        }
     }
 
     fn get(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
         self.values
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .find(|(k, _)| same_labels(k, labels))
+            .map_or(0, |(_, count)| count.load(Ordering::Relaxed))
     }
 
     fn render(&self, out: &mut String, name: &str, names: &[&str]) {
-        let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        for (values, n) in map.iter() {
-            let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(names, values));
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        for (labels, n) in values.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                label_pairs(names, labels),
+                n.load(Ordering::Relaxed)
+            );
         }
     }
 }
@@ -767,5 +791,45 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn labelled_counters_add_up_across_threads_and_render_sorted() {
+        let counter = std::sync::Arc::new(LabeledCounter::default());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let counter = std::sync::Arc::clone(&counter);
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let result = if (i + t) % 2 == 0 {
+                            "trusted"
+                        } else {
+                            "untrusted"
+                        };
+                        counter.add(&["default", result], 1);
+                        counter.add(&["b-pool", "trusted"], 2);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(counter.get(&["default", "trusted"]), 2000);
+        assert_eq!(counter.get(&["default", "untrusted"]), 2000);
+        assert_eq!(counter.get(&["b-pool", "trusted"]), 8000);
+        assert_eq!(
+            counter.get(&["default"]),
+            0,
+            "a shorter label set is another series"
+        );
+        let mut out = String::new();
+        counter.render(&mut out, "x", &["pool", "result"]);
+        assert_eq!(
+            out,
+            "x{pool=\"b-pool\",result=\"trusted\"} 8000\n\
+             x{pool=\"default\",result=\"trusted\"} 2000\n\
+             x{pool=\"default\",result=\"untrusted\"} 2000\n"
+        );
     }
 }

@@ -14,8 +14,11 @@
 
 use crate::store::{Enrolment, PendingEnrolment, Revocation, StoredClock, StoredVerdict};
 use crate::verify::facts::Facts;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 use trustpool_evidence::reason::{codes, Reason};
 
@@ -225,20 +228,27 @@ impl HostRecord {
     }
 }
 
-#[derive(Debug, Default)]
-struct PoolView {
-    generation: u64,
+/// How many shards the hosts are spread over. Sessions of hosts in
+/// different shards never wait for each other; 64 keeps the chance that two
+/// of a few cores' sessions meet on one shard small, and a walk over every
+/// shard (a feed snapshot, a sweep) cheap.
+const SHARDS: usize = 64;
+
+/// A pool as one shard holds it: the pool's generation (shared by every
+/// shard and the registry) and the members that live in this shard.
+#[derive(Debug)]
+struct ShardPool {
+    generation: Arc<AtomicU64>,
     members: BTreeSet<String>,
 }
 
+/// The hosts whose names hash to one shard, with their pool membership and
+/// the expiries of their trusted verdicts.
 #[derive(Debug, Default)]
-struct Inner {
+struct Shard {
     hosts: HashMap<String, HostRecord>,
-    pools: BTreeMap<String, PoolView>,
-    next_generation: u64,
-    /// SHA-256 of every enrolled or pending EK and AK public → the hosts
-    /// that hold it (one TPM must back one host name).
-    tpm_owners: HashMap<[u8; 32], BTreeSet<String>>,
+    /// Every pool in force, with this shard's members of it.
+    pools: BTreeMap<String, ShardPool>,
     /// (expiry, host) of every trusted verdict recorded and not yet swept:
     /// the sweep visits only the hosts whose verdicts are due, not the
     /// fleet. An entry may be stale (the host attested again since); its
@@ -261,32 +271,7 @@ fn tpm_keys(h: &HostRecord) -> Vec<[u8; 32]> {
     keys
 }
 
-impl Inner {
-    /// Applies `edit` to a host's record (created if needed), keeping the
-    /// TPM key index in step.
-    fn edit(&mut self, hostname: &str, edit: impl FnOnce(&mut HostRecord)) {
-        let record = self.hosts.entry(hostname.to_string()).or_default();
-        let before = tpm_keys(record);
-        edit(record);
-        let after = tpm_keys(record);
-        for k in before {
-            if let Some(set) = self.tpm_owners.get_mut(&k) {
-                set.remove(hostname);
-                if set.is_empty() {
-                    self.tpm_owners.remove(&k);
-                }
-            }
-        }
-        for k in after {
-            self.tpm_owners
-                .entry(k)
-                .or_default()
-                .insert(hostname.to_string());
-        }
-    }
-}
-
-impl Inner {
+impl Shard {
     fn change(
         &self,
         host: &str,
@@ -312,13 +297,119 @@ impl Inner {
             flip,
         }
     }
+
+    /// Brings `host`'s membership of every pool in line with its record;
+    /// returns the flips.
+    fn recompute_host(&mut self, host: &str, now_ms: i64) -> Vec<TrustChange> {
+        let mut flips = Vec::new();
+        let Shard { hosts, pools, .. } = self;
+        for (pool, view) in pools.iter_mut() {
+            let member = hosts.get(host).is_some_and(|h| h.member_of(pool, now_ms));
+            let was = view.members.contains(host);
+            if member && !was {
+                view.members.insert(host.to_string());
+                flips.push((pool.clone(), true));
+            } else if !member && was {
+                view.members.remove(host);
+                flips.push((pool.clone(), false));
+            }
+        }
+        flips
+            .into_iter()
+            .map(|(pool, trusted)| self.change(host, &pool, trusted, now_ms, true))
+            .collect()
+    }
+
+    fn recompute_all(&mut self, now_ms: i64) -> Vec<TrustChange> {
+        let hosts: Vec<String> = self.hosts.keys().cloned().collect();
+        let mut changes = Vec::new();
+        for host in hosts {
+            changes.extend(self.recompute_host(&host, now_ms));
+        }
+        changes
+    }
+
+    /// Records verdicts of hosts of this shard; returns the flips and the
+    /// verdicts that say something new without a flip.
+    fn record_held(
+        &mut self,
+        verdicts: Vec<Held>,
+        now_ms: i64,
+    ) -> (Vec<TrustChange>, Vec<(String, String)>) {
+        let mut touched = BTreeSet::new();
+        // Verdicts that say something new although membership may not flip:
+        // the first verdict of a host in a pool, other reasons, another policy.
+        let mut news = Vec::new();
+        for held in verdicts {
+            let v = &held.verdict;
+            touched.insert(v.hostname.clone());
+            let (hostname, pool) = (v.hostname.clone(), v.pool.clone());
+            let record = self.hosts.entry(hostname.clone()).or_default();
+            if v.trusted {
+                let last = record.last_good_ms.entry(pool.clone()).or_insert(0);
+                *last = (*last).max(v.attested_at_ms);
+            }
+            let new_story = record.verdicts.get(&pool).is_none_or(|o| {
+                o.verdict.trusted != v.trusted
+                    || o.verdict.reasons != v.reasons
+                    || o.verdict.policy_digest != v.policy_digest
+            });
+            if held.verdict.trusted {
+                self.expiries.insert((held.expires_ms, hostname.clone()));
+            }
+            let record = self.hosts.entry(hostname.clone()).or_default();
+            record.verdicts.insert(pool.clone(), held);
+            if new_story {
+                news.push((hostname, pool));
+            }
+        }
+        let mut flips = Vec::new();
+        for host in touched {
+            flips.extend(self.recompute_host(&host, now_ms));
+        }
+        (flips, news)
+    }
 }
 
-/// Thread-safe registry. Readers take a short read lock and copy out.
+/// Thread-safe registry, sharded by host name: an attestation locks its own
+/// host's shard only, so sessions of different hosts do not serialise. The
+/// pools' generations are atomics shared by the shards. Readers take short
+/// read locks and copy out; a walk over the fleet (feed snapshot, `/metrics`
+/// counts, sweep) takes one shard at a time.
+///
+/// Lock order: `reconfiguring` → `pools` → a shard → `tpm_owners`; no path
+/// holds two shards at once.
 #[derive(Debug)]
 pub struct Registry {
-    inner: RwLock<Inner>,
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+    /// The pools in force and their generations.
+    pools: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Serialises changes of the pools in force.
+    reconfiguring: Mutex<()>,
+    next_generation: AtomicU64,
+    /// SHA-256 of every enrolled or pending EK and AK public → the hosts
+    /// that hold it (one TPM must back one host name). Touched by
+    /// enrolments and approvals only, never by an attestation.
+    tpm_owners: Mutex<HashMap<[u8; 32], BTreeSet<String>>>,
     changes: watch::Sender<u64>,
+}
+
+/// Reads through a poisoned lock: every registry update leaves the data
+/// consistent before it can panic, so a panicked writer loses nothing.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Registry {
@@ -327,24 +418,30 @@ impl Registry {
     pub fn new(first_generation: u64) -> Registry {
         let (changes, _) = watch::channel(first_generation);
         Registry {
-            inner: RwLock::new(Inner {
-                next_generation: first_generation,
-                ..Inner::default()
-            }),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+            pools: RwLock::default(),
+            reconfiguring: Mutex::new(()),
+            next_generation: AtomicU64::new(first_generation),
+            tpm_owners: Mutex::default(),
             changes,
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard_index(&self, hostname: &str) -> usize {
+        (self.hasher.hash_one(hostname) % SHARDS as u64) as usize
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, hostname: &str) -> &RwLock<Shard> {
+        &self.shards[self.shard_index(hostname)]
+    }
+
+    fn read_host(&self, hostname: &str) -> RwLockReadGuard<'_, Shard> {
+        read(self.shard(hostname))
+    }
+
+    fn write_host(&self, hostname: &str) -> RwLockWriteGuard<'_, Shard> {
+        write(self.shard(hostname))
     }
 
     /// Subscribes to membership changes (the value is the latest generation).
@@ -355,31 +452,72 @@ impl Registry {
     /// Declares the pools of the policy in force; pools no longer in the
     /// policy disappear from the feed.
     pub fn set_pools(&self, names: &[String], now_ms: i64) {
-        let mut inner = self.write();
-        inner.pools.retain(|name, _| names.contains(name));
-        for name in names {
-            inner.pools.entry(name.clone()).or_default();
+        let _one_at_a_time = lock(&self.reconfiguring);
+        let cells: BTreeMap<String, Arc<AtomicU64>> = {
+            let mut pools = write(&self.pools);
+            pools.retain(|name, _| names.contains(name));
+            for name in names {
+                pools.entry(name.clone()).or_default();
+            }
+            pools.clone()
+        };
+        for shard in self.shards.iter() {
+            let mut shard = write(shard);
+            shard.pools.retain(|name, _| cells.contains_key(name));
+            for (name, generation) in &cells {
+                shard
+                    .pools
+                    .entry(name.clone())
+                    .or_insert_with(|| ShardPool {
+                        generation: Arc::clone(generation),
+                        members: BTreeSet::new(),
+                    });
+            }
+            let changes = shard.recompute_all(now_ms);
+            self.publish(&shard, &changes);
         }
-        let changes = recompute_all(&mut inner, now_ms);
-        self.publish(&mut inner, &changes);
+    }
+
+    /// Applies `edit` to a host's record (created if needed), keeping the
+    /// TPM key index in step.
+    fn edit(&self, shard: &mut Shard, hostname: &str, edit: impl FnOnce(&mut HostRecord)) {
+        let record = shard.hosts.entry(hostname.to_string()).or_default();
+        let before = tpm_keys(record);
+        edit(record);
+        let after = tpm_keys(record);
+        if before == after {
+            return;
+        }
+        let mut owners = lock(&self.tpm_owners);
+        for k in before {
+            if let Some(set) = owners.get_mut(&k) {
+                set.remove(hostname);
+                if set.is_empty() {
+                    owners.remove(&k);
+                }
+            }
+        }
+        for k in after {
+            owners.entry(k).or_default().insert(hostname.to_string());
+        }
     }
 
     /// Adds an enrolment (at start-up from the store, or after a new one committed).
     pub fn add_enrolment(&self, enrolment: Enrolment) {
         let hostname = enrolment.hostname.clone();
-        self.write()
-            .edit(&hostname, |h| h.enrolment = Some(enrolment));
+        let mut shard = self.write_host(&hostname);
+        self.edit(&mut shard, &hostname, |h| h.enrolment = Some(enrolment));
     }
 
     /// The other hosts whose enrolment (or pending enrolment) holds this EK
     /// or this AK: one TPM must not back several host names.
     pub fn tpm_owners(&self, ek_public: &[u8], ak_public: &[u8], except: &str) -> Vec<String> {
         use sha2::{Digest, Sha256};
-        let inner = self.read();
+        let index = lock(&self.tpm_owners);
         let mut owners = BTreeSet::new();
         for key in [Sha256::digest(ek_public), Sha256::digest(ak_public)] {
             let key: [u8; 32] = key.into();
-            for host in inner.tpm_owners.get(&key).into_iter().flatten() {
+            for host in index.get(&key).into_iter().flatten() {
                 if host != except {
                     owners.insert(host.clone());
                 }
@@ -402,7 +540,7 @@ impl Registry {
 
     /// The enrolment of a host, if any.
     pub fn enrolment(&self, hostname: &str) -> Option<Enrolment> {
-        self.read()
+        self.read_host(hostname)
             .hosts
             .get(hostname)
             .and_then(|h| h.enrolment.clone())
@@ -410,7 +548,7 @@ impl Registry {
 
     /// Restores a stored TPM clock at start-up or records an accepted one.
     pub fn set_clock(&self, hostname: &str, clock: StoredClock) {
-        self.write()
+        self.write_host(hostname)
             .hosts
             .entry(hostname.to_string())
             .or_default()
@@ -419,12 +557,15 @@ impl Registry {
 
     /// The last accepted TPM clock of a host.
     pub fn clock(&self, hostname: &str) -> Option<StoredClock> {
-        self.read().hosts.get(hostname).and_then(|h| h.clock)
+        self.read_host(hostname)
+            .hosts
+            .get(hostname)
+            .and_then(|h| h.clock)
     }
 
     /// Marks whether an agent stream is open for the host.
     pub fn set_connected(&self, hostname: &str, connected: bool) {
-        if let Some(h) = self.write().hosts.get_mut(hostname) {
+        if let Some(h) = self.write_host(hostname).hosts.get_mut(hostname) {
             h.connected = connected;
         }
     }
@@ -452,19 +593,22 @@ impl Registry {
         verdicts: Vec<StoredVerdict>,
         now_ms: i64,
     ) -> Vec<TrustChange> {
-        let held = {
-            let inner = self.read();
-            verdicts
-                .into_iter()
-                .filter_map(|v| {
-                    let expires_ms = inner.hosts.get(&v.hostname)?.facts.as_ref()?.expires_ms;
-                    Some(Held {
-                        verdict: v,
-                        expires_ms,
-                    })
+        let held = verdicts
+            .into_iter()
+            .filter_map(|v| {
+                let expires_ms = self
+                    .read_host(&v.hostname)
+                    .hosts
+                    .get(&v.hostname)?
+                    .facts
+                    .as_ref()?
+                    .expires_ms;
+                Some(Held {
+                    verdict: v,
+                    expires_ms,
                 })
-                .collect()
-        };
+            })
+            .collect();
         self.record_held(held, now_ms)
     }
 
@@ -486,57 +630,39 @@ impl Registry {
         self.record_held(held, now_ms)
     }
 
+    /// Records verdicts, each under its host's shard (one shard at a time).
     fn record_held(&self, verdicts: Vec<Held>, now_ms: i64) -> Vec<TrustChange> {
-        let mut inner = self.write();
-        let mut touched = BTreeSet::new();
-        // Verdicts that say something new although membership may not flip:
-        // the first verdict of a host in a pool, other reasons, another policy.
-        let mut news = Vec::new();
+        let mut by_shard: BTreeMap<usize, Vec<Held>> = BTreeMap::new();
         for held in verdicts {
-            let v = &held.verdict;
-            touched.insert(v.hostname.clone());
-            let (hostname, pool) = (v.hostname.clone(), v.pool.clone());
-            let record = inner.hosts.entry(hostname.clone()).or_default();
-            if v.trusted {
-                let last = record.last_good_ms.entry(pool.clone()).or_insert(0);
-                *last = (*last).max(v.attested_at_ms);
-            }
-            let new_story = record.verdicts.get(&pool).is_none_or(|o| {
-                o.verdict.trusted != v.trusted
-                    || o.verdict.reasons != v.reasons
-                    || o.verdict.policy_digest != v.policy_digest
-            });
-            if held.verdict.trusted {
-                inner.expiries.insert((held.expires_ms, hostname.clone()));
-            }
-            let record = inner.hosts.entry(hostname.clone()).or_default();
-            record.verdicts.insert(pool.clone(), held);
-            if new_story {
-                news.push((hostname, pool));
-            }
+            by_shard
+                .entry(self.shard_index(&held.verdict.hostname))
+                .or_default()
+                .push(held);
         }
-        let mut flips = Vec::new();
-        for host in touched {
-            flips.extend(recompute_host(&mut inner, &host, now_ms));
-        }
-        self.publish(&mut inner, &flips);
-        for (host, pool) in news {
-            if flips.iter().any(|c| c.hostname == host && c.pool == pool) {
-                continue;
+        let mut changes = Vec::new();
+        for (index, verdicts) in by_shard {
+            let mut shard = write(&self.shards[index]);
+            let (mut flips, news) = shard.record_held(verdicts, now_ms);
+            self.publish(&shard, &flips);
+            for (host, pool) in news {
+                if flips.iter().any(|c| c.hostname == host && c.pool == pool) {
+                    continue;
+                }
+                let trusted = shard
+                    .hosts
+                    .get(&host)
+                    .is_some_and(|h| h.member_of(&pool, now_ms));
+                flips.push(shard.change(&host, &pool, trusted, now_ms, false));
             }
-            let trusted = inner
-                .hosts
-                .get(&host)
-                .is_some_and(|h| h.member_of(&pool, now_ms));
-            flips.push(inner.change(&host, &pool, trusted, now_ms, false));
+            changes.extend(flips);
         }
-        flips
+        changes
     }
 
     /// The latest stored-form verdicts of a host as recorded (no expiry
     /// applied), for deciding whether a new outcome changes anything durable.
     pub fn recorded_verdicts(&self, hostname: &str) -> Vec<StoredVerdict> {
-        self.read()
+        self.read_host(hostname)
             .hosts
             .get(hostname)
             .map(|h| h.verdicts.values().map(|x| x.verdict.clone()).collect())
@@ -551,19 +677,23 @@ impl Registry {
     }
 
     /// Drops members whose verdict expired; returns the membership changes.
-    /// Costs O(verdicts due) under the lock, not O(fleet).
+    /// Costs O(verdicts due) plus one lock per shard, not O(fleet).
     pub fn sweep_changes(&self, now_ms: i64) -> Vec<TrustChange> {
-        let mut inner = self.write();
-        let later = inner
-            .expiries
-            .split_off(&(now_ms.saturating_add(1), String::new()));
-        let due = std::mem::replace(&mut inner.expiries, later);
-        let hosts: BTreeSet<String> = due.into_iter().map(|(_, host)| host).collect();
         let mut changes = Vec::new();
-        for host in hosts {
-            changes.extend(recompute_host(&mut inner, &host, now_ms));
+        for shard in self.shards.iter() {
+            let mut shard = write(shard);
+            let later = shard
+                .expiries
+                .split_off(&(now_ms.saturating_add(1), String::new()));
+            let due = std::mem::replace(&mut shard.expiries, later);
+            let hosts: BTreeSet<String> = due.into_iter().map(|(_, host)| host).collect();
+            let mut flips = Vec::new();
+            for host in hosts {
+                flips.extend(shard.recompute_host(&host, now_ms));
+            }
+            self.publish(&shard, &flips);
+            changes.extend(flips);
         }
-        self.publish(&mut inner, &changes);
         changes
     }
 
@@ -575,10 +705,10 @@ impl Registry {
         now_ms: i64,
         edit: impl FnOnce(&mut HostRecord),
     ) -> Vec<TrustChange> {
-        let mut inner = self.write();
-        inner.edit(hostname, edit);
-        let changes = recompute_host(&mut inner, hostname, now_ms);
-        self.publish(&mut inner, &changes);
+        let mut shard = self.write_host(hostname);
+        self.edit(&mut shard, hostname, edit);
+        let changes = shard.recompute_host(hostname, now_ms);
+        self.publish(&shard, &changes);
         changes
     }
 
@@ -651,7 +781,7 @@ impl Registry {
     }
 
     fn put_facts(&self, hostname: &str, facts: Facts, expires_ms: i64) {
-        self.write()
+        self.write_host(hostname)
             .hosts
             .entry(hostname.to_string())
             .or_default()
@@ -660,7 +790,7 @@ impl Registry {
 
     /// The latest facts of a host, if it has any.
     pub fn host_facts(&self, hostname: &str) -> Option<Facts> {
-        self.read()
+        self.read_host(hostname)
             .hosts
             .get(hostname)
             .and_then(|h| h.facts.as_ref().map(|f| f.facts.clone()))
@@ -670,7 +800,7 @@ impl Registry {
     /// nothing may be re-evaluated from older evidence any more. Returns
     /// whether there were facts to withdraw.
     pub fn withdraw_facts(&self, hostname: &str) -> bool {
-        self.write()
+        self.write_host(hostname)
             .hosts
             .get_mut(hostname)
             .and_then(|h| h.facts.take())
@@ -680,19 +810,20 @@ impl Registry {
     /// Every host's latest facts that still justify trust at `now_ms`
     /// (unexpired), for re-evaluation and dry runs.
     pub fn live_facts(&self, now_ms: i64) -> Vec<(String, Facts)> {
-        self.read()
-            .hosts
-            .iter()
-            .filter_map(|(name, h)| {
+        let mut live = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = read(shard);
+            live.extend(shard.hosts.iter().filter_map(|(name, h)| {
                 let held = h.facts.as_ref()?;
                 (now_ms < held.expires_ms).then(|| (name.clone(), held.facts.clone()))
-            })
-            .collect()
+            }));
+        }
+        live
     }
 
     /// The pending enrolment of a host, if any.
     pub fn pending(&self, hostname: &str) -> Option<PendingEnrolment> {
-        self.read()
+        self.read_host(hostname)
             .hosts
             .get(hostname)
             .and_then(|h| h.pending.clone())
@@ -700,47 +831,64 @@ impl Registry {
 
     /// Whether the host is revoked.
     pub fn is_revoked(&self, hostname: &str) -> bool {
-        self.read()
+        self.read_host(hostname)
             .hosts
             .get(hostname)
             .is_some_and(|h| h.revoked.is_some())
     }
 
-    fn publish(&self, inner: &mut Inner, changes: &[TrustChange]) {
+    /// Gives the pools that `changes` touched a new generation, while the
+    /// caller still holds the shard whose membership changed: a reader that
+    /// read a pool's generation before the change sees the change's members
+    /// or none of them, never a newer generation with older members.
+    /// Generations only grow (`fetch_max`), also when two shards publish at once.
+    fn publish(&self, shard: &Shard, changes: &[TrustChange]) {
         let changed: BTreeSet<&str> = changes.iter().map(|c| c.pool.as_str()).collect();
         if changed.is_empty() {
             return;
         }
-        inner.next_generation += 1;
-        let generation = inner.next_generation;
+        let generation = self.next_generation.fetch_add(1, Ordering::AcqRel) + 1;
         for pool in changed {
-            if let Some(view) = inner.pools.get_mut(pool) {
-                view.generation = generation;
+            if let Some(view) = shard.pools.get(pool) {
+                view.generation.fetch_max(generation, Ordering::AcqRel);
             }
         }
-        self.changes.send_replace(generation);
+        self.changes.send_if_modified(|latest| {
+            let newer = generation > *latest;
+            if newer {
+                *latest = generation;
+            }
+            newer
+        });
     }
 
     /// Names of the pools in force.
     pub fn pool_names(&self) -> Vec<String> {
-        self.read().pools.keys().cloned().collect()
+        read(&self.pools).keys().cloned().collect()
     }
 
     /// The generation of a pool (`None` for an unknown pool), without
     /// copying its members.
     pub fn pool_generation(&self, pool: &str) -> Option<u64> {
-        self.read().pools.get(pool).map(|view| view.generation)
+        read(&self.pools)
+            .get(pool)
+            .map(|g| g.load(Ordering::Acquire))
     }
 
-    /// The members of a pool, or `None` for an unknown pool.
+    /// The members of a pool, or `None` for an unknown pool. The generation
+    /// is read before the members: the snapshot may hold a change its
+    /// generation does not count yet (a later generation follows), never
+    /// the reverse.
     pub fn pool(&self, pool: &str, now_ms: i64) -> Option<PoolSnapshot> {
-        let inner = self.read();
-        let view = inner.pools.get(pool)?;
-        let members = view
-            .members
-            .iter()
-            .filter_map(|host| {
-                let record = inner.hosts.get(host)?;
+        let generation = self.pool_generation(pool)?;
+        let mut members = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = read(shard);
+            let Some(view) = shard.pools.get(pool) else {
+                continue;
+            };
+            members.extend(view.members.iter().filter_map(|host| {
+                let record = shard.hosts.get(host)?;
                 let v = &record.verdicts.get(pool)?.verdict;
                 // The sweeper may lag by up to its period: never publish an expired entry.
                 record.member_of(pool, now_ms).then(|| Member {
@@ -748,20 +896,21 @@ impl Registry {
                     attested_at_ms: v.attested_at_ms,
                     valid_until_ms: v.valid_until_ms,
                 })
-            })
-            .collect();
+            }));
+        }
+        members.sort_unstable_by(|a, b| a.hostname.cmp(&b.hostname));
         Some(PoolSnapshot {
             pool: pool.to_string(),
-            generation: view.generation,
+            generation,
             members,
         })
     }
 
     /// Everything known about one host, or `None` if the host is unknown.
     pub fn host(&self, hostname: &str, now_ms: i64) -> Option<HostSnapshot> {
-        let inner = self.read();
-        let record = inner.hosts.get(hostname)?;
-        let verdicts = inner
+        let shard = self.read_host(hostname);
+        let record = shard.hosts.get(hostname)?;
+        let verdicts = shard
             .pools
             .keys()
             .map(|pool| record.effective(hostname, pool, now_ms))
@@ -783,11 +932,11 @@ impl Registry {
     /// [`Registry::host`] reports), without copying the rest of its record:
     /// the session's reply reads this after every report.
     pub fn verdicts_now(&self, hostname: &str, now_ms: i64) -> Vec<StoredVerdict> {
-        let inner = self.read();
-        let Some(record) = inner.hosts.get(hostname) else {
+        let shard = self.read_host(hostname);
+        let Some(record) = shard.hosts.get(hostname) else {
             return Vec::new();
         };
-        inner
+        shard
             .pools
             .keys()
             .map(|pool| record.effective(hostname, pool, now_ms))
@@ -797,21 +946,23 @@ impl Registry {
     /// How many hosts are in each state per pool at `now_ms`, the states of
     /// `trustpool_hosts` (what [`Registry::host`]'s verdicts would say,
     /// classified in the same order: trusted, revoked, pending, unattested,
-    /// stale, untrusted). One read lock, nothing copied but the counts: a
-    /// `/metrics` scrape must not clone the fleet.
+    /// stale, untrusted). One shard's read lock at a time, nothing copied
+    /// but the counts: a `/metrics` scrape must not clone the fleet.
     pub fn state_counts(&self, now_ms: i64) -> BTreeMap<(String, &'static str), u64> {
-        let inner = self.read();
         let mut counts = BTreeMap::new();
-        for pool in inner.pools.keys() {
+        for pool in self.pool_names() {
             for state in HOST_STATES {
                 counts.insert((pool.clone(), state), 0);
             }
         }
-        for record in inner.hosts.values() {
-            for pool in inner.pools.keys() {
-                let state = record.state_in(pool, now_ms);
-                if let Some(n) = counts.get_mut(&(pool.clone(), state)) {
-                    *n += 1;
+        for shard in self.shards.iter() {
+            let shard = read(shard);
+            for record in shard.hosts.values() {
+                for pool in shard.pools.keys() {
+                    let state = record.state_in(pool, now_ms);
+                    if let Some(n) = counts.get_mut(&(pool.clone(), state)) {
+                        *n += 1;
+                    }
                 }
             }
         }
@@ -822,9 +973,9 @@ impl Registry {
     /// (the shortest of them), on the monotonic clock; `None` when it is a
     /// member of none.
     pub fn trusted_for_ms(&self, hostname: &str, now_ms: i64) -> Option<i64> {
-        let inner = self.read();
-        let record = inner.hosts.get(hostname)?;
-        inner
+        let shard = self.read_host(hostname);
+        let record = shard.hosts.get(hostname)?;
+        shard
             .pools
             .keys()
             .filter(|pool| record.member_of(pool, now_ms))
@@ -836,31 +987,44 @@ impl Registry {
     /// The number of members of every pool at `now_ms` (what
     /// [`Registry::pool`] would list), counted without copying them.
     pub fn pool_sizes(&self, now_ms: i64) -> Vec<(String, usize)> {
-        let inner = self.read();
-        inner
-            .pools
-            .iter()
-            .map(|(name, view)| {
+        let mut sizes: BTreeMap<String, usize> =
+            self.pool_names().into_iter().map(|p| (p, 0)).collect();
+        for shard in self.shards.iter() {
+            let shard = read(shard);
+            for (name, view) in &shard.pools {
                 let live = view
                     .members
                     .iter()
                     .filter(|h| {
-                        inner
+                        shard
                             .hosts
                             .get(*h)
                             .is_some_and(|r| r.member_of(name, now_ms))
                     })
                     .count();
-                (name.clone(), live)
-            })
-            .collect()
+                if let Some(n) = sizes.get_mut(name) {
+                    *n += live;
+                }
+            }
+        }
+        sizes.into_iter().collect()
     }
 
     /// Every known host name, sorted.
     pub fn hostnames(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.read().hosts.keys().cloned().collect();
+        let mut names = Vec::new();
+        for shard in self.shards.iter() {
+            names.extend(read(shard).hosts.keys().cloned());
+        }
         names.sort();
         names
+    }
+
+    /// Holds the shard of `hostname` as an attestation of that host would,
+    /// so a test can show that other hosts' attestations do not wait for it.
+    #[cfg(test)]
+    fn hold_shard_of(&self, hostname: &str) -> RwLockWriteGuard<'_, Shard> {
+        self.write_host(hostname)
     }
 }
 
@@ -879,35 +1043,6 @@ fn effective(h: &Held, now_ms: i64) -> StoredVerdict {
         ));
     }
     v
-}
-
-fn recompute_host(inner: &mut Inner, host: &str, now_ms: i64) -> Vec<TrustChange> {
-    let mut flips = Vec::new();
-    let Inner { hosts, pools, .. } = inner;
-    for (pool, view) in pools.iter_mut() {
-        let member = hosts.get(host).is_some_and(|h| h.member_of(pool, now_ms));
-        let was = view.members.contains(host);
-        if member && !was {
-            view.members.insert(host.to_string());
-            flips.push((pool.clone(), true));
-        } else if !member && was {
-            view.members.remove(host);
-            flips.push((pool.clone(), false));
-        }
-    }
-    flips
-        .into_iter()
-        .map(|(pool, trusted)| inner.change(host, &pool, trusted, now_ms, true))
-        .collect()
-}
-
-fn recompute_all(inner: &mut Inner, now_ms: i64) -> Vec<TrustChange> {
-    let hosts: Vec<String> = inner.hosts.keys().cloned().collect();
-    let mut changes = Vec::new();
-    for host in hosts {
-        changes.extend(recompute_host(inner, &host, now_ms));
-    }
-    changes
 }
 
 #[cfg(test)]
@@ -1268,5 +1403,107 @@ mod tests {
         assert!(r.tpm_owners(&[8], &[9], "b").is_empty());
         r.forget_enrolment("a", 0);
         assert!(r.tpm_owners(&[1], &[2], "b").is_empty());
+    }
+
+    #[test]
+    fn an_attestation_does_not_wait_for_another_hosts_shard() {
+        let r = std::sync::Arc::new(Registry::new(1));
+        r.set_pools(&["default".into()], 0);
+        let held_host = "held";
+        let other = (0..1000)
+            .map(|i| format!("host-{i}"))
+            .find(|h| r.shard_index(h) != r.shard_index(held_host))
+            .expect("some host name hashes to another shard");
+        enrol(&r, held_host);
+        enrol(&r, &other);
+        let (done, finished) = std::sync::mpsc::channel();
+        let guard = r.hold_shard_of(held_host);
+        let worker = {
+            let r = std::sync::Arc::clone(&r);
+            let other = other.clone();
+            std::thread::spawn(move || {
+                r.record_verdicts(vec![verdict(&other, "default", true, 0, 1000)], 0);
+                r.set_clock(
+                    &other,
+                    StoredClock {
+                        clock: 1,
+                        reset_count: 0,
+                        restart_count: 0,
+                    },
+                );
+                let _ = done.send(r.clock(&other).is_some());
+            })
+        };
+        // With one lock over the fleet the worker would wait for `guard`
+        // until the timeout; sharded, it only waits for its own shard. (A
+        // feed snapshot walks every shard, so it would wait: not done here.)
+        let recorded = finished.recv_timeout(std::time::Duration::from_secs(10));
+        drop(guard);
+        worker.join().expect("worker");
+        assert_eq!(
+            recorded,
+            Ok(true),
+            "the other host's attestation waited for a held shard"
+        );
+        let members = r.pool("default", 1).expect("pool").members;
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].hostname, other);
+    }
+
+    #[test]
+    fn generations_never_go_back_under_concurrent_sessions() {
+        let r = std::sync::Arc::new(Registry::new(1));
+        r.set_pools(&["default".into()], 0);
+        let hosts: Vec<String> = (0..64).map(|i| format!("h{i:02}")).collect();
+        for h in &hosts {
+            enrol(&r, h);
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (r, stop) = (std::sync::Arc::clone(&r), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let watch = r.subscribe();
+                let (mut last_pool, mut last_watch, mut reads) = (0, 0, 0u64);
+                while !stop.load(Ordering::Relaxed) || reads == 0 {
+                    let snap = r.pool("default", 0).expect("pool");
+                    assert!(snap.generation >= last_pool, "pool generation went back");
+                    let seen = *watch.borrow();
+                    assert!(seen >= last_watch, "published generation went back");
+                    (last_pool, last_watch) = (snap.generation, seen);
+                    reads += 1;
+                }
+                last_pool
+            })
+        };
+        let writers: Vec<_> = hosts
+            .chunks(16)
+            .map(|chunk| {
+                let r = std::sync::Arc::clone(&r);
+                let chunk = chunk.to_vec();
+                std::thread::spawn(move || {
+                    for round in 0..200 {
+                        for h in &chunk {
+                            let trusted = round % 2 == 0 || h.ends_with('0');
+                            r.record_verdicts(vec![verdict(h, "default", trusted, 0, 1000)], 0);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let last_read = reader.join().expect("reader");
+        // Round 199 is odd: only the hosts whose name ends in 0 stay.
+        let snap = r.pool("default", 0).expect("pool");
+        let want: Vec<&String> = hosts.iter().filter(|h| h.ends_with('0')).collect();
+        let got: Vec<&String> = snap.members.iter().map(|m| &m.hostname).collect();
+        assert_eq!(got, want, "members are sorted across shards and complete");
+        assert!(snap.generation >= last_read);
+        assert_eq!(
+            *r.subscribe().borrow(),
+            r.next_generation.load(Ordering::Acquire)
+        );
     }
 }
