@@ -233,6 +233,22 @@ impl Placement {
             .ok_or_else(|| anyhow!("Placement has no resource provider named '{name}'"))
     }
 
+    /// Names of the providers that do not carry `trait_name` (`required=!TRAIT`,
+    /// microversion 1.22+).
+    pub async fn providers_lacking(&self, trait_name: &str) -> anyhow::Result<Vec<String>> {
+        let v = self
+            .get_json(&format!("/resource_providers?required=!{trait_name}"))
+            .await?;
+        Ok(v["resource_providers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Whether provider `uuid` has `trait_name`.
     pub async fn has_trait(&self, uuid: &str, trait_name: &str) -> anyhow::Result<bool> {
         let v = self

@@ -18,7 +18,13 @@
 //! being sent to the host leaving `/v1/pools/{pool}/hosts` (long poll), and
 //! from the restored evidence being sent to the host being back; with
 //! `--placement URL` also until its trait is gone / back. Repeated
-//! `--flips` times.
+//! `--flips` times. With `--placement` the flips also wait until the
+//! server's initial trait sync is over (every host that should be in the
+//! pool carries the trait: polled every 10 s, `required=!TRAIT`), so that
+//! they measure a removal in steady state, not one queued behind thousands
+//! of initial additions; `flip.placement_ready_ms` says when that was
+//! (from the start of the run). "flip rounds finished" on stderr marks the
+//! end of the flips, for a driver that waits for them.
 
 use crate::connector::{resolve_server, TlsShared};
 use crate::feed::{watch_pool, FeedClient, Placement, Seen};
@@ -210,6 +216,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
                         placement,
                         ctx: ctx.clone(),
                         hosts: opts.hosts,
+                        failing_fraction: opts.failing_fraction,
                     },
                     data.clone(),
                 )),
@@ -297,6 +304,8 @@ struct FlipPlan {
     /// The run's counters (whether every host has enrolled).
     ctx: Arc<Ctx>,
     hosts: u32,
+    /// Which hosts are failing by design (never in the pool).
+    failing_fraction: f64,
 }
 
 /// Waits until the feed shows `member` at or after `since`.
@@ -355,6 +364,29 @@ async fn placement_shows(
     }
 }
 
+/// Waits until every host of the run that should be in the pool (all
+/// but the failing ones; the flipped host is never failing) carries the
+/// trait; polled every 10 s (a listing of up to every provider costs a
+/// single-threaded lab Placement most of a second at 10,000 providers).
+async fn placement_synced(p: &Placement, plan: &FlipPlan, trait_name: &str) -> anyhow::Result<()> {
+    let flip = host_index(&plan.host)?;
+    loop {
+        let lacking = p.providers_lacking(trait_name).await?;
+        let waiting = lacking
+            .iter()
+            .filter_map(|n| host_index(n).ok())
+            .filter(|&i| i <= plan.hosts && (i == flip || !is_failing(i, plan.failing_fraction)))
+            .count();
+        if waiting == 0 {
+            return Ok(());
+        }
+        if Instant::now() + Duration::from_secs(10) >= plan.end {
+            bail!("the run ended before the initial trait sync ({waiting} hosts still lacked {trait_name})");
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
 /// What the flip rounds measured so far (kept when the run is cut short).
 #[derive(Default)]
 pub struct FlipData {
@@ -365,6 +397,8 @@ pub struct FlipData {
     verdict_out: Vec<Duration>,
     placement_out: Vec<Duration>,
     placement_back: Vec<Duration>,
+    /// When every pool member carried the trait (ms from the run's start).
+    placement_ready_ms: Option<f64>,
     failures: Vec<String>,
 }
 
@@ -388,6 +422,7 @@ impl FlipData {
             "verdict_out_ms": dist(&self.verdict_out),
             "placement_out_ms": if placement { dist(&self.placement_out) } else { serde_json::Value::Null },
             "placement_back_ms": if placement { dist(&self.placement_back) } else { serde_json::Value::Null },
+            "placement_ready_ms": self.placement_ready_ms,
             "failures": self.failures,
         })
     }
@@ -397,7 +432,12 @@ fn lock(d: &Mutex<FlipData>) -> std::sync::MutexGuard<'_, FlipData> {
     d.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn flip_rounds(mut plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
+async fn flip_rounds(plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
+    flip_rounds_inner(plan, data).await;
+    eprintln!("trustpool-loadgen: flip rounds finished");
+}
+
+async fn flip_rounds_inner(mut plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
     lock(&data).host.clone_from(&plan.host);
     let mut seen = watch_pool(plan.client.clone(), plan.pool.clone(), plan.host.clone());
     // Wait until every host has enrolled, then until the host is in the pool.
@@ -424,6 +464,13 @@ async fn flip_rounds(mut plan: FlipPlan, data: Arc<Mutex<FlipData>>) {
                 return;
             }
         }
+        if let Err(e) = placement_synced(p, &plan, &trait_name).await {
+            lock(&data).failures.push(format!("placement: {e:#}"));
+            return;
+        }
+        lock(&data).placement_ready_ms = Some(round3(
+            plan.ctx.stats.started.elapsed().as_secs_f64() * 1000.0,
+        ));
     }
     for round in 0..plan.rounds {
         for rogue in [true, false] {
