@@ -133,11 +133,21 @@ fn read_all(stream: &mut impl Read, raw: &mut Vec<u8>) -> anyhow::Result<()> {
     }
 }
 
+/// Splits a response into status, headers and body: the body de-chunked
+/// and, under `Content-Encoding: gzip`, inflated (as a client library
+/// would; the header stays in `headers`).
 fn parse_response(raw: &[u8]) -> anyhow::Result<HttpResponse> {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no header/body separator in {text:?}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| {
+            format!(
+                "no header/body separator in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        })?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = &raw[split + 4..];
     let mut lines = head.split("\r\n");
     let status: u16 = lines
         .next()
@@ -149,17 +159,26 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
+    let has = |name: &str, value: &str| {
+        headers
+            .iter()
+            .any(|(n, v)| n == name && v.eq_ignore_ascii_case(value))
+    };
+    let mut body = if has("transfer-encoding", "chunked") {
         dechunk(body)?
     } else {
-        body.to_string()
+        body.to_vec()
     };
+    if has("content-encoding", "gzip") {
+        let mut inflated = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut inflated)
+            .context("the gzip body does not inflate")?;
+        body = inflated;
+    }
     Ok(HttpResponse {
         status,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
         headers,
     })
 }
@@ -175,43 +194,26 @@ pub fn get(port: u16, path: &str) -> anyhow::Result<HttpResponse> {
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("no header/body separator")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status code")?
-        .parse()
-        .context("bad status code")?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    Ok(HttpResponse {
-        status,
-        body,
-        headers: Vec::new(),
-    })
+    parse_response(&raw)
 }
 
-fn dechunk(mut body: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
+fn dechunk(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
     loop {
-        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
+        let line = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk")?;
+        let size = std::str::from_utf8(&body[..line]).context("bad chunk size")?;
         let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        let rest = &body[line + 2..];
         if size == 0 {
             return Ok(out);
         }
         if rest.len() < size {
             bail!("truncated chunk");
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
 }

@@ -288,6 +288,47 @@ fn etag_304_and_long_poll_tell_a_consumer_of_a_removal_within_a_second() {
         "an unchanged pool answers 304"
     );
 
+    // The gzip representation: the same membership, its own tag, and a
+    // conditional GET with either tag answers 304.
+    let plain = server.get("/v1/pools/default/hosts").expect("get");
+    let packed = server
+        .https(
+            &server.tls,
+            "GET",
+            "/v1/pools/default/hosts",
+            &[auth, ("Accept-Encoding", "gzip, deflate")],
+            None,
+        )
+        .expect("gzip get");
+    assert_eq!(packed.status, 200);
+    assert_eq!(packed.header("content-encoding"), Some("gzip"));
+    assert_eq!(plain.header("content-encoding"), None);
+    // (The harness's client inflates a gzip body, as a client library would.)
+    let unpacked = packed.json().expect("the gzip body inflates to JSON");
+    let plain_json = plain.json().expect("json");
+    if unpacked["generation"] == plain_json["generation"] {
+        assert_eq!(unpacked["hosts"], plain_json["hosts"]);
+    }
+    let gz_tag = packed.header("etag").expect("ETag").to_string();
+    assert!(gz_tag.ends_with("-gz\""), "{gz_tag}");
+    let cond = server
+        .https(
+            &server.tls,
+            "GET",
+            "/v1/pools/default/hosts",
+            &[
+                auth,
+                ("Accept-Encoding", "gzip"),
+                ("If-None-Match", &gz_tag),
+            ],
+            None,
+        )
+        .expect("get");
+    assert!(
+        cond.status == 304 || cond.header("etag") != Some(gz_tag.as_str()),
+        "an unchanged pool answers 304 to the gzip tag"
+    );
+
     // Long poll without a change: answers after `wait` with the same generation.
     let started = Instant::now();
     let r = server
