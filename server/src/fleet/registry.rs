@@ -456,8 +456,14 @@ impl Registry {
         let cells: BTreeMap<String, Arc<AtomicU64>> = {
             let mut pools = write(&self.pools);
             pools.retain(|name, _| names.contains(name));
+            // A pool new to the policy (or back in it) starts at the latest
+            // generation given out, so a consumer that saw it before never
+            // sees its generation go back.
+            let latest = self.next_generation.load(Ordering::Acquire);
             for name in names {
-                pools.entry(name.clone()).or_default();
+                pools
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(AtomicU64::new(latest)));
             }
             pools.clone()
         };
@@ -1505,5 +1511,24 @@ mod tests {
             *r.subscribe().borrow(),
             r.next_generation.load(Ordering::Acquire)
         );
+    }
+
+    #[test]
+    fn a_pool_back_in_the_policy_does_not_go_back_in_generation() {
+        let r = Registry::new(5);
+        r.set_pools(&["p".into()], 0);
+        enrol(&r, "a");
+        r.record_verdicts(vec![verdict("a", "p", true, 0, 1000)], 0);
+        r.record_verdicts(vec![verdict("a", "p", false, 1, 0)], 1);
+        // The pool is empty again: re-adding it flips nobody in, so only
+        // its starting generation can keep it from going back.
+        let seen = r.pool_generation("p").expect("pool");
+        assert!(seen > 5);
+        r.set_pools(&[], 1);
+        assert_eq!(r.pool_generation("p"), None);
+        r.set_pools(&["p".into()], 2);
+        let back = r.pool_generation("p").expect("pool");
+        assert!(back >= seen, "generation went back from {seen} to {back}");
+        assert!(r.pool("p", 2).expect("pool").members.is_empty());
     }
 }
