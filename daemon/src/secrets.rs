@@ -47,12 +47,7 @@ pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
 /// holds the secret `key` inline (its group may read it: `root:trustpool
 /// 0640` is how a service reads a root-owned file).
 pub fn refuse_world_readable_secret(path: &Path, key: &str) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("cannot stat the configuration file {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o004 != 0 {
+    if let Some(mode) = world_readable_mode(path)? {
         anyhow::bail!(
             "refusing the configuration file {}: it holds the secret `{key}` but its mode \
              {mode:04o} lets every user read it; move the secret to `{key}_file` (a file of mode \
@@ -62,6 +57,31 @@ pub fn refuse_world_readable_secret(path: &Path, key: &str) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// Refuses a configuration file at `path` that every user may read when it
+/// holds `what` (e.g. "a database password in `db`"), a secret that has no
+/// `_file` variant.
+pub fn refuse_world_readable(path: &Path, what: &str) -> anyhow::Result<()> {
+    if let Some(mode) = world_readable_mode(path)? {
+        anyhow::bail!(
+            "refusing the configuration file {}: it holds {what} but its mode {mode:04o} lets \
+             every user read it; chmod o-r {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The mode of the configuration file at `path` when every user may read it.
+fn world_readable_mode(path: &Path) -> anyhow::Result<Option<u32>> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot stat the configuration file {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    Ok((mode & 0o004 != 0).then_some(mode))
 }
 
 /// Refuses a mode that gives the group or others any access.

@@ -2,7 +2,8 @@
 //! given with `--config`. A flag always overrides the file; unknown keys in the
 //! file are refused with their line.
 
-use anyhow::bail;
+use crate::store::DbLocation;
+use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use trustpool_evidence::duration::{parse_duration, serde_human};
     name = "trustpool-server",
     version,
     about = "trustpool attestation server",
-    after_help = "Backup: `trustpool-server backup --db FILE --to NEWFILE` copies the database consistently while the server runs (docs/database.md)."
+    after_help = "Backup: `trustpool-server backup --db FILE --to NEWFILE` copies an SQLite database consistently while the server runs.\nMigrate: `trustpool-server migrate --from sqlite:///var/lib/trustpool/trustpool.db --to postgres://…` copies a store into another database (docs/database.md)."
 )]
 pub struct ServerArgs {
     /// TOML file with any of the options below (keys in snake_case, e.g. grpc_listen);
@@ -29,11 +30,15 @@ pub struct ServerArgs {
     /// Address of the HTTP feed listener, e.g. 127.0.0.1:8080.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
-    /// SQLite database file. Created on the first start only: once a store
-    /// existed here (its id is kept in `.<name>.store-id` beside it), a
-    /// missing or foreign database stops start-up unless --init-db is given.
+    /// The database: an SQLite file (a path or `sqlite:///path`; created on
+    /// the first start only: once a store existed there, its id kept in
+    /// `.<name>.store-id` beside it, a missing or foreign database stops
+    /// start-up unless --init-db is given), or a database shared by
+    /// replicas: `postgres://user:password@host:port/database` or
+    /// `mysql://user:password@host:port/database` (MariaDB). Put a URL with
+    /// a password in the configuration file, not on the command line.
     #[arg(long)]
-    pub db: Option<PathBuf>,
+    pub db: Option<DbLocation>,
     /// Accept a missing database (a new, empty store is created) or a
     /// database of another store in place of the one that existed: every
     /// enrolment, approval and revocation of the old store is gone. Give it
@@ -140,13 +145,28 @@ pub struct BackupArgs {
     pub to: PathBuf,
 }
 
+/// Command line of `trustpool-server migrate`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trustpool-server migrate",
+    about = "Copy a store into another database (e.g. SQLite into PostgreSQL or MariaDB); stop the servers first"
+)]
+pub struct MigrateArgs {
+    /// The store to copy (`--db` syntax: a path, sqlite:, postgres:// or mysql://).
+    #[arg(long)]
+    pub from: DbLocation,
+    /// The database to copy it into: empty, or a trustpool schema without rows.
+    #[arg(long)]
+    pub to: DbLocation,
+}
+
 /// The same options as [`ServerArgs`], read from a TOML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerFile {
     grpc_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
-    db: Option<PathBuf>,
+    db: Option<String>,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -190,8 +210,8 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     /// HTTP (feed) listen address.
     pub http_listen: SocketAddr,
-    /// SQLite database path.
-    pub db: PathBuf,
+    /// The database (`--db`).
+    pub db: DbLocation,
     /// `--init-db`: a new store may replace the one that existed.
     pub init_db: bool,
     /// CA bundle for agent client certificates.
@@ -267,6 +287,25 @@ impl ServerConfig {
         ) {
             trustpool_daemon::secrets::refuse_world_readable_secret(path, key)?;
         }
+        let file_db = file
+            .db
+            .as_deref()
+            .map(|s| {
+                s.parse::<DbLocation>()
+                    .context("db in the configuration file")
+            })
+            .transpose()?;
+        if let (Some(DbLocation::Postgres(url) | DbLocation::MySql(url)), Some(path)) = (
+            &file_db,
+            trustpool_daemon::config::chosen_file(args.config.as_deref(), default),
+        ) {
+            if url.contains('@') && crate::store::engine::redact(url) != *url {
+                trustpool_daemon::secrets::refuse_world_readable(
+                    path,
+                    "a database password in `db`",
+                )?;
+            }
+        }
         use trustpool_daemon::config::need;
         let report_interval = args
             .report_interval
@@ -275,7 +314,7 @@ impl ServerConfig {
         let cfg = ServerConfig {
             grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
             http_listen: need(args.http_listen, file.http_listen, "http_listen")?,
-            db: need(args.db, file.db, "db")?,
+            db: need(args.db, file_db, "db")?,
             init_db: args.init_db,
             ca: need(args.ca, file.ca, "ca")?,
             cert: need(args.cert, file.cert, "cert")?,
@@ -387,7 +426,7 @@ mod tests {
         let cfg = ServerConfig::resolve(args(FULL)).expect("resolves");
         assert_eq!(cfg.report_interval, DEFAULT_REPORT_INTERVAL);
         assert_eq!(cfg.down_time, DEFAULT_DOWN_TIME);
-        assert_eq!(cfg.db, PathBuf::from("d"));
+        assert_eq!(cfg.db, DbLocation::Sqlite(PathBuf::from("d")));
         assert_eq!(
             cfg.keepalive_interval,
             DEFAULT_REPORT_INTERVAL + KEEPALIVE_SLACK
@@ -429,7 +468,7 @@ mod tests {
         let p = path.display().to_string();
         list.extend(["--config", p.as_str(), "--down-time", "9s"]);
         let cfg = ServerConfig::resolve(args(&list)).expect("resolves");
-        assert_eq!(cfg.db, PathBuf::from("from-file"));
+        assert_eq!(cfg.db, DbLocation::Sqlite(PathBuf::from("from-file")));
         assert_eq!(cfg.report_interval, Duration::from_secs(2));
         assert_eq!(cfg.down_time, Duration::from_secs(9));
     }
@@ -459,6 +498,51 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_with_a_password_needs_a_file_others_cannot_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "db = \"postgres://trustpool:secret@db:5432/trustpool\"\n",
+        )
+        .expect("write");
+        let p = path.display().to_string();
+        let mut list: Vec<&str> = FULL
+            .iter()
+            .copied()
+            .filter(|a| *a != "--db" && *a != "d")
+            .collect();
+        list.extend(["--config", p.as_str()]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ServerConfig::resolve(args(&list)).expect_err("world-readable password");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&p) && msg.contains("database password") && !msg.contains("secret@"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let cfg = ServerConfig::resolve(args(&list)).expect("0640 is fine");
+        assert_eq!(cfg.db.engine(), crate::store::Engine::Postgres);
+        assert_eq!(
+            cfg.db.to_string(),
+            "postgres://trustpool:***@db:5432/trustpool"
+        );
+        // A URL without a password may be world-readable.
+        std::fs::write(&path, "db = \"mysql://trustpool@db/trustpool\"\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let cfg = ServerConfig::resolve(args(&list)).expect("no password");
+        assert_eq!(cfg.db.engine(), crate::store::Engine::MySql);
+        // A bad URL names the file's key.
+        std::fs::write(&path, "db = \"postgres://db\"\n").expect("write");
+        let err = ServerConfig::resolve(args(&list)).expect_err("no database name");
+        assert!(
+            format!("{err:#}").contains("db in the configuration file"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_line() {
         let err = parse_file("server.toml", "db = \"x\"\n\nbogus = 1\n").expect_err("unknown key");
         let msg = err.to_string();
@@ -477,10 +561,7 @@ mod tests {
     fn packaged_example_parses_with_every_commented_key() {
         const EXAMPLE: &str = include_str!("../../packaging/server.toml");
         let file = parse_file("packaging/server.toml", EXAMPLE).expect("the example parses");
-        assert_eq!(
-            file.db,
-            Some(PathBuf::from("/var/lib/trustpool/trustpool.db"))
-        );
+        assert_eq!(file.db.as_deref(), Some("/var/lib/trustpool/trustpool.db"));
         assert_eq!(
             file.policy_dir,
             Some(PathBuf::from("/etc/trustpool/policy"))
@@ -525,7 +606,10 @@ mod tests {
         std::fs::write(&default, "db = \"/var/lib/trustpool/trustpool.db\"\n").expect("write");
         let cfg = ServerConfig::resolve_with_default(args(&without_db), Some(&default))
             .expect("default file fills in db");
-        assert_eq!(cfg.db, PathBuf::from("/var/lib/trustpool/trustpool.db"));
+        assert_eq!(
+            cfg.db,
+            DbLocation::Sqlite(PathBuf::from("/var/lib/trustpool/trustpool.db"))
+        );
         // --config replaces the default file entirely.
         let other = dir.path().join("other.toml");
         std::fs::write(&other, "db = \"other.db\"\n").expect("write");
@@ -534,7 +618,7 @@ mod tests {
         list.extend(["--config", o.as_str()]);
         let cfg =
             ServerConfig::resolve_with_default(args(&list), Some(&default)).expect("resolves");
-        assert_eq!(cfg.db, PathBuf::from("other.db"));
+        assert_eq!(cfg.db, DbLocation::Sqlite(PathBuf::from("other.db")));
         // An unknown key in the default file stops start-up with its file and line.
         std::fs::write(
             &default,

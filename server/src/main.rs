@@ -1,8 +1,8 @@
-//! `trustpool-server`: see `trustpool-server --help` and
-//! `trustpool-server backup --help`.
+//! `trustpool-server`: see `trustpool-server --help`,
+//! `trustpool-server backup --help` and `trustpool-server migrate --help`.
 
 use clap::Parser;
-use trustpool_server::config::{BackupArgs, ServerArgs, ServerConfig};
+use trustpool_server::config::{BackupArgs, MigrateArgs, ServerArgs, ServerConfig};
 
 /// mimalloc rather than glibc's malloc: at fleet scale the server makes
 /// millions of small, short-lived allocations on two runtime threads, where
@@ -13,8 +13,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     trustpool_daemon::init_logging();
-    let outcome = if std::env::args_os().nth(1).is_some_and(|a| a == "backup") {
+    let command = std::env::args_os().nth(1);
+    let outcome = if command.as_ref().is_some_and(|a| a == "backup") {
         backup(BackupArgs::parse_from(std::env::args_os().skip(1)))
+    } else if command.as_ref().is_some_and(|a| a == "migrate") {
+        migrate(MigrateArgs::parse_from(std::env::args_os().skip(1)))
     } else {
         let args = ServerArgs::parse();
         ServerConfig::resolve(args).and_then(|cfg| {
@@ -44,4 +47,26 @@ fn backup(args: BackupArgs) -> anyhow::Result<()> {
         args.to.display()
     );
     Ok(())
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    use trustpool_server::store::Store;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let from = Store::connect(&args.from, false).await?;
+        let to = Store::connect(&args.to, false).await?;
+        let copied = from.copy_into(&to).await?;
+        for (table, rows) in &copied {
+            println!("{table}: {rows} rows");
+        }
+        println!(
+            "copied store {} from {} into {}",
+            from.store_id(),
+            args.from,
+            args.to
+        );
+        from.close().await;
+        to.close().await;
+        anyhow::Ok(())
+    })
 }

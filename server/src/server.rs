@@ -69,8 +69,8 @@ pub async fn run(
         info!("no --operator-ca: the admin API is served on the local admin socket only");
     }
     let tls = grpc_tls_config(&cfg, &pki)?;
-    let store = Store::open_checked(&cfg.db, cfg.init_db).await?;
-    info!(db = %cfg.db.display(), store_id = %store.store_id(), "store opened");
+    let store = Store::connect(&cfg.db, cfg.init_db).await?;
+    info!(db = %cfg.db, engine = store.engine().name(), store_id = %store.store_id(), "store opened");
 
     let ek_allowlist = EkAllowlist::new(cfg.ek_allowlist.clone());
     ek_allowlist
@@ -78,7 +78,7 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("the EK allowlist is unusable: {e}"))?;
     let registry = Arc::new(Registry::new(u64::try_from(now_ms()).unwrap_or(1)));
     let (enrolled, expired) = restore(&store, &registry, &policy).await?;
-    info!(enrolled, db = %cfg.db.display(), "state restored");
+    info!(enrolled, db = %cfg.db, "state restored");
     let (history, history_task) = crate::fleet::history::History::start(store.clone());
     if !expired.is_empty() {
         info!(

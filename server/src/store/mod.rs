@@ -1,6 +1,9 @@
-//! Durable state in SQLite (WAL, synchronous=FULL): enrolments (the binding
-//! host ↔ certificate ↔ EK ↔ AK), the latest verdict of each host in each pool,
-//! and the last TPM clock seen per host.
+//! Durable state: enrolments (the binding host ↔ certificate ↔ EK ↔ AK),
+//! the latest verdict of each host in each pool, the last TPM clock seen per
+//! host, and the history. One API ([`Store`]) over three engines
+//! ([`Engine`], chosen by `--db`): SQLite (WAL, synchronous=FULL; the
+//! embedded default), PostgreSQL and MariaDB/MySQL (shared by replicas).
+//! The schema is versioned ([`schema`]) and migrated at start-up.
 //!
 //! An enrolment is committed before the agent is told it is enrolled; a trusted
 //! verdict is committed before the host is published as trusted. Every error
@@ -8,23 +11,32 @@
 //!
 //! Store health ([`StoreHealth`]) is the one answer to "can the server vouch
 //! for what it publishes": every write reports its outcome to it, and a
-//! periodic [`Store::probe`] (a one-row `UPDATE` in a transaction plus a check
-//! that the database file is still the one that was opened) sets and clears it.
+//! periodic [`Store::probe`] (a one-row `UPDATE` of the identity row in a
+//! transaction, plus, for SQLite, a check that the database file is still
+//! the one that was opened) sets and clears it.
 //!
 //! Store identity: a random store id is written into the database when it is
-//! created and remembered in a small file beside it (see [`id_file_path`]).
-//! Start-up refuses a missing database or one of another store while that file
-//! says one existed, unless the operator asks for a new store (`--init-db`).
+//! created. For SQLite it is also remembered in a small file beside it (see
+//! [`id_file_path`]): start-up refuses a missing database or one of another
+//! store while that file says one existed, unless the operator asks for a
+//! new store (`--init-db`). A server database is the operator's to create;
+//! an empty one gets a new id, and a probe that finds another id (or none)
+//! fails the store closed.
 
+mod db;
+pub mod engine;
+mod file;
 pub mod group;
 mod health;
 mod identity;
-mod sqlite;
+pub mod schema;
 
 pub use crate::verify::verdict::StoredClock;
+pub use db::{is_pool_timeout, is_store_fault, Store};
+pub use engine::{DbLocation, Engine};
+pub use file::backup_file;
 pub use health::{StoreHealth, STORE_IDENTITY_LOST, STORE_NOT_WRITABLE};
 pub use identity::{id_file_path, reconcile_identity, IdentityAction, IdentityProblem};
-pub use sqlite::{backup_file, is_pool_timeout, is_store_fault, Store};
 
 use trustpool_evidence::reason::Reason;
 
