@@ -1,14 +1,16 @@
 //! The attestation client: one mutual-TLS gRPC stream to the server,
 //! enrolment (credential activation), then a quote for every challenge.
-//! Reconnects with exponential back-off and jitter while the server is away.
+//! Fails over along the server list, with exponential back-off and jitter
+//! per failed pass ([`crate::failover`]).
 
 use crate::config::AgentConfig;
+use crate::failover::{start_index, Failover, Outcome};
 use crate::report::Reporter;
+use crate::tpm::TpmError;
 use crate::tpm::TpmWorker;
 use crate::watch::ChangeWatch;
 use anyhow::{anyhow, Context};
-use rand::Rng;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -21,11 +23,6 @@ use trustpool_proto::v1::{
     ActivationProof, AgentMessage, AttestChallenge, ChallengeRequest, Evidence, Hello, PcrValue,
     Verdict,
 };
-
-/// First reconnection delay.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest reconnection delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -46,37 +43,33 @@ pub struct Refused {
     pub message: String,
 }
 
-/// Exponential back-off with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
+/// How far a session got: filled in by [`session`] as it goes, read by
+/// the caller once it ended (to tell a dead server from a lost stream, and a
+/// healthy stream from a short one).
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The attestation stream was opened.
+    pub opened: bool,
+    /// When the server said `Enrolled`, and the report interval it announced.
+    pub enrolled: Option<(Instant, Duration)>,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_MIN }
+impl Progress {
+    /// True when the stream lived for at least one report interval after
+    /// enrolment: the back-off starts over.
+    pub fn was_healthy(&self) -> bool {
+        self.enrolled
+            .is_some_and(|(at, interval)| at.elapsed() >= interval)
     }
 }
 
-impl Backoff {
-    /// The delay before the next attempt: uniform in [next/2, next], then doubles up to the cap.
-    pub fn delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        let half = ceiling / 2;
-        half + Duration::from_millis(
-            rng.gen_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)),
-        )
-    }
+/// The report interval assumed when the server announces none.
+const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
-    /// Back to the shortest delay (after a good session).
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
-
-/// Opens the mutual-TLS channel to the server.
-pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
+/// Opens the mutual-TLS channel to `server` (one of `cfg.servers`). A host
+/// name that resolves to several addresses is left to the resolver and
+/// tonic: each connection dials what the name resolves to then.
+pub async fn connect(cfg: &AgentConfig, server: &str) -> anyhow::Result<Channel> {
     let read = |p: &std::path::Path, what: &str| {
         std::fs::read(p).with_context(|| format!("cannot read the {what} {}", p.display()))
     };
@@ -86,8 +79,8 @@ pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key));
-    let endpoint = Endpoint::from_shared(cfg.server.clone())
-        .with_context(|| format!("invalid server URL {}", cfg.server))?
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .with_context(|| format!("invalid server URL {server}"))?
         .tls_config(tls)
         .context("invalid TLS configuration")?
         .connect_timeout(Duration::from_secs(10))
@@ -99,28 +92,114 @@ pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Channel> {
     endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", cfg.server))
+        .with_context(|| format!("cannot connect to {server}"))
 }
 
-/// Runs the agent until stopped: reconnects with back-off forever.
+/// Runs the agent until stopped: one stream to one server at a time, failing
+/// over along the list with back-off forever (see [`crate::failover`]).
 pub async fn run_forever(
     cfg: &AgentConfig,
     tpm: &TpmWorker,
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
-    let mut backoff = Backoff::default();
-    loop {
-        match session(cfg, tpm, reporter, &mut backoff).await {
-            Ok(_) => info!("the server closed the stream; reconnecting"),
-            Err(e) => warn!(error = %format!("{e:#}"), "session failed"),
-        }
-        let delay = backoff.delay(&mut rand::thread_rng());
+    let servers = &cfg.servers;
+    let mut failover = Failover::new(servers.len(), start_index(&cfg.hostname, servers.len()));
+    if servers.len() > 1 {
         info!(
-            delay_ms = delay.as_millis() as u64,
-            "reconnecting after back-off"
+            servers = ?servers,
+            first = %servers[failover.current()],
+            "several servers: one stream to one of them at a time, failing over in list order"
         );
-        tokio::time::sleep(delay).await;
     }
+    loop {
+        let server = &servers[failover.current()];
+        let mut progress = Progress::default();
+        let ended = session(cfg, server, tpm, reporter, &mut progress).await;
+        let (outcome, why) = classify(&ended, &progress);
+        match &ended {
+            Ok(_) => info!(%server, "the server closed the stream"),
+            Err(e) => warn!(%server, error = %format!("{e:#}"), "session failed"),
+        }
+        let step = failover.next_delay(outcome, &mut rand::thread_rng());
+        let next = &servers[step.server];
+        let delay_ms = u64::try_from(step.delay.as_millis()).unwrap_or(u64::MAX);
+        if next != server {
+            info!(
+                from = %server,
+                to = %next,
+                reason = why,
+                delay_ms,
+                backoff = step.backoff,
+                "failing over to the next server"
+            );
+        } else {
+            info!(%server, reason = why, delay_ms, "reconnecting after back-off");
+        }
+        tokio::time::sleep(step.delay).await;
+    }
+}
+
+/// Why a session ended, for the rotation and the log.
+fn classify(ended: &anyhow::Result<SessionEnd>, progress: &Progress) -> (Outcome, &'static str) {
+    let outcome = |failed| {
+        if progress.was_healthy() {
+            Outcome::Healthy
+        } else {
+            failed
+        }
+    };
+    match ended {
+        Ok(_) => (outcome(Outcome::Failed), "closed by the server"),
+        Err(e) if is_local(e) => (Outcome::Local, "TPM failure on this host"),
+        Err(e) if e.chain().any(|c| c.is::<Refused>()) => {
+            (outcome(Outcome::Failed), "refused by the server")
+        }
+        Err(_) if !progress.opened => (Outcome::Failed, "cannot reach the server"),
+        Err(_) => (outcome(Outcome::Failed), "stream lost"),
+    }
+}
+
+/// A refusal another replica would repeat (all but `server.stopping`).
+fn is_final_refusal(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<Refused>())
+        .any(|r| r.code != "server.stopping")
+}
+
+/// A failure of this host (its TPM), which another server would not cure.
+fn is_local(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<TpmError>())
+}
+
+/// `--once`: one pass over the servers from this host's place in the list;
+/// the first verdict wins. A refusal (but `server.stopping`), or a failure of
+/// the TPM, ends it at once: another replica of the same service decides the
+/// same. An unreachable server, a stopping one or a lost stream moves on to
+/// the next. Without a verdict the last error is returned.
+pub async fn once(
+    cfg: &AgentConfig,
+    tpm: &TpmWorker,
+    reporter: &Reporter,
+) -> anyhow::Result<Verdict> {
+    let servers = &cfg.servers;
+    let start = start_index(&cfg.hostname, servers.len());
+    let mut last = None;
+    for i in 0..servers.len() {
+        let server = &servers[(start + i) % servers.len()];
+        let mut progress = Progress::default();
+        let error = match session(cfg, server, tpm, reporter, &mut progress).await {
+            Ok(SessionEnd::Verdict(v)) => return Ok(v),
+            Ok(SessionEnd::Closed) => anyhow!("{server} closed the stream before a verdict"),
+            Err(e) if is_local(&e) || is_final_refusal(&e) => return Err(e),
+            Err(e) => e,
+        };
+        if i + 1 < servers.len() {
+            let next = &servers[(start + i + 1) % servers.len()];
+            warn!(from = %server, to = %next, error = %format!("{error:#}"), "failing over to the next server");
+        }
+        last = Some(error);
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no server configured")))
 }
 
 fn agent_msg(msg: AgentMsg) -> AgentMessage {
@@ -131,12 +210,13 @@ fn agent_msg(msg: AgentMsg) -> AgentMessage {
 /// ends (or, with `--once`, until the first verdict).
 pub async fn session(
     cfg: &AgentConfig,
+    server: &str,
     tpm: &TpmWorker,
     reporter: &Reporter,
-    backoff: &mut Backoff,
+    progress: &mut Progress,
 ) -> anyhow::Result<SessionEnd> {
     let identity = tpm.identity().await.context("reading the TPM identity")?;
-    let channel = connect(cfg).await?;
+    let channel = connect(cfg, server).await?;
     let mut client = AttestationClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
     tx.send(agent_msg(AgentMsg::Hello(Hello {
@@ -152,8 +232,10 @@ pub async fn session(
     let mut inbound = client
         .session(ReceiverStream::new(rx))
         .await
-        .context("opening the attestation stream")?
+        .with_context(|| format!("opening the attestation stream to {server}"))?
         .into_inner();
+    progress.opened = true;
+    info!(%server, "attestation stream open");
     // Change watch between rounds (not with --once).
     let mut ticker = (!cfg.once).then(|| {
         let mut t = tokio::time::interval(cfg.watch_interval);
@@ -200,7 +282,11 @@ pub async fn session(
                     report_interval_secs = e.report_interval_secs,
                     "enrolled"
                 );
-                backoff.reset();
+                let interval = match e.report_interval_secs {
+                    0 => DEFAULT_REPORT_INTERVAL,
+                    secs => Duration::from_secs(u64::from(secs)),
+                };
+                progress.enrolled = Some((Instant::now(), interval));
             }
             Some(ServerMsg::Challenge(challenge)) => {
                 check_params.clone_from(&challenge.check_params_json);
@@ -294,21 +380,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::default();
-        let mut rng = rand::thread_rng();
-        let mut ceiling = BACKOFF_MIN;
-        for _ in 0..12 {
-            let d = b.delay(&mut rng);
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
-            ceiling = (ceiling * 2).min(BACKOFF_MAX);
-        }
-        assert!(b.delay(&mut rng) <= BACKOFF_MAX);
-        b.reset();
-        assert!(b.delay(&mut rng) <= BACKOFF_MIN);
+    fn session_ends_are_classified_for_the_rotation() {
+        let fresh = Progress::default();
+        let opened = Progress {
+            opened: true,
+            enrolled: Some((Instant::now(), Duration::from_secs(30))),
+        };
+        let healthy = Progress {
+            opened: true,
+            enrolled: Some((Instant::now(), Duration::ZERO)),
+        };
+        let unreachable = Err(anyhow!("connection refused"));
+        assert_eq!(
+            classify(&unreachable, &fresh),
+            (Outcome::Failed, "cannot reach the server")
+        );
+        let lost = Err(anyhow!("reset"));
+        assert_eq!(classify(&lost, &opened), (Outcome::Failed, "stream lost"));
+        assert_eq!(classify(&lost, &healthy), (Outcome::Healthy, "stream lost"));
+        let closed = Ok(SessionEnd::Closed);
+        assert_eq!(classify(&closed, &opened).0, Outcome::Failed);
+        assert_eq!(classify(&closed, &healthy).0, Outcome::Healthy);
+        let refused: anyhow::Result<SessionEnd> = Err(anyhow::Error::from(Refused {
+            code: "server.stopping".into(),
+            message: "bye".into(),
+        })
+        .context("session"));
+        assert_eq!(
+            classify(&refused, &opened),
+            (Outcome::Failed, "refused by the server")
+        );
+        assert!(!is_final_refusal(refused.as_ref().expect_err("err")));
+        let conflict = anyhow::Error::from(Refused {
+            code: "identity.mismatch".into(),
+            message: "no".into(),
+        });
+        assert!(is_final_refusal(&conflict));
+        let tpm: anyhow::Result<SessionEnd> =
+            Err(anyhow::Error::from(TpmError::WorkerGone).context("TPM2_Quote"));
+        assert_eq!(classify(&tpm, &healthy).0, Outcome::Local);
     }
 }

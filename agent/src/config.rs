@@ -54,9 +54,11 @@ pub struct RunArgs {
     /// without --config, /etc/trustpool/agent.toml is read if it exists.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Attestation server URL, e.g. https://attest.example.org:7443.
-    #[arg(long)]
-    pub server: Option<String>,
+    /// Attestation server URL, e.g. https://attest.example.org:7443; repeat
+    /// it for replicas: the agent holds one stream to one of them and fails
+    /// over to the next in the list (starting at a place chosen by its host name).
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<String>,
     /// PEM CA certificate that issued the server's certificate.
     #[arg(long)]
     pub ca: Option<PathBuf>,
@@ -108,7 +110,7 @@ pub struct RunArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
-    server: Option<String>,
+    server: Option<OneOrMany>,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -129,11 +131,82 @@ struct AgentFile {
     tpm_lost_exit_after: Option<Duration>,
 }
 
+/// The file's `server`: one URL, or an array of them (replicas).
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a URL string or an array of URL strings")]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        }
+    }
+}
+
+/// The server list: the flags if any `--server` is given, else the file's
+/// `server`; at least one, each an `https://HOST[:PORT]` URL, none twice
+/// (the same host and port in other spellings counts as twice).
+fn resolve_servers(flags: Vec<String>, file: Option<OneOrMany>) -> anyhow::Result<Vec<String>> {
+    const WHERE: &str = "--server (or `server` in --config)";
+    let servers = if flags.is_empty() {
+        file.map(OneOrMany::into_vec).unwrap_or_default()
+    } else {
+        flags
+    };
+    if servers.is_empty() {
+        anyhow::bail!(
+            "missing required option --server (or `server` in --config): give at least one server URL"
+        );
+    }
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for url in &servers {
+        let key = server_key(url).map_err(|why| anyhow::anyhow!("{WHERE}: {url:?} {why}"))?;
+        if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
+            anyhow::bail!(
+                "{WHERE}: {url:?} is given twice (also as {first:?}); list each server once"
+            );
+        }
+        seen.push((url.clone(), key));
+    }
+    Ok(servers)
+}
+
+/// What makes two server URLs the same server: lower-case host and the port
+/// (443 when absent). An error says why the URL is not usable.
+fn server_key(url: &str) -> Result<String, String> {
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| format!("is not a valid URL ({e}); expected https://HOST[:PORT]"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err("is not an https URL; expected https://HOST[:PORT]".into());
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err("names no host; expected https://HOST[:PORT]".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not carry user information".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path or query; expected https://HOST[:PORT]".into());
+    }
+    Ok(format!(
+        "{}:{}",
+        authority.host().to_ascii_lowercase(),
+        authority.port_u16().unwrap_or(443)
+    ))
+}
+
 /// The resolved configuration of the attesting agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Server URL.
-    pub server: String,
+    /// Server URLs in the order given (at least one, no duplicates): replicas
+    /// of one service; the agent talks to one at a time and fails over.
+    pub servers: Vec<String>,
     /// CA of the server certificate.
     pub ca: PathBuf,
     /// Client certificate.
@@ -202,7 +275,7 @@ impl AgentConfig {
         let file: AgentFile = trustpool_daemon::config::load(args.config.as_deref(), default)?;
         use trustpool_daemon::config::need;
         Ok(AgentConfig {
-            server: need(args.server, file.server, "server")?,
+            servers: resolve_servers(args.servers, file.server)?,
             ca: need(args.ca, file.ca, "ca")?,
             cert: need(args.cert, file.cert, "cert")?,
             key: need(args.key, file.key, "key")?,
@@ -314,7 +387,7 @@ mod tests {
         .expect("write");
         let p = path.display().to_string();
         let cfg = AgentConfig::resolve(cli(&["--config", &p]).run).expect("file alone");
-        assert_eq!(cfg.server, "https://file:1");
+        assert_eq!(cfg.servers, ["https://file:1"]);
         assert_eq!(cfg.hostname, "from-file");
         assert_eq!(cfg.tcti, "device:/dev/tpmrm0");
         assert!(cfg.once);
@@ -336,10 +409,94 @@ mod tests {
             .run,
         )
         .expect("flags over file");
-        assert_eq!(cfg.server, "https://flag:2");
+        assert_eq!(cfg.servers, ["https://flag:2"]);
         assert_eq!(cfg.tpm_lost_exit_after, Duration::from_secs(3));
         assert_eq!(cfg.role, "compute");
         assert_eq!(cfg.state_dir, PathBuf::from("/s"));
+    }
+
+    const REST: [&str; 12] = [
+        "--ca",
+        "ca.pem",
+        "--cert",
+        "c.pem",
+        "--key",
+        "k.pem",
+        "--tcti",
+        "swtpm:host=127.0.0.1,port=1",
+        "--hostname",
+        "h",
+        "--state-dir",
+        "s",
+    ];
+
+    fn with_servers(servers: &[&str]) -> anyhow::Result<AgentConfig> {
+        let mut list: Vec<&str> = servers.iter().flat_map(|s| ["--server", s]).collect();
+        list.extend(REST);
+        AgentConfig::resolve(cli(&list).run)
+    }
+
+    #[test]
+    fn server_repeats_in_order_and_the_file_takes_a_string_or_an_array() {
+        let cfg = with_servers(&["https://b.example:7443", "https://a.example:7443"])
+            .expect("two servers");
+        assert_eq!(
+            cfg.servers,
+            ["https://b.example:7443", "https://a.example:7443"]
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let p = path.display().to_string();
+        let mut list = REST.to_vec();
+        list.extend(["--config", p.as_str()]);
+        std::fs::write(&path, "server = [\"https://x:1\", \"https://y:1\"]\n").expect("write");
+        let cfg = AgentConfig::resolve(cli(&list).run).expect("array in the file");
+        assert_eq!(cfg.servers, ["https://x:1", "https://y:1"]);
+        std::fs::write(&path, "server = \"https://x:1\"\n").expect("write");
+        let cfg = AgentConfig::resolve(cli(&list).run).expect("string in the file");
+        assert_eq!(cfg.servers, ["https://x:1"]);
+        // Flags replace the file's list as a whole.
+        let mut flagged = list.clone();
+        flagged.extend(["--server", "https://z:1"]);
+        std::fs::write(&path, "server = [\"https://x:1\", \"https://y:1\"]\n").expect("write");
+        let cfg = AgentConfig::resolve(cli(&flagged).run).expect("flag over file");
+        assert_eq!(cfg.servers, ["https://z:1"]);
+        std::fs::write(&path, "server = []\n").expect("write");
+        let err = AgentConfig::resolve(cli(&list).run).expect_err("empty array");
+        assert!(err.to_string().contains("--server"), "{err}");
+        std::fs::write(&path, "server = 7\n").expect("write");
+        let err = AgentConfig::resolve(cli(&list).run).expect_err("a number");
+        assert!(
+            err.to_string()
+                .contains("a URL string or an array of URL strings"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn servers_must_be_https_urls_given_once() {
+        for (servers, says) in [
+            (&["http://a:1"][..], "not an https URL"),
+            (&["a.example:7443"][..], "not an https URL"),
+            (&["https://"][..], "not a valid URL"),
+            (&["https://a:1/x"][..], "path"),
+            (&["not a url"][..], "not a valid URL"),
+            (&["https://a:1", "https://a:1"][..], "given twice"),
+            (
+                &["https://A.example", "https://a.example:443/"][..],
+                "given twice",
+            ),
+        ] {
+            let err = with_servers(servers).expect_err(&format!("{servers:?} refused"));
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("--server") && msg.contains(says),
+                "{servers:?}: {msg}"
+            );
+        }
+        let cfg = with_servers(&["https://a:1", "https://a:2", "https://b:1"])
+            .expect("other ports are other servers");
+        assert_eq!(cfg.servers.len(), 3);
     }
 
     /// Lines of the packaged example with every `# key = value` line uncommented.
@@ -430,7 +587,7 @@ mod tests {
         std::fs::write(&default, "server = \"https://default:1\"\n").expect("write");
         let cfg = AgentConfig::resolve_with_default(cli(&flags).run, Some(&default))
             .expect("default file fills in");
-        assert_eq!(cfg.server, "https://default:1");
+        assert_eq!(cfg.servers, ["https://default:1"]);
         let other = dir.path().join("other.toml");
         std::fs::write(&other, "server = \"https://other:1\"\n").expect("write");
         let o = other.display().to_string();
@@ -438,7 +595,7 @@ mod tests {
         list.extend(["--config", o.as_str()]);
         let cfg = AgentConfig::resolve_with_default(cli(&list).run, Some(&default))
             .expect("--config instead of the default");
-        assert_eq!(cfg.server, "https://other:1");
+        assert_eq!(cfg.servers, ["https://other:1"]);
         std::fs::write(&default, "\n\nbogus = 1\n").expect("write");
         let err = AgentConfig::resolve_with_default(cli(&flags).run, Some(&default))
             .expect_err("unknown key in the default file");

@@ -3,18 +3,20 @@
 //!
 //! - [`tpm`]: the TPM through tss-esapi, on a dedicated thread;
 //! - [`report`]: hardening checks bound into each quote, and `check`;
-//! - [`client`]: the gRPC stream, enrolment, quotes, back-off;
+//! - [`client`]: the gRPC stream, enrolment, quotes;
+//! - [`failover`]: which server of the list next, back-off and jitter;
 //! - [`watch`]: change-driven re-attestation between rounds;
 //! - [`config`]: command line and configuration file;
 //! - [`secrets`], [`sd_notify`]: private-key file modes, systemd readiness.
 
 pub mod client;
 pub mod config;
+pub mod failover;
 pub mod report;
 pub mod tpm;
 pub mod watch;
 
-use crate::client::{render_verdict, Backoff, SessionEnd};
+use crate::client::render_verdict;
 use crate::config::AgentConfig;
 use crate::report::Reporter;
 use crate::tpm::{AkAlg, EkAlg, Tpm, TpmWorker};
@@ -78,17 +80,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
         tracing::info!("trustpool-agent stopped");
         return Ok(0);
     }
-    match client::session(&cfg, &tpm, &reporter, &mut Backoff::default()).await? {
-        SessionEnd::Verdict(v) => {
-            print!("{}", render_verdict(&cfg.hostname, &v));
-            let trusted = match &cfg.pool {
-                Some(pool) => v.pools.iter().any(|p| &p.pool == pool && p.trusted),
-                None => v.pools.iter().any(|p| p.trusted),
-            };
-            Ok(if trusted { 0 } else { 1 })
-        }
-        SessionEnd::Closed => anyhow::bail!("the server closed the stream before a verdict"),
-    }
+    let v = client::once(&cfg, &tpm, &reporter).await?;
+    print!("{}", render_verdict(&cfg.hostname, &v));
+    let trusted = match &cfg.pool {
+        Some(pool) => v.pools.iter().any(|p| &p.pool == pool && p.trusted),
+        None => v.pools.iter().any(|p| p.trusted),
+    };
+    Ok(if trusted { 0 } else { 1 })
 }
 
 pub use trustpool_daemon::{sd_notify, secrets};

@@ -29,7 +29,7 @@ use trustpool_tests::procs::{wait_until, ServerProcess};
 
 fn agent_config(lab: &Lab, host: &LabHost, server: &ServerProcess) -> AgentConfig {
     AgentConfig {
-        server: server.url(),
+        servers: vec![server.url()],
         ca: lab.ca_pem.clone(),
         cert: host.certs.cert.clone(),
         key: host.certs.key.clone(),
@@ -68,7 +68,7 @@ impl Scripted {
             Tpm::open(&cfg.tcti, &cfg.state_dir, EkAlg::Rsa2048, AkAlg::RsaSsa2048).expect("tpm");
         let tpm = TpmWorker::spawn(tpm);
         let id = tpm.identity().await.expect("identity");
-        let channel = connect(cfg).await.expect("connect");
+        let channel = connect(cfg, &cfg.servers[0]).await.expect("connect");
         let (tx, rx) = mpsc::channel(8);
         tx.send(msg(AgentMsg::Hello(Hello {
             hostname: cfg.hostname.clone(),
@@ -340,7 +340,7 @@ impl Codec for RawCodec {
 }
 
 async fn raw_session(cfg: &AgentConfig, frames: Vec<Vec<u8>>) -> Vec<ServerMessage> {
-    let channel = connect(cfg).await.expect("connect");
+    let channel = connect(cfg, &cfg.servers[0]).await.expect("connect");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path =
