@@ -1,6 +1,7 @@
 //! Test and lab harness of trustpool: swtpm hosts with EK certificates, a
 //! test PKI, and the server and agents started as real processes.
 
+pub mod dbserver;
 pub mod http;
 pub mod lab;
 pub mod pki;
