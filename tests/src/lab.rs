@@ -281,6 +281,7 @@ impl Lab {
             crls: Vec::new(),
             admin_socket: None,
             db: None,
+            db_url: None,
         }
     }
 

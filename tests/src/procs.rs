@@ -62,9 +62,20 @@ pub struct ServerOptions {
     /// `--db` (default `<dir>/trustpool.db`), e.g. on a file system a test
     /// makes fail.
     pub db: Option<PathBuf>,
+    /// `--db` as a database server URL (`postgres://…`, `mysql://…`),
+    /// instead of an SQLite file.
+    pub db_url: Option<String>,
 }
 
 impl ServerOptions {
+    /// What the server is given as `--db`.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.db_url {
+            Some(url) => url.into(),
+            None => self.db_path().into(),
+        }
+    }
+
     /// The database file the server is started with.
     pub fn db_path(&self) -> PathBuf {
         self.db
@@ -182,7 +193,7 @@ impl ServerProcess {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--db")
-            .arg(options.db_path())
+            .arg(options.db_arg())
             .arg("--ca")
             .arg(&options.ca)
             .arg("--cert")

@@ -165,6 +165,7 @@ fn pki_and_server(
         crls: vec![],
         admin_socket: None,
         db: None,
+        db_url: None,
     })
     .expect("server");
     (pki, server)
