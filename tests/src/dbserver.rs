@@ -310,6 +310,9 @@ pub struct DbServer {
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     /// PostgreSQL's bin directory (unused for MariaDB).
     pg_bin: PathBuf,
+    /// Commits reach the disk before they return (benchmarks), and
+    /// PostgreSQL counts statements (pg_stat_statements).
+    durable: bool,
     /// Dropped last: removes the data directory, socket and logs.
     dir: tempfile::TempDir,
 }
@@ -331,8 +334,20 @@ impl DbServer {
     /// waits until it accepts connections, and creates the database
     /// `trustpool` owned by the non-superuser `trustpool`.
     pub fn start(engine: Engine) -> anyhow::Result<DbServer> {
+        Self::start_with(engine, false)
+    }
+
+    /// As [`DbServer::start`], with the engine's durable defaults (fsync on
+    /// every commit) and PostgreSQL's statement counters: for benchmarks,
+    /// where a commit must cost what it costs in production.
+    pub fn start_durable(engine: Engine) -> anyhow::Result<DbServer> {
+        Self::start_with(engine, true)
+    }
+
+    fn start_with(engine: Engine, durable: bool) -> anyhow::Result<DbServer> {
         ensure_installed()?;
         let mut server = Self::init(engine)?;
+        server.durable = durable;
         let log = server.log_path();
         crate::ports::start_on_free_ports(&engine.to_string(), &log, 1, |ports| {
             server.port = ports[0];
@@ -394,6 +409,7 @@ impl DbServer {
             password: hex::encode(rand::random::<[u8; 16]>()),
             owner,
             pg_bin: postgres_bindir().unwrap_or_default(),
+            durable: false,
             dir,
         };
         let init_log = server.dir.path().join("init.log");
@@ -475,7 +491,11 @@ impl DbServer {
                     "listen_addresses=127.0.0.1".to_string(),
                     format!("port={port}"),
                     format!("unix_socket_directories={}", self.socket_dir().display()),
-                    "fsync=off".into(),
+                    if self.durable {
+                        "shared_preload_libraries=pg_stat_statements".into()
+                    } else {
+                        "fsync=off".into()
+                    },
                     "max_connections=200".into(),
                     "logging_collector=off".into(),
                     "log_destination=stderr".into(),
@@ -502,7 +522,11 @@ impl DbServer {
                     ))
                     .args([
                         "--skip-name-resolve",
-                        "--innodb-flush-log-at-trx-commit=2",
+                        if self.durable {
+                            "--innodb-flush-log-at-trx-commit=1"
+                        } else {
+                            "--innodb-flush-log-at-trx-commit=2"
+                        },
                         "--max-connections=200",
                         // Debian's 50-server.cnf, which --no-defaults skips.
                         "--character-set-server=utf8mb4",
