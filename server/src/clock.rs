@@ -12,6 +12,15 @@ pub fn mono_ms() -> i64 {
     wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Unix time in microseconds (the wall clock): the stamp of a change in
+/// the change table, from which the replicas' generations follow.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Unix time in milliseconds (the wall clock).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -78,6 +78,15 @@ pub struct ServerArgs {
     /// is disconnected (`stream.lost`) (default 5s).
     #[arg(long, value_parser = parse_duration)]
     pub keepalive_timeout: Option<Duration>,
+    /// This replica's name among the servers sharing its database, unique
+    /// per replica (default `<hostname>:<gRPC port>`).
+    #[arg(long)]
+    pub replica_name: Option<String>,
+    /// How long the maintenance lease (Placement sync, expiry history) lasts
+    /// unrenewed: a dead holder's work moves to another replica within it
+    /// (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub lease_period: Option<Duration>,
     /// Attestation rounds (challenge sent to verdict sent) in progress at
     /// once across all agents (default 1024); a round beyond it waits for a
     /// slot, stretching that host's interval (docs/operating.md, overload).
@@ -183,6 +192,9 @@ struct ServerFile {
     keepalive_timeout: Option<Duration>,
     max_attestations_in_flight: Option<usize>,
     max_enrolments_in_flight: Option<usize>,
+    replica_name: Option<String>,
+    #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
+    lease_period: Option<Duration>,
     reader_ca: Option<PathBuf>,
     #[serde(default)]
     feed_tokens: Vec<crate::publish::config::FeedTokenEntry>,
@@ -238,6 +250,10 @@ pub struct ServerConfig {
     pub max_attestations_in_flight: usize,
     /// Enrolments in progress at once (`attest::pacing`).
     pub max_enrolments_in_flight: usize,
+    /// This replica's name (`--replica-name`).
+    pub replica_name: String,
+    /// The maintenance lease's period (`--lease-period`).
+    pub lease_period: Duration,
     /// HTTPS API readers, PollHosts and the Placement sync.
     pub publication: crate::publish::config::PublicationConfig,
     /// Operator certificate names for the admin API.
@@ -311,8 +327,17 @@ impl ServerConfig {
             .report_interval
             .or(file.report_interval)
             .unwrap_or(DEFAULT_REPORT_INTERVAL);
+        let grpc_listen = need(args.grpc_listen, file.grpc_listen, "grpc_listen")?;
         let cfg = ServerConfig {
-            grpc_listen: need(args.grpc_listen, file.grpc_listen, "grpc_listen")?,
+            grpc_listen,
+            replica_name: args
+                .replica_name
+                .or(file.replica_name)
+                .unwrap_or_else(|| crate::replica::default_name(grpc_listen.port())),
+            lease_period: args
+                .lease_period
+                .or(file.lease_period)
+                .unwrap_or(crate::replica::DEFAULT_LEASE_PERIOD),
             http_listen: need(args.http_listen, file.http_listen, "http_listen")?,
             db: need(args.db, file_db, "db")?,
             init_db: args.init_db,
@@ -373,6 +398,12 @@ impl ServerConfig {
         };
         if cfg.report_interval.is_zero() {
             bail!("--report-interval must be greater than zero");
+        }
+        if cfg.lease_period < Duration::from_secs(1) {
+            bail!("--lease-period must be at least 1s (it is renewed every third of it)");
+        }
+        if cfg.replica_name.trim().is_empty() || cfg.replica_name.len() > 200 {
+            bail!("--replica-name must be 1 to 200 characters");
         }
         if cfg.max_attestations_in_flight == 0 || cfg.max_enrolments_in_flight == 0 {
             bail!("--max-attestations-in-flight and --max-enrolments-in-flight must be at least 1 (0 would admit no host)");

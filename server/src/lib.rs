@@ -24,6 +24,7 @@ pub mod config;
 pub mod fleet;
 pub mod metrics;
 pub mod publish;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod store;

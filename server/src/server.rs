@@ -76,7 +76,14 @@ pub async fn run(
     ek_allowlist
         .check()
         .map_err(|e| anyhow::anyhow!("the EK allowlist is unusable: {e}"))?;
-    let registry = Arc::new(Registry::new(u64::try_from(now_ms()).unwrap_or(1)));
+    let replica = crate::replica::Replica::new(&cfg.replica_name, cfg.lease_period);
+    store.set_replica(&replica.instance);
+    // Changes committed from here on are followed even if the restore below
+    // already read them (re-reading a host twice changes nothing).
+    let changes_after = store.last_change().await?;
+    let registry = Arc::new(Registry::new(
+        u64::try_from(crate::clock::now_us()).unwrap_or(1),
+    ));
     let (enrolled, expired) = restore(&store, &registry, &policy).await?;
     info!(enrolled, db = %cfg.db, "state restored");
     let (history, history_task) = crate::fleet::history::History::start(store.clone());
@@ -86,8 +93,18 @@ pub async fn run(
             "trusted verdicts expired while the server was down: recorded"
         );
     }
-    for e in expired {
-        history.record(e).await;
+    // Another replica that kept running recorded these expiries already:
+    // only the lease's holder writes them.
+    let period = i64::try_from(cfg.lease_period.as_millis()).unwrap_or(i64::MAX);
+    if !expired.is_empty()
+        && store
+            .take_lease(crate::replica::MAINTENANCE_LEASE, &replica.instance, period)
+            .await
+            .unwrap_or(false)
+    {
+        for e in expired {
+            history.record(e).await;
+        }
     }
 
     let state = Arc::new(
@@ -100,6 +117,7 @@ pub async fn run(
             cfg.down_time,
         )
         .with_ek_allowlist(ek_allowlist)
+        .with_replica(replica)
         .with_keepalive_timeout(cfg.keepalive_timeout)
         .with_admission(cfg.max_attestations_in_flight, cfg.max_enrolments_in_flight),
     );
@@ -136,6 +154,7 @@ pub async fn run(
         });
     }
 
+    crate::replica::spawn(state.clone(), changes_after, stop_rx.clone());
     crate::fleet::reload::spawn_watchers(state.clone(), stop_rx.clone());
     crate::fleet::reload::spawn_crl_reload(pki.clone(), stop_rx.clone());
     let sweeper = {
@@ -151,8 +170,11 @@ pub async fn run(
                         for c in &changes {
                             info!(host = %c.hostname, pool = %c.pool, "a verdict expired: out of the pool");
                         }
-                        for e in crate::fleet::history::trust_events(&changes, "sweeper", now) {
-                            state.record(e).await;
+                        // Every replica expires the same verdicts; one records them.
+                        if state.replica.holds_lease() {
+                            for e in crate::fleet::history::trust_events(&changes, "sweeper", now) {
+                                state.record(e).await;
+                            }
                         }
                     }
                     _ = stop.changed() => break,

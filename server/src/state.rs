@@ -52,6 +52,8 @@ pub struct AppState {
     /// Client CAs and CRLs: which CA may issue which role's certificates
     /// (unset: every client certificate is refused).
     pub pki: std::sync::OnceLock<Arc<crate::tls::pki::Pki>>,
+    /// This replica and what it knows of the others on its database.
+    pub replica: Arc<crate::replica::Replica>,
     policy_status: RwLock<PolicyStatus>,
     policy_changes: tokio::sync::watch::Sender<String>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -105,11 +107,19 @@ impl AppState {
             operators: std::sync::OnceLock::new(),
             policy_dir: std::sync::OnceLock::new(),
             pki: std::sync::OnceLock::new(),
+            replica: Arc::default(),
             policy_status: RwLock::new(PolicyStatus {
                 loaded_at_ms: crate::clock::now_ms(),
                 last_error: String::new(),
             }),
         }
+    }
+
+    /// Names this replica (the store then names its changes after it).
+    pub fn with_replica(mut self, replica: crate::replica::Replica) -> AppState {
+        self.store.set_replica(&replica.instance);
+        self.replica = Arc::new(replica);
+        self
     }
 
     /// Sets the keep-alive timeout of agent connections.

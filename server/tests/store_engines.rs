@@ -102,6 +102,9 @@ cases![
     servers_starting_at_once_on_an_empty_database_agree_on_its_id,
     a_database_of_another_store_fails_the_probe_closed,
     a_store_copies_into_another_engine,
+    every_change_is_listed_with_its_hosts_and_its_writer,
+    a_lease_has_one_holder_until_it_expires,
+    replicas_see_each_other_and_their_policy_digests,
 ];
 
 async fn run_suite(backend: Backend) {
@@ -636,4 +639,118 @@ async fn a_store_copies_into_another_engine(b: &Backend) {
     assert!(format!("{err:#}").contains("not empty"), "{err:#}");
     to.close().await;
     from.close().await;
+}
+
+/// What one replica commits, another finds in the change table and reads
+/// back whole.
+async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
+    let location = b.fresh();
+    let a = Store::connect(&location, false).await.expect("open");
+    a.set_replica("replica-a/1");
+    let other = Store::connect(&location, false).await.expect("second handle");
+    let start = other.last_change().await.expect("newest change");
+    a.insert_enrolment(&enrolment("host-a")).await.expect("enrol");
+    let v = verdict("host-a", "default", true, 7);
+    let w = verdict("host-b", "default", false, 7);
+    a.commit_evidence_batch(&[
+        EvidenceCommit {
+            hostname: "host-a",
+            verdicts: std::slice::from_ref(&v),
+            facts: FactsChange::Put("{\"f\":1}"),
+            clock: Some(clock(9)),
+        },
+        EvidenceCommit {
+            hostname: "host-b",
+            verdicts: std::slice::from_ref(&w),
+            facts: FactsChange::Keep,
+            clock: None,
+        },
+    ])
+    .await
+    .expect("evidence");
+    let seqs = other.change_seqs_after(start, 100).await.expect("places");
+    assert_eq!(seqs.len(), 2, "one change per transaction: {seqs:?}");
+    assert!(seqs[0] > start && seqs[1] > seqs[0]);
+    let changes = other.changes_at(&seqs).await.expect("changes");
+    assert_eq!(changes[0].hosts, vec!["host-a".to_string()]);
+    assert_eq!(
+        changes[1].hosts,
+        vec!["host-a".to_string(), "host-b".to_string()]
+    );
+    assert!(changes.iter().all(|c| c.replica == "replica-a/1"));
+    assert!(changes[1].stamp >= changes[0].stamp && changes[0].stamp > 1_600_000_000_000_000);
+    assert!(other
+        .change_seqs_after(seqs[1], 100)
+        .await
+        .expect("places")
+        .is_empty());
+    let hosts = other
+        .stored_hosts(&["host-a".to_string(), "host-gone".to_string()])
+        .await
+        .expect("hosts");
+    assert_eq!(hosts.len(), 2);
+    let host_a = hosts.iter().find(|h| h.hostname == "host-a").expect("host-a");
+    assert_eq!(host_a.enrolment, Some(enrolment("host-a")));
+    assert_eq!(host_a.verdicts, vec![v]);
+    assert_eq!(host_a.facts.as_deref(), Some("{\"f\":1}"));
+    assert_eq!(host_a.clock, Some(clock(9)));
+    let gone = hosts.iter().find(|h| h.hostname == "host-gone").expect("asked for");
+    assert!(gone.enrolment.is_none() && gone.verdicts.is_empty() && gone.facts.is_none());
+    // The holder of the lease prunes what every replica has read.
+    assert_eq!(
+        a.prune_changes(i64::MAX).await.expect("prune"),
+        2 + u64::try_from(seqs.len().saturating_sub(2)).expect("n")
+    );
+    assert!(other.change_seqs_after(start, 100).await.expect("places").is_empty());
+    a.close().await;
+    other.close().await;
+}
+
+/// One holder at a time, timed by the database's clock; a clean stop hands
+/// the lease over at once.
+async fn a_lease_has_one_holder_until_it_expires(b: &Backend) {
+    let location = b.fresh();
+    let a = Store::connect(&location, false).await.expect("open");
+    let other = Store::connect(&location, false).await.expect("second handle");
+    assert_eq!(a.lease_holder("maintenance").await.expect("read"), None);
+    assert!(a.take_lease("maintenance", "a", 1500).await.expect("take"));
+    assert!(!other.take_lease("maintenance", "b", 1500).await.expect("try"));
+    assert!(a.take_lease("maintenance", "a", 1500).await.expect("renew"));
+    let (holder, left) = other
+        .lease_holder("maintenance")
+        .await
+        .expect("read")
+        .expect("held");
+    assert_eq!(holder, "a");
+    assert!(left > 0 && left <= 1500, "{left} ms left");
+    // Unrenewed, it expires and another takes it.
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert!(other.take_lease("maintenance", "b", 1500).await.expect("take"));
+    assert!(!a.take_lease("maintenance", "a", 1500).await.expect("try"));
+    // Another lease is independent.
+    assert!(a.take_lease("other", "a", 1500).await.expect("take"));
+    other.release_lease("maintenance", "b").await.expect("release");
+    a.release_lease("maintenance", "b-not-me").await.expect("no-op");
+    assert!(a.take_lease("maintenance", "a", 1500).await.expect("take"));
+    a.close().await;
+    other.close().await;
+}
+
+/// Every replica's row, with its digest and its age on the database's clock.
+async fn replicas_see_each_other_and_their_policy_digests(b: &Backend) {
+    let location = b.fresh();
+    let store = Store::connect(&location, false).await.expect("open");
+    store.announce("r1", "r1/a", "digest-1", 5).await.expect("announce");
+    store.announce("r2", "r2/b", "digest-2", 6).await.expect("announce");
+    // A restart replaces the row of its name.
+    store.announce("r1", "r1/c", "digest-1", 7).await.expect("announce");
+    let mut rows = store.replicas().await.expect("read");
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].instance.as_str(), rows[0].started_ms), ("r1/c", 7));
+    assert_eq!(rows[1].policy_digest, "digest-2");
+    assert!(rows.iter().all(|r| (-1000..5000).contains(&r.age_ms)), "{rows:?}");
+    store.withdraw("r2/b").await.expect("withdraw");
+    assert_eq!(store.replicas().await.expect("read").len(), 1);
+    store.close().await;
 }

@@ -93,6 +93,9 @@ impl Attestation for AttestationService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        if !self.state.replica.policy_agrees() {
+            return Err(Status::unavailable(crate::publish::feed::POLICY_DISAGREEMENT));
+        }
         let certs = request
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
@@ -128,6 +131,7 @@ impl Attestation for AttestationService {
                 last_inbound_before_end: Duration::ZERO,
             };
             let stopped = session.state.stopped();
+            let mut agreement = session.state.replica.agreement_changes();
             // A stopping server ends the session between two awaits; store
             // writes are transactions, so an interrupted one leaves nothing
             // half-written and the agent attests again on the next server.
@@ -140,6 +144,11 @@ impl Attestation for AttestationService {
                 refusal = revoked => Err(SessionError::new(
                     "identity.refused",
                     refusal.to_string(),
+                )),
+                // Agents move to the replicas whose policy is the majority's.
+                _ = agreement.wait_for(|agrees| !agrees) => Err(SessionError::new(
+                    "server.policy_disagreement",
+                    crate::publish::feed::POLICY_DISAGREEMENT,
                 )),
             };
             session.finish(outcome).await;

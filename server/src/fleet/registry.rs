@@ -123,6 +123,25 @@ pub fn restored_expiry(v: &StoredVerdict, now_ms: i64, wall_now_ms: i64) -> i64 
     now_ms.saturating_add(left)
 }
 
+/// A host as the store holds it, facts parsed (see [`Registry::apply_stored`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoredHostState {
+    /// Host name.
+    pub hostname: String,
+    /// Its enrolment.
+    pub enrolment: Option<Enrolment>,
+    /// Its pending enrolment.
+    pub pending: Option<PendingEnrolment>,
+    /// Its revocation.
+    pub revocation: Option<Revocation>,
+    /// Its last accepted TPM clock.
+    pub clock: Option<StoredClock>,
+    /// Its latest facts.
+    pub facts: Option<Facts>,
+    /// Its latest verdict per pool.
+    pub verdicts: Vec<StoredVerdict>,
+}
+
 #[derive(Debug, Default)]
 struct HostRecord {
     enrolment: Option<Enrolment>,
@@ -718,6 +737,79 @@ impl Registry {
         changes
     }
 
+    /// Brings a host in line with what the store holds about it (another
+    /// replica changed it): enrolment, pending enrolment, revocation and
+    /// facts as stored; per pool, the stored verdict unless the one held
+    /// here is newer (this replica's own session may have committed and
+    /// recorded a later one since the store was read), and no verdict where
+    /// the store has none (a readmission or an approval deleted it). Stored
+    /// verdicts and facts expire with what is left of their validity by the
+    /// wall clock. Returns the membership changes.
+    pub fn apply_stored(
+        &self,
+        stored: StoredHostState,
+        now_ms: i64,
+        wall_now_ms: i64,
+    ) -> Vec<TrustChange> {
+        let hostname = stored.hostname.clone();
+        let mut shard = self.write_host(&hostname);
+        let mut due = Vec::new();
+        self.edit(&mut shard, &hostname, |h| {
+            h.enrolment = stored.enrolment;
+            h.pending = stored.pending;
+            h.revoked = stored.revocation;
+            if let Some(clock) = stored.clock {
+                let newer = h.clock.is_none_or(|c| {
+                    (clock.reset_count, clock.restart_count, clock.clock)
+                        >= (c.reset_count, c.restart_count, c.clock)
+                });
+                if newer {
+                    h.clock = Some(clock);
+                }
+            } else {
+                h.clock = None;
+            }
+            h.facts = match (stored.facts, h.facts.take()) {
+                (None, _) => None,
+                (Some(mine), Some(held)) if held.facts.attested_at_ms > mine.attested_at_ms => {
+                    Some(held)
+                }
+                (Some(f), _) => {
+                    let validity = f.valid_until_ms.saturating_sub(f.attested_at_ms).max(0);
+                    let left = f.valid_until_ms.saturating_sub(wall_now_ms).clamp(0, validity);
+                    Some(HeldFacts {
+                        facts: f,
+                        expires_ms: now_ms.saturating_add(left),
+                    })
+                }
+            };
+            let mut verdicts = BTreeMap::new();
+            for v in stored.verdicts {
+                let pool = v.pool.clone();
+                let held = match h.verdicts.remove(&pool) {
+                    Some(held) if held.verdict.attested_at_ms > v.attested_at_ms => held,
+                    _ => Held {
+                        expires_ms: restored_expiry(&v, now_ms, wall_now_ms),
+                        verdict: v,
+                    },
+                };
+                if held.verdict.trusted {
+                    let last = h.last_good_ms.entry(pool.clone()).or_insert(0);
+                    *last = (*last).max(held.verdict.attested_at_ms);
+                    due.push(held.expires_ms);
+                }
+                verdicts.insert(pool, held);
+            }
+            h.verdicts = verdicts;
+        });
+        for expires in due {
+            shard.expiries.insert((expires, hostname.clone()));
+        }
+        let changes = shard.recompute_host(&hostname, now_ms);
+        self.publish(&shard, &changes);
+        changes
+    }
+
     /// Sets or clears the pending enrolment of a host.
     pub fn set_pending(
         &self,
@@ -853,7 +945,7 @@ impl Registry {
         if changed.is_empty() {
             return;
         }
-        let generation = self.next_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = self.next_generation();
         for pool in changed {
             if let Some(view) = shard.pools.get(pool) {
                 view.generation.fetch_max(generation, Ordering::AcqRel);
@@ -866,6 +958,29 @@ impl Registry {
             }
             newer
         });
+    }
+
+    /// A new generation: one more than the last given out, and at least the
+    /// wall clock in microseconds, so that the generations of replicas on
+    /// one database follow one clock and a replica's next generation is
+    /// newer than any change stamp it has seen ([`Registry::observe`]).
+    fn next_generation(&self) -> u64 {
+        let clock = u64::try_from(crate::clock::now_us()).unwrap_or(0);
+        let previous = self
+            .next_generation
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(last.saturating_add(1).max(clock))
+            })
+            .unwrap_or_else(|last| last);
+        previous.saturating_add(1).max(clock)
+    }
+
+    /// Takes note of a change stamp of another replica: every generation
+    /// given out from now on is newer, whatever this replica's clock says.
+    pub fn observe(&self, stamp: i64) {
+        if let Ok(stamp) = u64::try_from(stamp) {
+            self.next_generation.fetch_max(stamp, Ordering::AcqRel);
+        }
     }
 
     /// Names of the pools in force.

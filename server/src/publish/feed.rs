@@ -60,6 +60,9 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest long-poll wait; a longer `wait` is shortened to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Readiness problem: this replica's policy is not the majority's.
+pub const POLICY_DISAGREEMENT: &str = "policy_disagreement: this replica's policy digest is not the one most live replicas enforce";
+
 /// Whether the server can vouch for what it publishes right now: the store
 /// health (every write's outcome, the write probe and the database identity,
 /// [`crate::store::StoreHealth`]) and whether the last probe answered at all.
@@ -95,6 +98,9 @@ impl Health {
         }
         if app.policy().pools.is_empty() {
             problems.push("no usable pool policy is in force");
+        }
+        if !app.replica.policy_agrees() {
+            problems.push(POLICY_DISAGREEMENT);
         }
         problems
     }
@@ -380,6 +386,30 @@ fn store_metrics(out: &mut String, app: &AppState) {
             "History events that could not be stored and were dropped.",
             history_lost,
         ),
+        (
+            "trustpool_lease_held",
+            "gauge",
+            "1 while this replica holds the maintenance lease (Placement sync, expiry history).",
+            u64::from(app.replica.holds_lease()),
+        ),
+        (
+            "trustpool_replicas_live",
+            "gauge",
+            "Replicas on this database that announced themselves recently, this one included.",
+            app.replica.view().live.len().max(1) as u64,
+        ),
+        (
+            "trustpool_policy_agreement",
+            "gauge",
+            "0 while this replica's policy digest is not the one most live replicas enforce (it vouches for nobody).",
+            u64::from(app.replica.policy_agrees()),
+        ),
+        (
+            "trustpool_changes_applied_total",
+            "counter",
+            "Hosts re-read from the database because another replica changed them.",
+            app.replica.changes_applied(),
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -615,7 +645,9 @@ pub async fn pool_hosts(
         let since = params.since.unwrap_or(generation);
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = s.stop.clone();
-        while generation == since && !*stop.borrow() {
+        // `since` may come from another replica behind the same load
+        // balancer: a generation at or below it is never an answer.
+        while generation <= since && !*stop.borrow() {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
                 _ = tokio::time::sleep_until(deadline) => break,

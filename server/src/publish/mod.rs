@@ -158,6 +158,7 @@ impl Publication {
             self.placement,
             self.state.registry.clone(),
             self.state.metrics.clone(),
+            self.state.replica.lease_changes(),
             stop.clone(),
         )?;
         let metrics = self.state.metrics.clone();

@@ -1296,17 +1296,54 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Starts the sync task when `[placement]` is configured.
+///
+/// The sync runs only while `lease` says this replica holds the
+/// maintenance lease: it starts (with a full reconcile) when the lease is
+/// taken and stops when it is lost, so replicas never write traits at once.
 pub fn spawn(
     cfg: Option<PlacementConfig>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
+    mut lease: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(cfg) = cfg else {
         return Ok(None);
     };
-    let sync = PlacementSync::new(cfg, registry, metrics)?;
-    Ok(Some(tokio::spawn(sync.run(stop))))
+    // Refuse a bad configuration now, not at the first lease.
+    drop(PlacementSync::new(cfg.clone(), registry.clone(), metrics.clone())?);
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                held = lease.wait_for(|held| *held) => if held.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            let sync = match PlacementSync::new(cfg.clone(), registry.clone(), metrics.clone()) {
+                Ok(sync) => sync,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "cannot start the Placement sync");
+                    break;
+                }
+            };
+            // The sync's stop: the server stops or the lease is lost.
+            let (lost, until) = watch::channel(false);
+            let mut watch_lease = lease.clone();
+            let mut watch_stop = stop.clone();
+            let relay = tokio::spawn(async move {
+                tokio::select! {
+                    _ = watch_lease.wait_for(|held| !*held) => {}
+                    _ = watch_stop.wait_for(|s| *s) => {}
+                }
+                let _ = lost.send(true);
+            });
+            sync.run(until).await;
+            relay.abort();
+            if *stop.borrow() {
+                break;
+            }
+            info!("the maintenance lease moved: Placement sync stopped on this replica");
+        }
+    })))
 }
 
 #[cfg(test)]

@@ -22,10 +22,12 @@ use super::*;
 /// Handle on the database.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    engine: Engine,
+    pub(super) pool: AnyPool,
+    pub(super) engine: Engine,
     health: Arc<StoreHealth>,
     identity: Arc<Identity>,
+    /// This process's name in the change table (see [`Store::set_replica`]).
+    replica: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Which store was opened, and where.
@@ -173,6 +175,7 @@ impl Store {
                 store_id,
                 file: opened,
             }),
+            replica: Arc::default(),
         })
     }
 
@@ -186,20 +189,32 @@ impl Store {
         &self.health
     }
 
+    /// Names the changes this process writes (the other replicas re-read
+    /// the hosts of every change not named so). Set once, before the first
+    /// write; unset, changes are written under "".
+    pub fn set_replica(&self, instance: &str) {
+        let _ = self.replica.set(instance.to_string());
+    }
+
+    /// The name under which this process writes its changes.
+    pub fn replica(&self) -> &str {
+        self.replica.get().map_or("", String::as_str)
+    }
+
     /// The random id of this store.
     pub fn store_id(&self) -> &str {
         &self.identity.store_id
     }
 
     /// `sql` in this store's placeholder syntax.
-    fn sql<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+    pub(super) fn sql<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
         self.engine.sql(sql)
     }
 
     /// Records the outcome of a write in the store health.
     /// (A refused write that says nothing about the database, such as a
     /// conflicting enrolment, does not count.)
-    fn outcome<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(super) fn outcome<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
         match &r {
             Ok(_) => self.health.write_done(),
             Err(e) if is_store_fault(e) => self.health.write_error(e),
@@ -210,7 +225,7 @@ impl Store {
 
     /// Refuses writes once the database was removed or replaced (they
     /// would land in a deleted file, or in another store).
-    fn writable(&self) -> anyhow::Result<()> {
+    pub(super) fn writable(&self) -> anyhow::Result<()> {
         if self.health.identity_lost() {
             anyhow::bail!("{STORE_IDENTITY_LOST}: writes refused");
         }
@@ -410,12 +425,38 @@ impl Store {
         self.outcome(r)
     }
 
+    /// The rows of `select` (a `SELECT … FROM table` of a table keyed by
+    /// host name), of `hosts` only when given (a few statements of at most
+    /// [`Upsert::ROWS_PER_STATEMENT`] names each).
+    async fn rows_of(&self, select: &str, hosts: Option<&[String]>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let Some(hosts) = hosts else {
+            return sqlx::query(select).fetch_all(&self.pool).await;
+        };
+        let mut rows = Vec::new();
+        for chunk in hosts.chunks(Upsert::ROWS_PER_STATEMENT) {
+            let sql = self
+                .sql(&format!(
+                    "{select} WHERE hostname IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                ))
+                .into_owned();
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql).persistent(false), |q, h| q.bind(h.as_str()));
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        Ok(rows)
+    }
+
     /// Reads every enrolment.
     pub async fn enrolments(&self) -> anyhow::Result<Vec<Enrolment>> {
-        let rows = sqlx::query(
-            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms FROM enrolments",
-        )
-        .fetch_all(&self.pool)
+        self.enrolments_of(None).await
+    }
+
+    /// [`Store::enrolments`] of `hosts` only (all with `None`).
+    pub(super) async fn enrolments_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<Enrolment>> {
+        let rows = self.rows_of(
+            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms FROM enrolments", hosts)
         .await
         .context("reading enrolments")?;
         rows.iter()
@@ -451,6 +492,7 @@ impl Store {
             actor: e.cert_subject.clone(),
         };
         insert_history(&mut tx, self.engine, std::slice::from_ref(&event)).await?;
+        note_change(&mut tx, self.engine, self.replica(), [e.hostname.as_str()]).await?;
         tx.commit()
             .await
             .with_context(|| format!("committing the enrolment of {}", e.hostname))?;
@@ -463,6 +505,7 @@ impl Store {
             .await
             .context("starting a verdict transaction")?;
         write_verdicts(&mut tx, self.engine, verdicts.iter()).await?;
+        note_change(&mut tx, self.engine, self.replica(), verdicts.iter().map(|v| v.hostname.as_str())).await?;
         tx.commit().await.context("committing verdicts")?;
         Ok(())
     }
@@ -479,6 +522,7 @@ impl Store {
         write_evidence_rows(&mut tx, self.engine, batch)
             .await
             .with_context(|| format!("writing the evidence of {what}"))?;
+        note_change(&mut tx, self.engine, self.replica(), batch.iter().map(|c| c.hostname)).await?;
         tx.commit()
             .await
             .with_context(|| format!("committing the evidence of {what}"))?;
@@ -487,10 +531,13 @@ impl Store {
 
     /// Reads every stored latest verdict.
     pub async fn verdicts(&self) -> anyhow::Result<Vec<StoredVerdict>> {
-        let rows = sqlx::query(
-            "SELECT hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest FROM verdicts",
-        )
-        .fetch_all(&self.pool)
+        self.verdicts_of(None).await
+    }
+
+    /// [`Store::verdicts`] of `hosts` only (all with `None`).
+    pub(super) async fn verdicts_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<StoredVerdict>> {
+        let rows = self.rows_of(
+            "SELECT hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest FROM verdicts", hosts)
         .await
         .context("reading verdicts")?;
         let mut out = Vec::with_capacity(rows.len());
@@ -519,15 +566,20 @@ impl Store {
             .await
             .context("starting a TPM clock update")?;
         write_clocks(&mut tx, self.engine, &[(hostname, c)]).await?;
+        note_change(&mut tx, self.engine, self.replica(), [hostname]).await?;
         tx.commit().await.context("committing a TPM clock")?;
         Ok(())
     }
 
     /// Reads every stored TPM clock.
     pub async fn clocks(&self) -> anyhow::Result<Vec<(String, StoredClock)>> {
+        self.clocks_of(None).await
+    }
+
+    /// [`Store::clocks`] of `hosts` only (all with `None`).
+    pub(super) async fn clocks_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<(String, StoredClock)>> {
         let rows =
-            sqlx::query("SELECT hostname, reset_count, restart_count, clock FROM tpm_clocks")
-                .fetch_all(&self.pool)
+            self.rows_of("SELECT hostname, reset_count, restart_count, clock FROM tpm_clocks", hosts)
                 .await
                 .context("reading TPM clocks")?;
         let mut out = Vec::with_capacity(rows.len());
@@ -554,6 +606,7 @@ impl Store {
             .await
             .context("starting a pending enrolment")?;
         write_enrolments(&mut tx, self.engine, PENDING, &[p]).await?;
+        note_change(&mut tx, self.engine, self.replica(), [p.enrolment.hostname.as_str()]).await?;
         tx.commit().await.with_context(|| {
             format!("storing the pending enrolment of {}", p.enrolment.hostname)
         })?;
@@ -562,10 +615,13 @@ impl Store {
 
     /// Reads every pending enrolment.
     pub async fn pending(&self) -> anyhow::Result<Vec<PendingEnrolment>> {
-        let rows = sqlx::query(
-            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason FROM pending_enrolments",
-        )
-        .fetch_all(&self.pool)
+        self.pending_of(None).await
+    }
+
+    /// [`Store::pending`] of `hosts` only (all with `None`).
+    pub(super) async fn pending_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<PendingEnrolment>> {
+        let rows = self.rows_of(
+            "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason FROM pending_enrolments", hosts)
         .await
         .context("reading pending enrolments")?;
         rows.iter()
@@ -635,6 +691,7 @@ impl Store {
                 .with_context(|| format!("approving the enrolment of {hostname}"))?;
         }
         insert_history(&mut tx, self.engine, std::slice::from_ref(event)).await?;
+        note_change(&mut tx, self.engine, self.replica(), std::iter::once(hostname).chain(moved_from.iter().map(String::as_str))).await?;
         tx.commit().await.context("committing an approval")?;
         Ok((pending.enrolment, moved_from))
     }
@@ -667,15 +724,20 @@ impl Store {
             }
         }
         insert_history(&mut tx, self.engine, std::slice::from_ref(event)).await?;
+        note_change(&mut tx, self.engine, self.replica(), [hostname]).await?;
         tx.commit().await.context("committing a revocation")?;
         Ok(())
     }
 
     /// Reads every revocation.
     pub async fn revocations(&self) -> anyhow::Result<Vec<Revocation>> {
+        self.revocations_of(None).await
+    }
+
+    /// [`Store::revocations`] of `hosts` only (all with `None`).
+    pub(super) async fn revocations_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<Revocation>> {
         let rows =
-            sqlx::query("SELECT hostname, revoked_by, revoked_at_ms, comment FROM revocations")
-                .fetch_all(&self.pool)
+            self.rows_of("SELECT hostname, revoked_by, revoked_at_ms, comment FROM revocations", hosts)
                 .await
                 .context("reading revocations")?;
         rows.iter()
@@ -695,6 +757,7 @@ impl Store {
         write_facts(&mut tx, self.engine, &[(hostname, body)])
             .await
             .with_context(|| format!("storing the evidence facts of {hostname}"))?;
+        note_change(&mut tx, self.engine, self.replica(), [hostname]).await?;
         tx.commit()
             .await
             .with_context(|| format!("storing the evidence facts of {hostname}"))?;
@@ -703,8 +766,12 @@ impl Store {
 
     /// Reads every host's latest facts (JSON).
     pub async fn facts(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT hostname, body FROM facts")
-            .fetch_all(&self.pool)
+        self.facts_of(None).await
+    }
+
+    /// [`Store::facts`] of `hosts` only (all with `None`).
+    pub(super) async fn facts_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = self.rows_of("SELECT hostname, body FROM facts", hosts)
             .await
             .context("reading evidence facts")?;
         rows.iter()
@@ -987,7 +1054,7 @@ async fn apply_migrations(conn: &mut sqlx::AnyConnection, engine: Engine) -> any
     Ok(())
 }
 
-async fn read_store_id(pool: &AnyPool, _engine: Engine) -> anyhow::Result<Option<String>> {
+pub(super) async fn read_store_id(pool: &AnyPool, _engine: Engine) -> anyhow::Result<Option<String>> {
     let row = sqlx::query("SELECT store_id FROM store_identity WHERE id = 1")
         .fetch_optional(pool)
         .await?;
@@ -1068,7 +1135,7 @@ pub fn is_store_fault(e: &anyhow::Error) -> bool {
 
 /// A text column. MariaDB sends `TEXT` columns as blobs to sqlx's `Any`
 /// driver; they are UTF-8 all the same.
-fn text(r: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
+pub(super) fn text(r: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
     match r.try_get::<String, _>(column) {
         Ok(s) => Ok(s),
         Err(first) => match r.try_get::<Vec<u8>, _>(column) {
@@ -1101,6 +1168,34 @@ fn enrolment_row(r: &AnyRow) -> Result<Enrolment, sqlx::Error> {
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Records in `tx` that `hosts` changed, so that the other replicas re-read
+/// them (see [`super::replication`]): the change commits with the change.
+async fn note_change<'h>(
+    tx: &mut Tx<'_>,
+    engine: Engine,
+    replica: &str,
+    hosts: impl IntoIterator<Item = &'h str>,
+) -> anyhow::Result<()> {
+    let mut hosts: Vec<&str> = hosts.into_iter().collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let list = serde_json::to_string(&hosts).context("encoding a change")?;
+    sqlx::query(&engine.sql(
+        "INSERT INTO changes (at_ms, replica, stamp, hosts) VALUES (?, ?, ?, ?)",
+    ))
+    .bind(crate::clock::now_ms())
+    .bind(replica)
+    .bind(crate::clock::now_us())
+    .bind(list)
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("recording the change of {} hosts", hosts.len()))?;
+    Ok(())
+}
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Writes `rows` with `upsert`, [`Upsert::ROWS_PER_STATEMENT`] at a time,

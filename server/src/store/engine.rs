@@ -157,6 +157,17 @@ impl Engine {
         }
     }
 
+    /// An SQL expression for the database server's clock in Unix
+    /// milliseconds: leases and replica presence are timed by the one clock
+    /// every replica shares, not by theirs.
+    pub fn now_ms_sql(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Engine::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Engine::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+        }
+    }
+
     /// `sql` with its `?` placeholders in this engine's syntax (PostgreSQL
     /// numbers them: `$1`, `$2`…). A `?` inside a quoted literal is left alone.
     pub fn sql(self, sql: &str) -> Cow<'_, str> {

@@ -29,6 +29,7 @@ mod file;
 pub mod group;
 mod health;
 mod identity;
+pub mod replication;
 pub mod schema;
 
 pub use crate::verify::verdict::StoredClock;
@@ -37,6 +38,7 @@ pub use engine::{DbLocation, Engine};
 pub use file::backup_file;
 pub use health::{StoreHealth, STORE_IDENTITY_LOST, STORE_NOT_WRITABLE};
 pub use identity::{id_file_path, reconcile_identity, IdentityAction, IdentityProblem};
+pub use replication::{Change, ReplicaRow, StoredHost};
 
 use trustpool_evidence::reason::Reason;
 

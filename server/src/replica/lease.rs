@@ -1,0 +1,95 @@
+//! The maintenance lease: one replica at a time runs the Placement sync and
+//! records verdict expiries in the history.
+//!
+//! The holder renews its lease every third of the period; the expiry is
+//! set and compared on the database's clock, so the replicas' clocks do not
+//! matter. A holder that cannot renew (the database is unreachable) stops
+//! acting as holder when its own period, counted from its last successful
+//! renewal's start, runs out: by then another replica may take the lease.
+//! A clean stop gives the lease up at once.
+
+use super::MAINTENANCE_LEASE;
+use crate::state::AppState;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How long the changes table keeps a change (every replica follows
+/// within a poll; a replica that was away longer restarts from the store).
+const KEEP_CHANGES: Duration = Duration::from_secs(600);
+
+/// How often the holder prunes the change table.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Tries once to take or renew the maintenance lease; returns whether it is held.
+pub async fn try_take(state: &AppState) -> bool {
+    let r = &state.replica;
+    let period = i64::try_from(r.lease_period.as_millis()).unwrap_or(i64::MAX);
+    match state
+        .store
+        .take_lease(MAINTENANCE_LEASE, &r.instance, period)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "cannot take or renew the maintenance lease");
+            false
+        }
+    }
+}
+
+/// Holds the lease while it can, until `stop`; gives it up on a clean stop.
+pub async fn hold(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let r = &state.replica;
+    let renew = r.lease_period / 3;
+    let mut valid_until: Option<Instant> = None;
+    let mut last_prune = Instant::now();
+    loop {
+        let started = Instant::now();
+        let held = try_take(&state).await;
+        if held {
+            valid_until = Some(started + r.lease_period);
+        }
+        let holding = valid_until.is_some_and(|t| Instant::now() < t);
+        if holding != r.holds_lease() {
+            if holding {
+                info!(replica = %r.name, "this replica holds the maintenance lease: Placement sync and expiry history");
+            } else {
+                warn!(replica = %r.name, "this replica no longer holds the maintenance lease");
+            }
+        }
+        r.set_lease_held(holding);
+        if !holding {
+            valid_until = None;
+        }
+        if holding && last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            let before = crate::clock::now_ms()
+                - i64::try_from(KEEP_CHANGES.as_millis()).unwrap_or(i64::MAX);
+            if let Err(e) = state.store.prune_changes(before).await {
+                warn!(error = %format!("{e:#}"), "cannot prune the change table");
+            }
+        }
+        // Wake at the renewal, or when the lease runs out unrenewed.
+        let wake = match valid_until {
+            Some(t) => (started + renew).min(t),
+            None => started + renew,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.max(Instant::now() + Duration::from_millis(50))) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    if r.holds_lease() {
+        r.set_lease_held(false);
+        if let Err(e) = state
+            .store
+            .release_lease(MAINTENANCE_LEASE, &r.instance)
+            .await
+        {
+            warn!(error = %format!("{e:#}"), "cannot give the maintenance lease up");
+        }
+    }
+}
