@@ -18,7 +18,7 @@ const LEASE_PERIOD: &str = "2s";
 struct Cluster {
     _dir: tempfile::TempDir,
     lab: Lab,
-    _db: DbServer,
+    db: DbServer,
     replicas: Vec<ServerProcess>,
     _hosts: Vec<LabHost>,
     agents: Vec<AgentProcess>,
@@ -85,7 +85,7 @@ impl Cluster {
         Cluster {
             _dir: dir,
             lab,
-            _db: db,
+            db,
             replicas,
             _hosts: hosts,
             agents,
@@ -299,4 +299,59 @@ fn a_replica_with_another_policy_vouches_for_nobody_and_says_so() {
     for i in [0, 1] {
         assert_eq!(metric(&c.replicas[i], "trustpool_policy_agreement"), Some(1.0));
     }
+}
+
+/// The database restarted under three replicas: every replica fails closed
+/// for the outage and recovers by itself, nothing committed is lost.
+fn the_database_restarted_under_replicas(engine: Engine) {
+    let policy = golden_policy();
+    let mut c = Cluster::start(engine, &[policy.clone(), policy.clone(), policy]);
+    let all = [0usize, 1, 2];
+    let complete = |c: &Cluster| {
+        all.iter()
+            .all(|i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES)
+    };
+    assert!(wait_until(Duration::from_secs(90), || complete(&c)), "{}", c.logs());
+    c.db.kill();
+    let killed = Instant::now();
+    let unavailable = |c: &Cluster| {
+        all.iter().all(|i| {
+            c.replicas[*i].get("/v1/pools/default/hosts").map(|r| r.status).unwrap_or(0) == 503
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || unavailable(&c)),
+        "every replica fails closed once the database is gone\n{}",
+        c.logs()
+    );
+    eprintln!("{engine:?}: every replica failed closed {:?} after the database died", killed.elapsed());
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(unavailable(&c), "a replica vouched while the database was down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.db.start_again().expect("database restart");
+    let back = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(60), || complete(&c)),
+        "every replica recovers by itself\n{}",
+        c.logs()
+    );
+    eprintln!("{engine:?}: every replica serves the full pool {:?} after the database came back", back.elapsed());
+    // Exactly one lease holder again, and every enrolment is still there.
+    assert!(wait_until(Duration::from_secs(10), || c.lease_holders(&all).len() == 1));
+    for name in NAMES {
+        let h = c.replicas[2].get(&format!("/v1/hosts/{name}")).expect("host");
+        assert!(h.body.contains("\"enrolled\":true"), "{name}: {}", h.body);
+    }
+}
+
+#[test]
+fn the_postgresql_server_restarted_under_three_replicas() {
+    the_database_restarted_under_replicas(Engine::Postgres);
+}
+
+#[test]
+fn the_mariadb_server_restarted_under_three_replicas() {
+    the_database_restarted_under_replicas(Engine::MariaDb);
 }
