@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 use trustpool_tests::dbserver::{DbServer, Engine};
 use trustpool_tests::lab::{golden_policy, policy_with_checks, Lab, LabHost, Launch};
-use trustpool_tests::procs::{wait_until, AgentProcess, ServerProcess};
+use trustpool_tests::procs::{binary, wait_until, AgentProcess, ServerProcess};
 
 const NAMES: &[&str] = &["host-a", "host-b", "host-c"];
 const LEASE_PERIOD: &str = "2s";
@@ -29,6 +29,23 @@ fn metric(server: &ServerProcess, name: &str) -> Option<f64> {
     let text = server.get("/metrics").ok()?.body;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `trustpool` over replica `server`'s admin socket.
+fn admin(server: &ServerProcess, args: &[&str]) {
+    let socket = server.options.admin_socket.clone().expect("admin socket");
+    let out = std::process::Command::new(binary("trustpool").expect("trustpool binary"))
+        .env_remove("TRUSTPOOL_SERVER")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("trustpool runs");
+    assert!(
+        out.status.success(),
+        "trustpool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn members(server: &ServerProcess) -> Vec<String> {
@@ -57,6 +74,7 @@ impl Cluster {
                 std::fs::create_dir_all(&options.policy_dir).expect("policy dir");
                 std::fs::write(options.policy_dir.join("default.toml"), policy).expect("policy");
                 options.db_url = Some(db.url());
+                options.admin_socket = Some(options.dir.join("admin.sock"));
                 options.publication.extra_args.extend([
                     "--replica-name".to_string(),
                     format!("replica-{i}"),
@@ -145,6 +163,31 @@ fn replicas_share_one_fleet(engine: Engine) {
     assert!(all
         .iter()
         .all(|i| metric(&c.replicas[*i], "trustpool_replicas_live") == Some(3.0)));
+
+    // The admin API on any replica: a revocation on replica 1 empties the
+    // host out of every feed; a readmission on replica 2 brings it back.
+    admin(&c.replicas[1], &["hosts", "revoke", "host-c", "--comment", "moved rack"]);
+    let revoked = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || all
+            .iter()
+            .all(|i| !members(&c.replicas[*i]).contains(&"host-c".to_string()))),
+        "host-c left every feed\n{}",
+        c.logs()
+    );
+    eprintln!("a revocation on one replica reached every feed in {:?}", revoked.elapsed());
+    admin(&c.replicas[2], &["hosts", "readmit", "host-c"]);
+    assert!(
+        wait_until(Duration::from_secs(30), || all
+            .iter()
+            .all(|i| members(&c.replicas[*i]) == NAMES)),
+        "host-c is back in every feed after its readmission\n{}",
+        c.logs()
+    );
+    let streams: Vec<f64> = all
+        .iter()
+        .map(|i| metric(&c.replicas[*i], "trustpool_agent_streams_open").unwrap_or(0.0))
+        .collect();
 
     // kill -9 the replica with the most streams.
     let victim = (0..3)
