@@ -647,9 +647,13 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
     let location = b.fresh();
     let a = Store::connect(&location, false).await.expect("open");
     a.set_replica("replica-a/1");
-    let other = Store::connect(&location, false).await.expect("second handle");
+    let other = Store::connect(&location, false)
+        .await
+        .expect("second handle");
     let start = other.last_change().await.expect("newest change");
-    a.insert_enrolment(&enrolment("host-a")).await.expect("enrol");
+    a.insert_enrolment(&enrolment("host-a"))
+        .await
+        .expect("enrol");
     let v = verdict("host-a", "default", true, 7);
     let w = verdict("host-b", "default", false, 7);
     a.commit_evidence_batch(&[
@@ -689,19 +693,29 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
         .await
         .expect("hosts");
     assert_eq!(hosts.len(), 2);
-    let host_a = hosts.iter().find(|h| h.hostname == "host-a").expect("host-a");
+    let host_a = hosts
+        .iter()
+        .find(|h| h.hostname == "host-a")
+        .expect("host-a");
     assert_eq!(host_a.enrolment, Some(enrolment("host-a")));
     assert_eq!(host_a.verdicts, vec![v]);
     assert_eq!(host_a.facts.as_deref(), Some("{\"f\":1}"));
     assert_eq!(host_a.clock, Some(clock(9)));
-    let gone = hosts.iter().find(|h| h.hostname == "host-gone").expect("asked for");
+    let gone = hosts
+        .iter()
+        .find(|h| h.hostname == "host-gone")
+        .expect("asked for");
     assert!(gone.enrolment.is_none() && gone.verdicts.is_empty() && gone.facts.is_none());
     // The holder of the lease prunes what every replica has read.
     assert_eq!(
         a.prune_changes(i64::MAX).await.expect("prune"),
         2 + u64::try_from(seqs.len().saturating_sub(2)).expect("n")
     );
-    assert!(other.change_seqs_after(start, 100).await.expect("places").is_empty());
+    assert!(other
+        .change_seqs_after(start, 100)
+        .await
+        .expect("places")
+        .is_empty());
     a.close().await;
     other.close().await;
 }
@@ -711,10 +725,15 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
 async fn a_lease_has_one_holder_until_it_expires(b: &Backend) {
     let location = b.fresh();
     let a = Store::connect(&location, false).await.expect("open");
-    let other = Store::connect(&location, false).await.expect("second handle");
+    let other = Store::connect(&location, false)
+        .await
+        .expect("second handle");
     assert_eq!(a.lease_holder("maintenance").await.expect("read"), None);
     assert!(a.take_lease("maintenance", "a", 1500).await.expect("take"));
-    assert!(!other.take_lease("maintenance", "b", 1500).await.expect("try"));
+    assert!(!other
+        .take_lease("maintenance", "b", 1500)
+        .await
+        .expect("try"));
     assert!(a.take_lease("maintenance", "a", 1500).await.expect("renew"));
     let (holder, left) = other
         .lease_holder("maintenance")
@@ -725,12 +744,20 @@ async fn a_lease_has_one_holder_until_it_expires(b: &Backend) {
     assert!(left > 0 && left <= 1500, "{left} ms left");
     // Unrenewed, it expires and another takes it.
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
-    assert!(other.take_lease("maintenance", "b", 1500).await.expect("take"));
+    assert!(other
+        .take_lease("maintenance", "b", 1500)
+        .await
+        .expect("take"));
     assert!(!a.take_lease("maintenance", "a", 1500).await.expect("try"));
     // Another lease is independent.
     assert!(a.take_lease("other", "a", 1500).await.expect("take"));
-    other.release_lease("maintenance", "b").await.expect("release");
-    a.release_lease("maintenance", "b-not-me").await.expect("no-op");
+    other
+        .release_lease("maintenance", "b")
+        .await
+        .expect("release");
+    a.release_lease("maintenance", "b-not-me")
+        .await
+        .expect("no-op");
     assert!(a.take_lease("maintenance", "a", 1500).await.expect("take"));
     a.close().await;
     other.close().await;
@@ -740,16 +767,28 @@ async fn a_lease_has_one_holder_until_it_expires(b: &Backend) {
 async fn replicas_see_each_other_and_their_policy_digests(b: &Backend) {
     let location = b.fresh();
     let store = Store::connect(&location, false).await.expect("open");
-    store.announce("r1", "r1/a", "digest-1", 5).await.expect("announce");
-    store.announce("r2", "r2/b", "digest-2", 6).await.expect("announce");
+    store
+        .announce("r1", "r1/a", "digest-1", 5)
+        .await
+        .expect("announce");
+    store
+        .announce("r2", "r2/b", "digest-2", 6)
+        .await
+        .expect("announce");
     // A restart replaces the row of its name.
-    store.announce("r1", "r1/c", "digest-1", 7).await.expect("announce");
+    store
+        .announce("r1", "r1/c", "digest-1", 7)
+        .await
+        .expect("announce");
     let mut rows = store.replicas().await.expect("read");
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[0].instance.as_str(), rows[0].started_ms), ("r1/c", 7));
     assert_eq!(rows[1].policy_digest, "digest-2");
-    assert!(rows.iter().all(|r| (-1000..5000).contains(&r.age_ms)), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| (-1000..5000).contains(&r.age_ms)),
+        "{rows:?}"
+    );
     store.withdraw("r2/b").await.expect("withdraw");
     assert_eq!(store.replicas().await.expect("read").len(), 1);
     store.close().await;

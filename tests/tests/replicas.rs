@@ -135,9 +135,12 @@ fn replicas_share_one_fleet(engine: Engine) {
     let mut c = Cluster::start(engine, &[policy.clone(), policy.clone(), policy]);
     let all = [0usize, 1, 2];
     assert!(
-        wait_until(Duration::from_secs(90), || all
-            .iter()
-            .all(|i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES)),
+        wait_until(Duration::from_secs(90), || all.iter().all(|i| ready(
+            &c.replicas[*i]
+        ) && members(
+            &c.replicas[*i]
+        )
+            == NAMES)),
         "every replica's feed shows every host\n{}",
         c.logs()
     );
@@ -147,7 +150,11 @@ fn replicas_share_one_fleet(engine: Engine) {
         .iter()
         .map(|i| metric(&c.replicas[*i], "trustpool_agent_streams_open").unwrap_or(0.0))
         .collect();
-    assert_eq!(streams.iter().sum::<f64>(), NAMES.len() as f64, "{streams:?}");
+    assert_eq!(
+        streams.iter().sum::<f64>(),
+        NAMES.len() as f64,
+        "{streams:?}"
+    );
     assert!(
         streams.iter().filter(|s| **s > 0.0).count() >= 2,
         "the host-name hash spreads the agents: {streams:?}"
@@ -166,7 +173,10 @@ fn replicas_share_one_fleet(engine: Engine) {
 
     // The admin API on any replica: a revocation on replica 1 empties the
     // host out of every feed; a readmission on replica 2 brings it back.
-    admin(&c.replicas[1], &["hosts", "revoke", "host-c", "--comment", "moved rack"]);
+    admin(
+        &c.replicas[1],
+        &["hosts", "revoke", "host-c", "--comment", "moved rack"],
+    );
     let revoked = Instant::now();
     assert!(
         wait_until(Duration::from_secs(5), || all
@@ -175,7 +185,10 @@ fn replicas_share_one_fleet(engine: Engine) {
         "host-c left every feed\n{}",
         c.logs()
     );
-    eprintln!("a revocation on one replica reached every feed in {:?}", revoked.elapsed());
+    eprintln!(
+        "a revocation on one replica reached every feed in {:?}",
+        revoked.elapsed()
+    );
     admin(&c.replicas[2], &["hosts", "readmit", "host-c"]);
     assert!(
         wait_until(Duration::from_secs(30), || all
@@ -233,7 +246,9 @@ fn replicas_share_one_fleet(engine: Engine) {
         .unwrap_or_else(|| panic!("the agents did not all reconnect\n{}", c.logs()));
     eprintln!("agents reconnected {reconnected_after:?} after the kill");
     let lease_after = lease_after.expect("a survivor holds the lease");
-    eprintln!("lease held by a survivor {lease_after:?} after the kill (it was replica {lease_was})");
+    eprintln!(
+        "lease held by a survivor {lease_after:?} after the kill (it was replica {lease_was})"
+    );
     if lease_was == victim {
         // One lease period plus one renewal (a third of it) at most.
         assert!(
@@ -253,7 +268,10 @@ fn replicas_share_one_fleet(engine: Engine) {
     );
     // kill -9 the lease's holder: another replica holds it within one
     // lease period (plus the renewal tick that notices).
-    assert!(wait_until(Duration::from_secs(10), || c.lease_holders(&all).len() == 1));
+    assert!(wait_until(Duration::from_secs(10), || c
+        .lease_holders(&all)
+        .len()
+        == 1));
     let holder = c.lease_holders(&all)[0];
     let others: Vec<usize> = all.iter().copied().filter(|i| *i != holder).collect();
     let killed_at = Instant::now();
@@ -263,22 +281,32 @@ fn replicas_share_one_fleet(engine: Engine) {
         .expect("kill")
         .success());
     assert!(
-        wait_until(Duration::from_secs(10), || c.lease_holders(&others).len() == 1),
+        wait_until(Duration::from_secs(10), || c.lease_holders(&others).len()
+            == 1),
         "no survivor took the lease\n{}",
         c.logs()
     );
     let moved = killed_at.elapsed();
     eprintln!("the lease moved {moved:?} after its holder was killed");
-    assert!(moved <= Duration::from_millis(2000 + 700 + 800), "{moved:?}");
+    assert!(
+        moved <= Duration::from_millis(2000 + 700 + 800),
+        "{moved:?}"
+    );
     c.replicas[holder].restart().expect("restart");
-    assert!(wait_until(Duration::from_secs(30), || all
-        .iter()
-        .all(|i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES)));
+    assert!(wait_until(Duration::from_secs(30), || all.iter().all(
+        |i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES
+    )));
     // No enrolment was lost: every replica knows every host as enrolled.
     for i in all {
         for name in NAMES {
-            let h = c.replicas[i].get(&format!("/v1/hosts/{name}")).expect("host");
-            assert!(h.body.contains("\"enrolled\":true"), "replica {i}, {name}: {}", h.body);
+            let h = c.replicas[i]
+                .get(&format!("/v1/hosts/{name}"))
+                .expect("host");
+            assert!(
+                h.body.contains("\"enrolled\":true"),
+                "replica {i}, {name}: {}",
+                h.body
+            );
         }
     }
 
@@ -320,27 +348,55 @@ fn a_replica_with_another_policy_vouches_for_nobody_and_says_so() {
     assert!(
         wait_until(Duration::from_secs(90), || [0, 1]
             .iter()
-            .all(|i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES)),
+            .all(
+                |i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES
+            )),
         "the agreeing replicas serve the pool\n{}",
         c.logs()
     );
     let odd = &c.replicas[2];
     assert!(
-        wait_until(Duration::from_secs(10), || metric(odd, "trustpool_policy_agreement")
-            == Some(0.0)),
+        wait_until(Duration::from_secs(10), || metric(
+            odd,
+            "trustpool_policy_agreement"
+        ) == Some(0.0)),
         "{}",
         c.logs()
     );
     let readyz = odd.get("/readyz").expect("readyz");
     assert_eq!(readyz.status, 503);
-    assert!(readyz.body.contains("policy_disagreement"), "{}", readyz.body);
+    assert!(
+        readyz.body.contains("policy_disagreement"),
+        "{}",
+        readyz.body
+    );
     let feed = odd.get("/v1/pools/default/hosts").expect("feed");
     assert_eq!(feed.status, 503, "{}", feed.body);
-    assert!(odd.log_text().contains("not the one most live replicas enforce"));
+    assert!(odd
+        .log_text()
+        .contains("not the one most live replicas enforce"));
+    // The operator sees who disagrees, and who holds the lease.
+    let view = odd
+        .get("/v1/replicas")
+        .expect("replicas")
+        .json()
+        .expect("json");
+    assert_eq!(view["replica"], "replica-2");
+    assert_eq!(view["policy_agrees"], false);
+    assert_eq!(view["replicas"].as_array().map(Vec::len), Some(3), "{view}");
+    assert!(
+        view["lease_holder"]
+            .as_str()
+            .is_some_and(|h| h != "replica-2"),
+        "{view}"
+    );
     // Its agents moved to the others.
     assert_eq!(metric(odd, "trustpool_agent_streams_open"), Some(0.0));
     for i in [0, 1] {
-        assert_eq!(metric(&c.replicas[i], "trustpool_policy_agreement"), Some(1.0));
+        assert_eq!(
+            metric(&c.replicas[i], "trustpool_policy_agreement"),
+            Some(1.0)
+        );
     }
 }
 
@@ -354,12 +410,20 @@ fn the_database_restarted_under_replicas(engine: Engine) {
         all.iter()
             .all(|i| ready(&c.replicas[*i]) && members(&c.replicas[*i]) == NAMES)
     };
-    assert!(wait_until(Duration::from_secs(90), || complete(&c)), "{}", c.logs());
+    assert!(
+        wait_until(Duration::from_secs(90), || complete(&c)),
+        "{}",
+        c.logs()
+    );
     c.db.kill();
     let killed = Instant::now();
     let unavailable = |c: &Cluster| {
         all.iter().all(|i| {
-            c.replicas[*i].get("/v1/pools/default/hosts").map(|r| r.status).unwrap_or(0) == 503
+            c.replicas[*i]
+                .get("/v1/pools/default/hosts")
+                .map(|r| r.status)
+                .unwrap_or(0)
+                == 503
         })
     };
     assert!(
@@ -367,10 +431,16 @@ fn the_database_restarted_under_replicas(engine: Engine) {
         "every replica fails closed once the database is gone\n{}",
         c.logs()
     );
-    eprintln!("{engine:?}: every replica failed closed {:?} after the database died", killed.elapsed());
+    eprintln!(
+        "{engine:?}: every replica failed closed {:?} after the database died",
+        killed.elapsed()
+    );
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        assert!(unavailable(&c), "a replica vouched while the database was down");
+        assert!(
+            unavailable(&c),
+            "a replica vouched while the database was down"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     c.db.start_again().expect("database restart");
@@ -380,11 +450,19 @@ fn the_database_restarted_under_replicas(engine: Engine) {
         "every replica recovers by itself\n{}",
         c.logs()
     );
-    eprintln!("{engine:?}: every replica serves the full pool {:?} after the database came back", back.elapsed());
+    eprintln!(
+        "{engine:?}: every replica serves the full pool {:?} after the database came back",
+        back.elapsed()
+    );
     // Exactly one lease holder again, and every enrolment is still there.
-    assert!(wait_until(Duration::from_secs(10), || c.lease_holders(&all).len() == 1));
+    assert!(wait_until(Duration::from_secs(10), || c
+        .lease_holders(&all)
+        .len()
+        == 1));
     for name in NAMES {
-        let h = c.replicas[2].get(&format!("/v1/hosts/{name}")).expect("host");
+        let h = c.replicas[2]
+            .get(&format!("/v1/hosts/{name}"))
+            .expect("host");
         assert!(h.body.contains("\"enrolled\":true"), "{name}: {}", h.body);
     }
 }

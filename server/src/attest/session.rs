@@ -94,7 +94,9 @@ impl Attestation for AttestationService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         if !self.state.replica.policy_agrees() {
-            return Err(Status::unavailable(crate::publish::feed::POLICY_DISAGREEMENT));
+            return Err(Status::unavailable(
+                crate::publish::feed::POLICY_DISAGREEMENT,
+            ));
         }
         let certs = request
             .peer_certs()

@@ -776,7 +776,10 @@ impl Registry {
                 }
                 (Some(f), _) => {
                     let validity = f.valid_until_ms.saturating_sub(f.attested_at_ms).max(0);
-                    let left = f.valid_until_ms.saturating_sub(wall_now_ms).clamp(0, validity);
+                    let left = f
+                        .valid_until_ms
+                        .saturating_sub(wall_now_ms)
+                        .clamp(0, validity);
                     Some(HeldFacts {
                         facts: f,
                         expires_ms: now_ms.saturating_add(left),

@@ -61,7 +61,8 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Readiness problem: this replica's policy is not the majority's.
-pub const POLICY_DISAGREEMENT: &str = "policy_disagreement: this replica's policy digest is not the one most live replicas enforce";
+pub const POLICY_DISAGREEMENT: &str =
+    "policy_disagreement: this replica's policy digest is not the one most live replicas enforce";
 
 /// Whether the server can vouch for what it publishes right now: the store
 /// health (every write's outcome, the write probe and the database identity,
@@ -447,6 +448,47 @@ pub async fn pools(State(s): State<FeedState>) -> Response {
         })
         .collect();
     Json(PoolsBody { pools }).into_response()
+}
+
+#[derive(Serialize)]
+struct ReplicasBody {
+    replica: String,
+    policy_digest: String,
+    policy_agrees: bool,
+    lease_holder: Option<String>,
+    replicas: Vec<ReplicaEntry>,
+}
+
+#[derive(Serialize)]
+struct ReplicaEntry {
+    name: String,
+    policy_digest: String,
+    started_at: String,
+    last_seen_ms_ago: i64,
+}
+
+/// The replicas sharing this database as this one last saw them (answered
+/// also while this replica vouches for nobody: that is when it matters).
+pub async fn replicas(State(s): State<FeedState>) -> Response {
+    let r = &s.app.replica;
+    let view = r.view();
+    Json(ReplicasBody {
+        replica: r.name.clone(),
+        policy_digest: s.app.policy().digest_hex(),
+        policy_agrees: r.policy_agrees(),
+        lease_holder: view.lease_holder,
+        replicas: view
+            .live
+            .into_iter()
+            .map(|row| ReplicaEntry {
+                name: row.name,
+                policy_digest: row.policy_digest,
+                started_at: rfc3339(row.started_ms),
+                last_seen_ms_ago: row.age_ms.max(0),
+            })
+            .collect(),
+    })
+    .into_response()
 }
 
 #[derive(Serialize)]

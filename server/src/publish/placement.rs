@@ -1311,7 +1311,11 @@ pub fn spawn(
         return Ok(None);
     };
     // Refuse a bad configuration now, not at the first lease.
-    drop(PlacementSync::new(cfg.clone(), registry.clone(), metrics.clone())?);
+    drop(PlacementSync::new(
+        cfg.clone(),
+        registry.clone(),
+        metrics.clone(),
+    )?);
     Ok(Some(tokio::spawn(async move {
         loop {
             tokio::select! {

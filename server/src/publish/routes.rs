@@ -3,8 +3,8 @@
 //! route here is in `openapi.json` (a test checks both ways).
 
 use super::feed::{
-    count_requests, host, metrics, not_found, openapi, pool_hosts, pools, readyz, require_reader,
-    FeedState, NO_BODY,
+    count_requests, host, metrics, not_found, openapi, pool_hosts, pools, readyz, replicas,
+    require_reader, FeedState, NO_BODY,
 };
 use super::oat::{self, OatConfig};
 use axum::body::Body;
@@ -20,7 +20,8 @@ pub fn router(state: FeedState, oat: Option<Arc<OatConfig>>) -> Router {
     let readers = Router::new()
         .route("/v1/pools", get(pools))
         .route("/v1/pools/{pool}/hosts", get(pool_hosts))
-        .route("/v1/hosts/{hostname}", get(host));
+        .route("/v1/hosts/{hostname}", get(host))
+        .route("/v1/replicas", get(replicas));
     let metrics_route = Router::new().route("/metrics", get(metrics));
     let (readers, metrics_route) = if state.metrics_auth {
         (readers.merge(metrics_route), Router::new())

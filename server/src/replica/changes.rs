@@ -163,7 +163,11 @@ async fn apply(state: &AppState, hosts: &[String]) -> anyhow::Result<()> {
     let stored = state.store.stored_hosts(hosts).await?;
     let (now, wall) = (mono_ms(), now_ms());
     for h in stored {
-        let facts = match h.facts.as_deref().map(crate::verify::facts::Facts::from_json) {
+        let facts = match h
+            .facts
+            .as_deref()
+            .map(crate::verify::facts::Facts::from_json)
+        {
             Some(Ok(f)) => Some(f),
             Some(Err(e)) => {
                 warn!(host = %h.hostname, error = %e, "stored evidence facts do not parse; ignored");

@@ -6,7 +6,8 @@
 //! matter. A holder that cannot renew (the database is unreachable) stops
 //! acting as holder when its own period, counted from its last successful
 //! renewal's start, runs out: by then another replica may take the lease.
-//! A clean stop gives the lease up at once.
+//! A clean stop gives the lease up at once, and so does a replica whose
+//! policy is not the majority's (it vouches for nobody, Placement included).
 
 use super::MAINTENANCE_LEASE;
 use crate::state::AppState;
@@ -48,9 +49,19 @@ pub async fn hold(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let mut last_prune = Instant::now();
     loop {
         let started = Instant::now();
-        let held = try_take(&state).await;
+        // A replica that vouches for nobody does not publish to Placement either.
+        let agrees = r.policy_agrees();
+        let held = agrees && try_take(&state).await;
         if held {
             valid_until = Some(started + r.lease_period);
+        } else if !agrees && valid_until.take().is_some() {
+            if let Err(e) = state
+                .store
+                .release_lease(MAINTENANCE_LEASE, &r.instance)
+                .await
+            {
+                warn!(error = %format!("{e:#}"), "cannot give the maintenance lease up");
+            }
         }
         let holding = valid_until.is_some_and(|t| Instant::now() < t);
         if holding != r.holds_lease() {

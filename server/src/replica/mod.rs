@@ -93,7 +93,8 @@ impl Replica {
     }
 
     pub(crate) fn set_lease_held(&self, held: bool) {
-        self.lease_held.send_if_modified(|h| std::mem::replace(h, held) != held);
+        self.lease_held
+            .send_if_modified(|h| std::mem::replace(h, held) != held);
     }
 
     /// Whether this replica's policy is the one most live replicas enforce

@@ -428,7 +428,11 @@ impl Store {
     /// The rows of `select` (a `SELECT … FROM table` of a table keyed by
     /// host name), of `hosts` only when given (a few statements of at most
     /// [`Upsert::ROWS_PER_STATEMENT`] names each).
-    async fn rows_of(&self, select: &str, hosts: Option<&[String]>) -> Result<Vec<AnyRow>, sqlx::Error> {
+    async fn rows_of(
+        &self,
+        select: &str,
+        hosts: Option<&[String]>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let Some(hosts) = hosts else {
             return sqlx::query(select).fetch_all(&self.pool).await;
         };
@@ -442,7 +446,9 @@ impl Store {
                 .into_owned();
             let query = chunk
                 .iter()
-                .fold(sqlx::query(&sql).persistent(false), |q, h| q.bind(h.as_str()));
+                .fold(sqlx::query(&sql).persistent(false), |q, h| {
+                    q.bind(h.as_str())
+                });
             rows.extend(query.fetch_all(&self.pool).await?);
         }
         Ok(rows)
@@ -454,7 +460,10 @@ impl Store {
     }
 
     /// [`Store::enrolments`] of `hosts` only (all with `None`).
-    pub(super) async fn enrolments_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<Enrolment>> {
+    pub(super) async fn enrolments_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<Enrolment>> {
         let rows = self.rows_of(
             "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms FROM enrolments", hosts)
         .await
@@ -505,7 +514,13 @@ impl Store {
             .await
             .context("starting a verdict transaction")?;
         write_verdicts(&mut tx, self.engine, verdicts.iter()).await?;
-        note_change(&mut tx, self.engine, self.replica(), verdicts.iter().map(|v| v.hostname.as_str())).await?;
+        note_change(
+            &mut tx,
+            self.engine,
+            self.replica(),
+            verdicts.iter().map(|v| v.hostname.as_str()),
+        )
+        .await?;
         tx.commit().await.context("committing verdicts")?;
         Ok(())
     }
@@ -522,7 +537,13 @@ impl Store {
         write_evidence_rows(&mut tx, self.engine, batch)
             .await
             .with_context(|| format!("writing the evidence of {what}"))?;
-        note_change(&mut tx, self.engine, self.replica(), batch.iter().map(|c| c.hostname)).await?;
+        note_change(
+            &mut tx,
+            self.engine,
+            self.replica(),
+            batch.iter().map(|c| c.hostname),
+        )
+        .await?;
         tx.commit()
             .await
             .with_context(|| format!("committing the evidence of {what}"))?;
@@ -535,7 +556,10 @@ impl Store {
     }
 
     /// [`Store::verdicts`] of `hosts` only (all with `None`).
-    pub(super) async fn verdicts_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<StoredVerdict>> {
+    pub(super) async fn verdicts_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<StoredVerdict>> {
         let rows = self.rows_of(
             "SELECT hostname, pool, trusted, attested_at_ms, valid_until_ms, reasons, policy_digest FROM verdicts", hosts)
         .await
@@ -577,11 +601,17 @@ impl Store {
     }
 
     /// [`Store::clocks`] of `hosts` only (all with `None`).
-    pub(super) async fn clocks_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<(String, StoredClock)>> {
-        let rows =
-            self.rows_of("SELECT hostname, reset_count, restart_count, clock FROM tpm_clocks", hosts)
-                .await
-                .context("reading TPM clocks")?;
+    pub(super) async fn clocks_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<(String, StoredClock)>> {
+        let rows = self
+            .rows_of(
+                "SELECT hostname, reset_count, restart_count, clock FROM tpm_clocks",
+                hosts,
+            )
+            .await
+            .context("reading TPM clocks")?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let reset: i64 = r.try_get("reset_count").context("decoding a TPM clock")?;
@@ -606,7 +636,13 @@ impl Store {
             .await
             .context("starting a pending enrolment")?;
         write_enrolments(&mut tx, self.engine, PENDING, &[p]).await?;
-        note_change(&mut tx, self.engine, self.replica(), [p.enrolment.hostname.as_str()]).await?;
+        note_change(
+            &mut tx,
+            self.engine,
+            self.replica(),
+            [p.enrolment.hostname.as_str()],
+        )
+        .await?;
         tx.commit().await.with_context(|| {
             format!("storing the pending enrolment of {}", p.enrolment.hostname)
         })?;
@@ -619,7 +655,10 @@ impl Store {
     }
 
     /// [`Store::pending`] of `hosts` only (all with `None`).
-    pub(super) async fn pending_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<PendingEnrolment>> {
+    pub(super) async fn pending_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<PendingEnrolment>> {
         let rows = self.rows_of(
             "SELECT hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms, reason FROM pending_enrolments", hosts)
         .await
@@ -691,7 +730,13 @@ impl Store {
                 .with_context(|| format!("approving the enrolment of {hostname}"))?;
         }
         insert_history(&mut tx, self.engine, std::slice::from_ref(event)).await?;
-        note_change(&mut tx, self.engine, self.replica(), std::iter::once(hostname).chain(moved_from.iter().map(String::as_str))).await?;
+        note_change(
+            &mut tx,
+            self.engine,
+            self.replica(),
+            std::iter::once(hostname).chain(moved_from.iter().map(String::as_str)),
+        )
+        .await?;
         tx.commit().await.context("committing an approval")?;
         Ok((pending.enrolment, moved_from))
     }
@@ -735,11 +780,17 @@ impl Store {
     }
 
     /// [`Store::revocations`] of `hosts` only (all with `None`).
-    pub(super) async fn revocations_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<Revocation>> {
-        let rows =
-            self.rows_of("SELECT hostname, revoked_by, revoked_at_ms, comment FROM revocations", hosts)
-                .await
-                .context("reading revocations")?;
+    pub(super) async fn revocations_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<Revocation>> {
+        let rows = self
+            .rows_of(
+                "SELECT hostname, revoked_by, revoked_at_ms, comment FROM revocations",
+                hosts,
+            )
+            .await
+            .context("reading revocations")?;
         rows.iter()
             .map(|r| {
                 Ok(Revocation {
@@ -770,8 +821,12 @@ impl Store {
     }
 
     /// [`Store::facts`] of `hosts` only (all with `None`).
-    pub(super) async fn facts_of(&self, hosts: Option<&[String]>) -> anyhow::Result<Vec<(String, String)>> {
-        let rows = self.rows_of("SELECT hostname, body FROM facts", hosts)
+    pub(super) async fn facts_of(
+        &self,
+        hosts: Option<&[String]>,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = self
+            .rows_of("SELECT hostname, body FROM facts", hosts)
             .await
             .context("reading evidence facts")?;
         rows.iter()
@@ -1054,7 +1109,10 @@ async fn apply_migrations(conn: &mut sqlx::AnyConnection, engine: Engine) -> any
     Ok(())
 }
 
-pub(super) async fn read_store_id(pool: &AnyPool, _engine: Engine) -> anyhow::Result<Option<String>> {
+pub(super) async fn read_store_id(
+    pool: &AnyPool,
+    _engine: Engine,
+) -> anyhow::Result<Option<String>> {
     let row = sqlx::query("SELECT store_id FROM store_identity WHERE id = 1")
         .fetch_optional(pool)
         .await?;
@@ -1184,9 +1242,9 @@ async fn note_change<'h>(
         return Ok(());
     }
     let list = serde_json::to_string(&hosts).context("encoding a change")?;
-    sqlx::query(&engine.sql(
-        "INSERT INTO changes (at_ms, replica, stamp, hosts) VALUES (?, ?, ?, ?)",
-    ))
+    sqlx::query(
+        &engine.sql("INSERT INTO changes (at_ms, replica, stamp, hosts) VALUES (?, ?, ?, ?)"),
+    )
     .bind(crate::clock::now_ms())
     .bind(replica)
     .bind(crate::clock::now_us())

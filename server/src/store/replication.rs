@@ -87,14 +87,13 @@ impl Store {
     /// cheap read: the follower fetches only the rows it has not seen, see
     /// [`Store::changes_at`]).
     pub async fn change_seqs_after(&self, after: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT seq FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .context("reading the change table")?;
+        let rows =
+            sqlx::query(&self.sql("SELECT seq FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .context("reading the change table")?;
         rows.iter()
             .map(|r| r.try_get("seq"))
             .collect::<Result<_, _>>()
@@ -195,7 +194,12 @@ impl Store {
     /// Takes or renews the lease `name` for `holder` for `period_ms` on
     /// the database's clock: only when it is free, expired or already
     /// `holder`'s. Returns whether `holder` holds it now.
-    pub async fn take_lease(&self, name: &str, holder: &str, period_ms: i64) -> anyhow::Result<bool> {
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        period_ms: i64,
+    ) -> anyhow::Result<bool> {
         self.writable()?;
         let now = self.engine.now_ms_sql();
         let r = async {
@@ -228,9 +232,10 @@ impl Store {
     /// Gives the lease `name` up if `holder` holds it (a clean stop: another
     /// replica takes it at once rather than after its expiry).
     pub async fn release_lease(&self, name: &str, holder: &str) -> anyhow::Result<()> {
-        sqlx::query(&self.sql(
-            "UPDATE leases SET holder = '', expires_ms = 0 WHERE name = ? AND holder = ?",
-        ))
+        sqlx::query(
+            &self
+                .sql("UPDATE leases SET holder = '', expires_ms = 0 WHERE name = ? AND holder = ?"),
+        )
         .bind(name)
         .bind(holder)
         .execute(&self.pool)

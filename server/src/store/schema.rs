@@ -63,11 +63,12 @@ pub fn latest() -> i64 {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "enrolments, verdicts, facts, TPM clocks, history, store identity",
-    sqlite: &[
-        "CREATE TABLE IF NOT EXISTS enrolments (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "enrolments, verdicts, facts, TPM clocks, history, store identity",
+        sqlite: &[
+            "CREATE TABLE IF NOT EXISTS enrolments (
             hostname TEXT PRIMARY KEY,
             ek_public BLOB NOT NULL,
             ek_certificate BLOB,
@@ -77,7 +78,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             cert_subject TEXT NOT NULL,
             enrolled_at_ms INTEGER NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS verdicts (
+            "CREATE TABLE IF NOT EXISTS verdicts (
             hostname TEXT NOT NULL,
             pool TEXT NOT NULL,
             trusted INTEGER NOT NULL,
@@ -87,7 +88,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             policy_digest TEXT NOT NULL,
             PRIMARY KEY (hostname, pool)
         )",
-        "CREATE TABLE IF NOT EXISTS pending_enrolments (
+            "CREATE TABLE IF NOT EXISTS pending_enrolments (
             hostname TEXT PRIMARY KEY,
             ek_public BLOB NOT NULL,
             ek_certificate BLOB,
@@ -98,17 +99,17 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             enrolled_at_ms INTEGER NOT NULL,
             reason TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS revocations (
+            "CREATE TABLE IF NOT EXISTS revocations (
             hostname TEXT PRIMARY KEY,
             revoked_by TEXT NOT NULL,
             revoked_at_ms INTEGER NOT NULL,
             comment TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS facts (
+            "CREATE TABLE IF NOT EXISTS facts (
             hostname TEXT PRIMARY KEY,
             body TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS history (
+            "CREATE TABLE IF NOT EXISTS history (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             at_ms INTEGER NOT NULL,
             hostname TEXT NOT NULL,
@@ -119,22 +120,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             reasons TEXT NOT NULL,
             actor TEXT NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
-        "CREATE TABLE IF NOT EXISTS store_identity (
+            "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
+            "CREATE TABLE IF NOT EXISTS store_identity (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             store_id TEXT NOT NULL,
             created_at_ms INTEGER NOT NULL,
             heartbeat_ms INTEGER NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS tpm_clocks (
+            "CREATE TABLE IF NOT EXISTS tpm_clocks (
             hostname TEXT PRIMARY KEY,
             reset_count INTEGER NOT NULL,
             restart_count INTEGER NOT NULL,
             clock INTEGER NOT NULL
         )",
-    ],
-    postgres: &[
-        "CREATE TABLE IF NOT EXISTS enrolments (
+        ],
+        postgres: &[
+            "CREATE TABLE IF NOT EXISTS enrolments (
             hostname VARCHAR(255) PRIMARY KEY,
             ek_public BYTEA NOT NULL,
             ek_certificate BYTEA,
@@ -144,7 +145,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             cert_subject TEXT NOT NULL,
             enrolled_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS verdicts (
+            "CREATE TABLE IF NOT EXISTS verdicts (
             hostname VARCHAR(255) NOT NULL,
             pool VARCHAR(255) NOT NULL,
             trusted BIGINT NOT NULL,
@@ -154,7 +155,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             policy_digest TEXT NOT NULL,
             PRIMARY KEY (hostname, pool)
         )",
-        "CREATE TABLE IF NOT EXISTS pending_enrolments (
+            "CREATE TABLE IF NOT EXISTS pending_enrolments (
             hostname VARCHAR(255) PRIMARY KEY,
             ek_public BYTEA NOT NULL,
             ek_certificate BYTEA,
@@ -165,17 +166,17 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             enrolled_at_ms BIGINT NOT NULL,
             reason TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS revocations (
+            "CREATE TABLE IF NOT EXISTS revocations (
             hostname VARCHAR(255) PRIMARY KEY,
             revoked_by TEXT NOT NULL,
             revoked_at_ms BIGINT NOT NULL,
             comment TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS facts (
+            "CREATE TABLE IF NOT EXISTS facts (
             hostname VARCHAR(255) PRIMARY KEY,
             body TEXT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS history (
+            "CREATE TABLE IF NOT EXISTS history (
             id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             hostname VARCHAR(255) NOT NULL,
@@ -186,22 +187,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             reasons TEXT NOT NULL,
             actor TEXT NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
-        "CREATE TABLE IF NOT EXISTS store_identity (
+            "CREATE INDEX IF NOT EXISTS history_by_host ON history (hostname, at_ms)",
+            "CREATE TABLE IF NOT EXISTS store_identity (
             id BIGINT PRIMARY KEY CHECK (id = 1),
             store_id TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
             heartbeat_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS tpm_clocks (
+            "CREATE TABLE IF NOT EXISTS tpm_clocks (
             hostname VARCHAR(255) PRIMARY KEY,
             reset_count BIGINT NOT NULL,
             restart_count BIGINT NOT NULL,
             clock BIGINT NOT NULL
         )",
-    ],
-    mysql: &[
-        "CREATE TABLE IF NOT EXISTS enrolments (
+        ],
+        mysql: &[
+            "CREATE TABLE IF NOT EXISTS enrolments (
             hostname VARCHAR(255) PRIMARY KEY,
             ek_public LONGBLOB NOT NULL,
             ek_certificate LONGBLOB,
@@ -211,7 +212,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             cert_subject TEXT NOT NULL,
             enrolled_at_ms BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS verdicts (
+            "CREATE TABLE IF NOT EXISTS verdicts (
             hostname VARCHAR(255) NOT NULL,
             pool VARCHAR(255) NOT NULL,
             trusted BIGINT NOT NULL,
@@ -221,7 +222,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             policy_digest VARCHAR(255) NOT NULL,
             PRIMARY KEY (hostname, pool)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS pending_enrolments (
+            "CREATE TABLE IF NOT EXISTS pending_enrolments (
             hostname VARCHAR(255) PRIMARY KEY,
             ek_public LONGBLOB NOT NULL,
             ek_certificate LONGBLOB,
@@ -232,17 +233,17 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             enrolled_at_ms BIGINT NOT NULL,
             reason TEXT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS revocations (
+            "CREATE TABLE IF NOT EXISTS revocations (
             hostname VARCHAR(255) PRIMARY KEY,
             revoked_by VARCHAR(255) NOT NULL,
             revoked_at_ms BIGINT NOT NULL,
             comment TEXT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS facts (
+            "CREATE TABLE IF NOT EXISTS facts (
             hostname VARCHAR(255) PRIMARY KEY,
             body LONGTEXT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS history (
+            "CREATE TABLE IF NOT EXISTS history (
             id BIGINT AUTO_INCREMENT PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             hostname VARCHAR(255) NOT NULL,
@@ -254,68 +255,69 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             actor VARCHAR(1024) NOT NULL,
             INDEX history_by_host (hostname, at_ms)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS store_identity (
+            "CREATE TABLE IF NOT EXISTS store_identity (
             id BIGINT PRIMARY KEY CHECK (id = 1),
             store_id VARCHAR(255) NOT NULL,
             created_at_ms BIGINT NOT NULL,
             heartbeat_ms BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS tpm_clocks (
+            "CREATE TABLE IF NOT EXISTS tpm_clocks (
             hostname VARCHAR(255) PRIMARY KEY,
             reset_count BIGINT NOT NULL,
             restart_count BIGINT NOT NULL,
             clock BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    ],
-}, Migration {
-    version: 2,
-    name: "replicas: the change table, leases, replica presence",
-    sqlite: &[
-        "CREATE TABLE IF NOT EXISTS changes (
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "replicas: the change table, leases, replica presence",
+        sqlite: &[
+            "CREATE TABLE IF NOT EXISTS changes (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             at_ms INTEGER NOT NULL,
             replica TEXT NOT NULL,
             stamp INTEGER NOT NULL,
             hosts TEXT NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS changes_by_time ON changes (at_ms)",
-        "CREATE TABLE IF NOT EXISTS leases (
+            "CREATE INDEX IF NOT EXISTS changes_by_time ON changes (at_ms)",
+            "CREATE TABLE IF NOT EXISTS leases (
             name TEXT PRIMARY KEY,
             holder TEXT NOT NULL,
             expires_ms INTEGER NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS replicas (
+            "CREATE TABLE IF NOT EXISTS replicas (
             name TEXT PRIMARY KEY,
             instance TEXT NOT NULL,
             policy_digest TEXT NOT NULL,
             started_ms INTEGER NOT NULL,
             seen_ms INTEGER NOT NULL
         )",
-    ],
-    postgres: &[
-        "CREATE TABLE IF NOT EXISTS changes (
+        ],
+        postgres: &[
+            "CREATE TABLE IF NOT EXISTS changes (
             seq BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             replica TEXT NOT NULL,
             stamp BIGINT NOT NULL,
             hosts TEXT NOT NULL
         )",
-        "CREATE INDEX IF NOT EXISTS changes_by_time ON changes (at_ms)",
-        "CREATE TABLE IF NOT EXISTS leases (
+            "CREATE INDEX IF NOT EXISTS changes_by_time ON changes (at_ms)",
+            "CREATE TABLE IF NOT EXISTS leases (
             name VARCHAR(255) PRIMARY KEY,
             holder TEXT NOT NULL,
             expires_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS replicas (
+            "CREATE TABLE IF NOT EXISTS replicas (
             name VARCHAR(255) PRIMARY KEY,
             instance TEXT NOT NULL,
             policy_digest TEXT NOT NULL,
             started_ms BIGINT NOT NULL,
             seen_ms BIGINT NOT NULL
         )",
-    ],
-    mysql: &[
-        "CREATE TABLE IF NOT EXISTS changes (
+        ],
+        mysql: &[
+            "CREATE TABLE IF NOT EXISTS changes (
             seq BIGINT AUTO_INCREMENT PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             replica VARCHAR(255) NOT NULL,
@@ -323,20 +325,21 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             hosts LONGTEXT NOT NULL,
             INDEX changes_by_time (at_ms)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS leases (
+            "CREATE TABLE IF NOT EXISTS leases (
             name VARCHAR(255) PRIMARY KEY,
             holder VARCHAR(255) NOT NULL,
             expires_ms BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS replicas (
+            "CREATE TABLE IF NOT EXISTS replicas (
             name VARCHAR(255) PRIMARY KEY,
             instance VARCHAR(255) NOT NULL,
             policy_digest VARCHAR(255) NOT NULL,
             started_ms BIGINT NOT NULL,
             seen_ms BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    ],
-}];
+        ],
+    },
+];
 
 #[cfg(test)]
 mod tests {
