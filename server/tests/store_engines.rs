@@ -672,7 +672,9 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
     ])
     .await
     .expect("evidence");
-    let seqs = other.change_seqs_after(start, 100).await.expect("places");
+    let listed = other.change_seqs_after(start, 100).await.expect("places");
+    assert!(listed.iter().all(|(_, writer)| writer == "replica-a/1"));
+    let seqs: Vec<i64> = listed.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs.len(), 2, "one change per transaction: {seqs:?}");
     assert!(seqs[0] > start && seqs[1] > seqs[0]);
     let changes = other.changes_at(&seqs).await.expect("changes");

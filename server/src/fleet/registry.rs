@@ -1221,6 +1221,80 @@ mod tests {
         }
     }
 
+    /// What another replica committed replaces what this one holds, except
+    /// a newer verdict of this replica's own; what the store no longer has
+    /// (a readmission's deleted verdicts) is dropped; a revocation applies.
+    #[test]
+    fn a_host_changed_by_another_replica_is_taken_from_the_store() {
+        let r = Registry::new(1);
+        r.set_pools(&["default".into(), "gold".into()], 0);
+        enrol(&r, "h");
+        let wall = 1_000_000;
+        let stored =
+            |verdicts: Vec<StoredVerdict>, revocation: Option<Revocation>| StoredHostState {
+                hostname: "h".into(),
+                enrolment: r.enrolment("h"),
+                revocation,
+                verdicts,
+                ..StoredHostState::default()
+            };
+        // Another replica's trusted verdict: a member, generation newer
+        // than the change's stamp.
+        let g0 = r.pool_generation("default").expect("pool");
+        r.observe(i64::MAX / 4);
+        let flips = r.apply_stored(
+            stored(
+                vec![verdict("h", "default", true, wall, wall + 60_000)],
+                None,
+            ),
+            0,
+            wall,
+        );
+        assert_eq!(flips.len(), 1);
+        assert!(flips[0].trusted && flips[0].flip);
+        let g1 = r.pool_generation("default").expect("pool");
+        assert!(g1 > g0 && g1 > (i64::MAX / 4) as u64);
+        assert_eq!(r.pool("default", 0).expect("pool").members.len(), 1);
+        // Its expiry is what is left by the wall clock, not a new validity.
+        assert!(r.pool("default", 59_999).expect("pool").members.len() == 1);
+        assert!(r.pool("default", 60_000).expect("pool").members.is_empty());
+        // This replica records a newer verdict of its own; a stale read of
+        // the store does not undo it.
+        r.record_verdicts(vec![verdict("h", "gold", true, wall + 5, wall + 60_005)], 0);
+        r.apply_stored(
+            stored(
+                vec![
+                    verdict("h", "default", true, wall, wall + 60_000),
+                    verdict("h", "gold", false, wall + 1, wall + 60_001),
+                ],
+                None,
+            ),
+            0,
+            wall,
+        );
+        assert_eq!(r.pool("gold", 0).expect("pool").members.len(), 1);
+        // Readmitted elsewhere: the store has no verdict of "default" any more.
+        r.apply_stored(stored(vec![], None), 0, wall);
+        assert!(r.pool("default", 0).expect("pool").members.is_empty());
+        assert!(r.pool("gold", 0).expect("pool").members.is_empty());
+        // Revoked elsewhere: out of every pool whatever its verdicts.
+        r.apply_stored(
+            stored(
+                vec![verdict("h", "default", true, wall + 10, wall + 60_010)],
+                Some(Revocation {
+                    hostname: "h".into(),
+                    revoked_by: "op".into(),
+                    revoked_at_ms: wall,
+                    comment: String::new(),
+                }),
+            ),
+            0,
+            wall,
+        );
+        assert!(r.is_revoked("h"));
+        assert!(r.pool("default", 0).expect("pool").members.is_empty());
+    }
+
     #[test]
     fn state_counts_agree_with_the_snapshots_of_every_host() {
         let r = Registry::new(1);

@@ -134,15 +134,25 @@ pub async fn follow(state: Arc<AppState>, after: i64, mut stop: watch::Receiver<
 /// One poll: returns the hosts re-read.
 async fn poll(state: &AppState, cursor: &mut Cursor) -> anyhow::Result<usize> {
     let listed = state.store.change_seqs_after(cursor.after(), PAGE).await?;
-    let unseen = cursor.unseen(&listed);
+    let places: Vec<i64> = listed.iter().map(|(seq, _)| *seq).collect();
+    let unseen = cursor.unseen(&places);
     if unseen.is_empty() {
         cursor.saw(&[], Instant::now());
         return Ok(0);
     }
-    let changes = state.store.changes_at(&unseen).await?;
+    // This replica's own changes are in its registry already.
     let me = state.store.replica();
+    let (mut read, mut theirs) = (Vec::new(), Vec::new());
+    for (seq, writer) in listed.iter().filter(|(seq, _)| unseen.contains(seq)) {
+        if writer == me {
+            read.push(*seq);
+        } else {
+            theirs.push(*seq);
+        }
+    }
+    let changes = state.store.changes_at(&theirs).await?;
     let mut hosts = BTreeSet::new();
-    for c in changes.iter().filter(|c| c.replica != me) {
+    for c in &changes {
         state.registry.observe(c.stamp);
         hosts.extend(c.hosts.iter().cloned());
     }
@@ -150,9 +160,9 @@ async fn poll(state: &AppState, cursor: &mut Cursor) -> anyhow::Result<usize> {
     if !hosts.is_empty() {
         apply(state, &hosts).await?;
     }
-    // Only what was read is seen: a place listed but not yet readable
-    // (deleted by a prune meanwhile) is read again or given up.
-    let read: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+    // Only what was read is seen: a place listed but gone since (pruned)
+    // is read again or given up.
+    read.extend(changes.iter().map(|c| c.seq));
     cursor.saw(&read, Instant::now());
     state.replica.count_applied(hosts.len());
     Ok(hosts.len())

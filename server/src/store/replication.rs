@@ -83,20 +83,25 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// The places of at most `limit` changes after `after`, in order (a
-    /// cheap read: the follower fetches only the rows it has not seen, see
-    /// [`Store::changes_at`]).
-    pub async fn change_seqs_after(&self, after: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
-        let rows =
-            sqlx::query(&self.sql("SELECT seq FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .context("reading the change table")?;
+    /// The places and writers of at most `limit` changes after `after`, in
+    /// order (a cheap read: the follower fetches only the rows of others it
+    /// has not seen, see [`Store::changes_at`]).
+    pub async fn change_seqs_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            &self.sql("SELECT seq, replica FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"),
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the change table")?;
         rows.iter()
-            .map(|r| r.try_get("seq"))
-            .collect::<Result<_, _>>()
+            .map(|r| Ok((r.try_get("seq")?, text(r, "replica")?)))
+            .collect::<Result<_, sqlx::Error>>()
             .context("decoding the change table")
     }
 
