@@ -53,7 +53,7 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     use trustpool_server::store::Store;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let from = Store::connect(&args.from, false).await?;
+        let from = Store::connect_existing(&args.from).await?;
         let to = Store::connect(&args.to, false).await?;
         let copied = from.copy_into(&to).await?;
         for (table, rows) in &copied {

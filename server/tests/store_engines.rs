@@ -105,6 +105,7 @@ cases![
     every_change_is_listed_with_its_hosts_and_its_writer,
     a_lease_has_one_holder_until_it_expires,
     replicas_see_each_other_and_their_policy_digests,
+    only_an_existing_store_is_a_source,
 ];
 
 async fn run_suite(backend: Backend) {
@@ -794,4 +795,50 @@ async fn replicas_see_each_other_and_their_policy_digests(b: &Backend) {
     store.withdraw("r2/b").await.expect("withdraw");
     assert_eq!(store.replicas().await.expect("read").len(), 1);
     store.close().await;
+}
+
+/// The source of a migration must be a store: a mistyped path or an empty
+/// database is refused and left untouched (no file, no tables).
+async fn only_an_existing_store_is_a_source(b: &Backend) {
+    let empty = b.fresh();
+    let err = match Store::connect_existing(&empty).await {
+        Ok(_) => panic!("an empty location opened as a store"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("holds no trustpool store"), "{err}");
+    match &empty {
+        DbLocation::Sqlite(path) => assert!(!path.exists(), "a file was created"),
+        _ => {
+            use sqlx::{Connection, Row};
+            let mut conn = sqlx::AnyConnection::connect(&raw_url(&empty))
+                .await
+                .expect("raw connection");
+            let sql = if b.engine() == Engine::Postgres {
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public'"
+            } else {
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE()"
+            };
+            let n: i64 = sqlx::query(sql)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count tables")
+                .try_get("n")
+                .expect("n");
+            assert_eq!(n, 0, "tables were created in the empty database");
+            let _ = conn.close().await;
+        }
+    }
+    let location = b.fresh();
+    let store = Store::connect(&location, false).await.expect("create");
+    store
+        .insert_enrolment(&enrolment("host-a"))
+        .await
+        .expect("enrol");
+    let id = store.store_id().to_string();
+    store.close().await;
+    let source = Store::connect_existing(&location)
+        .await
+        .expect("an existing store");
+    assert_eq!(source.store_id(), id);
+    source.close().await;
 }

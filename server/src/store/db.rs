@@ -78,6 +78,35 @@ impl Store {
         Store::connect_with(location, init_db, None).await
     }
 
+    /// Opens the existing store at `location` (the source of a migration):
+    /// an SQLite file that does not exist, or a server database without a
+    /// trustpool store in it, is refused and left as it was (nothing is
+    /// created, no schema is written).
+    pub async fn connect_existing(location: &DbLocation) -> anyhow::Result<Store> {
+        match location {
+            DbLocation::Sqlite(path) => {
+                if !path.exists() {
+                    anyhow::bail!("{location} does not exist: it holds no trustpool store");
+                }
+            }
+            DbLocation::Postgres(url) | DbLocation::MySql(url) => {
+                use sqlx::Connection;
+                sqlx::any::install_default_drivers();
+                let mut conn = sqlx::AnyConnection::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open database {location}"))?;
+                let found = sqlx::query("SELECT store_id FROM store_identity WHERE id = 1")
+                    .fetch_optional(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+                if !matches!(found, Ok(Some(_))) {
+                    anyhow::bail!("{location} holds no trustpool store");
+                }
+            }
+        }
+        Store::connect(location, false).await
+    }
+
     async fn connect_with(
         location: &DbLocation,
         init_db: bool,
