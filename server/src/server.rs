@@ -154,7 +154,16 @@ pub async fn run(
         });
     }
 
-    crate::replica::spawn(state.clone(), changes_after, stop_rx.clone());
+    crate::replica::spawn(
+        Arc::new(crate::replica::Shared {
+            store: state.store.clone(),
+            registry: state.registry.clone(),
+            replica: state.replica.clone(),
+            policy: state.policy_changes(),
+        }),
+        changes_after,
+        stop_rx.clone(),
+    );
     crate::fleet::reload::spawn_watchers(state.clone(), stop_rx.clone());
     crate::fleet::reload::spawn_crl_reload(pki.clone(), stop_rx.clone());
     let sweeper = {

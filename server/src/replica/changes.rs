@@ -15,9 +15,9 @@
 //! the first missing place until it fills or `GAP_WAIT` has passed; no
 //! transaction of the store stays open that long.
 
+use super::Shared;
 use crate::clock::{mono_ms, now_ms};
 use crate::fleet::registry::StoredHostState;
-use crate::state::AppState;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ impl Cursor {
 }
 
 /// Follows the change table from `after` until `stop`.
-pub async fn follow(state: Arc<AppState>, after: i64, mut stop: watch::Receiver<bool>) {
+pub async fn follow(state: Arc<Shared>, after: i64, mut stop: watch::Receiver<bool>) {
     let mut cursor = Cursor::new(after);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,7 +132,7 @@ pub async fn follow(state: Arc<AppState>, after: i64, mut stop: watch::Receiver<
 }
 
 /// One poll: returns the hosts re-read.
-async fn poll(state: &AppState, cursor: &mut Cursor) -> anyhow::Result<usize> {
+async fn poll(state: &Shared, cursor: &mut Cursor) -> anyhow::Result<usize> {
     let listed = state.store.change_seqs_after(cursor.after(), PAGE).await?;
     let places: Vec<i64> = listed.iter().map(|(seq, _)| *seq).collect();
     let unseen = cursor.unseen(&places);
@@ -169,7 +169,7 @@ async fn poll(state: &AppState, cursor: &mut Cursor) -> anyhow::Result<usize> {
 }
 
 /// Re-reads `hosts` from the store into the registry.
-async fn apply(state: &AppState, hosts: &[String]) -> anyhow::Result<()> {
+async fn apply(state: &Shared, hosts: &[String]) -> anyhow::Result<()> {
     let stored = state.store.stored_hosts(hosts).await?;
     let (now, wall) = (mono_ms(), now_ms());
     for h in stored {

@@ -9,8 +9,8 @@
 //! A clean stop gives the lease up at once, and so does a replica whose
 //! policy is not the majority's (it vouches for nobody, Placement included).
 
+use super::Shared;
 use super::MAINTENANCE_LEASE;
-use crate::state::AppState;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ const KEEP_CHANGES: Duration = Duration::from_secs(600);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Tries once to take or renew the maintenance lease; returns whether it is held.
-pub async fn try_take(state: &AppState) -> bool {
+pub async fn try_take(state: &Shared) -> bool {
     let r = &state.replica;
     let period = i64::try_from(r.lease_period.as_millis()).unwrap_or(i64::MAX);
     match state
@@ -42,7 +42,7 @@ pub async fn try_take(state: &AppState) -> bool {
 }
 
 /// Holds the lease while it can, until `stop`; gives it up on a clean stop.
-pub async fn hold(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub async fn hold(state: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let r = &state.replica;
     let renew = r.lease_period / 3;
     let mut valid_until: Option<Instant> = None;

@@ -17,7 +17,8 @@ pub mod changes;
 pub mod lease;
 pub mod presence;
 
-use crate::state::AppState;
+use crate::fleet::registry::Registry;
+use crate::store::Store;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,9 +140,28 @@ impl Replica {
     }
 }
 
+/// What the replica tasks use of the server.
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// The registry the change follower updates.
+    pub registry: Arc<Registry>,
+    /// This replica.
+    pub replica: Arc<Replica>,
+    /// The digest of the policy in force.
+    pub policy: watch::Receiver<String>,
+}
+
+impl Shared {
+    /// The digest of the policy in force now.
+    pub fn policy_digest(&self) -> String {
+        self.policy.borrow().clone()
+    }
+}
+
 /// Starts the change follower (from `after`, the newest change before the
 /// state was restored), the lease and the presence tasks; they end with `stop`.
-pub fn spawn(state: Arc<AppState>, after: i64, stop: watch::Receiver<bool>) {
+pub fn spawn(state: Arc<Shared>, after: i64, stop: watch::Receiver<bool>) {
     tokio::spawn(changes::follow(state.clone(), after, stop.clone()));
     tokio::spawn(lease::hold(state.clone(), stop.clone()));
     tokio::spawn(presence::announce(state, stop));

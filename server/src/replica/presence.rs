@@ -9,7 +9,7 @@
 //! rolled out one replica at a time (three or more) therefore never empties
 //! the pool, and a half-rolled-out policy is visible, not silent.
 
-use crate::state::AppState;
+use super::Shared;
 use crate::store::ReplicaRow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ pub fn agrees(mine: &str, live: &[&str]) -> bool {
 
 /// Announces this replica and follows the others until `stop`; a clean
 /// stop removes its row.
-pub async fn announce(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub async fn announce(state: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(ANNOUNCE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,9 +60,9 @@ pub async fn announce(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 }
 
 /// One round: write our row, read all, decide agreement.
-pub async fn round(state: &AppState) -> anyhow::Result<()> {
+pub async fn round(state: &Shared) -> anyhow::Result<()> {
     let r = &state.replica;
-    let digest = state.policy().digest_hex();
+    let digest = state.policy_digest();
     state
         .store
         .announce(&r.name, &r.instance, &digest, r.started_ms)
