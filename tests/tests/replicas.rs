@@ -171,6 +171,30 @@ fn replicas_share_one_fleet(engine: Engine) {
         .iter()
         .all(|i| metric(&c.replicas[*i], "trustpool_replicas_live") == Some(3.0)));
 
+    // A consumer that switches replicas behind a load balancer and passes
+    // the generation it has never gets a lower one.
+    let generation = |i: usize, query: &str| -> u64 {
+        let body = c.replicas[i]
+            .get(&format!("/v1/pools/default/hosts{query}"))
+            .expect("feed")
+            .json()
+            .expect("json");
+        body["generation"].as_u64().expect("generation")
+    };
+    let highest = all.iter().map(|i| generation(*i, "")).max().expect("max");
+    for i in all {
+        let answered = generation(i, &format!("?since={highest}&wait=2s"));
+        assert!(
+            answered >= highest,
+            "replica {i} answered {answered} to since={highest}"
+        );
+        let newer = generation(i, &format!("?since={}&wait=1s", highest + 1_000_000));
+        assert!(
+            newer > highest + 1_000_000,
+            "replica {i} went back: {newer}"
+        );
+    }
+
     // The admin API on any replica: a revocation on replica 1 empties the
     // host out of every feed; a readmission on replica 2 brings it back.
     admin(

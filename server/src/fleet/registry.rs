@@ -978,6 +978,24 @@ impl Registry {
         previous.saturating_add(1).max(clock)
     }
 
+    /// Gives `pool` a generation of at least `at_least` without changing
+    /// its members, and returns it (`None` for an unknown pool): a consumer
+    /// that got `at_least - 1` from another replica behind the same load
+    /// balancer never gets a lower generation from this one.
+    pub fn raise_pool_generation(&self, pool: &str, at_least: u64) -> Option<u64> {
+        let cell = read(&self.pools).get(pool).cloned()?;
+        self.next_generation.fetch_max(at_least, Ordering::AcqRel);
+        let generation = cell.fetch_max(at_least, Ordering::AcqRel).max(at_least);
+        self.changes.send_if_modified(|latest| {
+            let newer = generation > *latest;
+            if newer {
+                *latest = generation;
+            }
+            newer
+        });
+        Some(generation)
+    }
+
     /// Takes note of a change stamp of another replica: every generation
     /// given out from now on is newer, whatever this replica's clock says.
     pub fn observe(&self, stamp: i64) {

@@ -57,6 +57,10 @@ pub const NO_BODY: usize = 0;
 /// A request body must arrive whole within this time of the handler
 /// starting to read it (408 `body_timeout` otherwise).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a long poll whose `since` is above this replica's generation
+/// waits for this replica to catch up (a few change-table polls) before it
+/// raises its generation above `since`.
+pub const BEHIND_WAIT: Duration = Duration::from_secs(1);
 /// Longest long-poll wait; a longer `wait` is shortened to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -686,16 +690,30 @@ pub async fn pool_hosts(
     if let Some(wait) = params.wait {
         let since = params.since.unwrap_or(generation);
         let deadline = tokio::time::Instant::now() + wait;
+        // A `since` above this replica's generation came from another
+        // replica behind the same load balancer: this one is behind (by a
+        // change-table poll at most) or numbers the same members lower.
+        let behind_until = tokio::time::Instant::now() + BEHIND_WAIT;
         let mut stop = s.stop.clone();
-        // `since` may come from another replica behind the same load
-        // balancer: a generation at or below it is never an answer.
         while generation <= since && !*stop.borrow() {
+            let until = if generation < since {
+                deadline.min(behind_until)
+            } else {
+                deadline
+            };
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(until) => break,
                 _ = stop.changed() => break,
             }
             generation = match registry.pool_generation(&pool) {
+                Some(g) => g,
+                None => return not_found(&format!("no pool named '{pool}'")),
+            };
+        }
+        if generation < since {
+            // Never answer a generation below one the consumer has seen.
+            generation = match registry.raise_pool_generation(&pool, since + 1) {
                 Some(g) => g,
                 None => return not_found(&format!("no pool named '{pool}'")),
             };
