@@ -7,6 +7,7 @@
 //! it; the harness runs it too, under a lock, if needed).
 
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -536,4 +537,116 @@ fn nova_trusted_filter_client_reads_poll_hosts() {
     let refused = run("wrong");
     assert_eq!(refused["status"], 401);
     assert_eq!(refused["cache"], serde_json::json!({}));
+}
+
+/// Two replicas on one PostgreSQL, both configured for Placement: only the
+/// maintenance lease's holder writes traits; when it is killed, the other
+/// takes the lease and the trait of a host revoked afterwards is removed.
+#[test]
+fn only_the_lease_holder_syncs_placement_and_the_sync_moves_with_the_lease() {
+    let (_dir, lab) = lab();
+    let placement = Placement::start(&lab.dir.join("placement")).expect("placement");
+    let a = placement
+        .create_provider("host-a", NOVA_TRAITS, 8)
+        .expect("host-a");
+    let b = placement
+        .create_provider("host-b", NOVA_TRAITS, 8)
+        .expect("host-b");
+    let db =
+        trustpool_tests::dbserver::DbServer::start(trustpool_tests::dbserver::Engine::Postgres)
+            .expect("database server");
+    let mut replicas: Vec<ServerProcess> = (0..2)
+        .map(|i| {
+            let mut options = lab.server_options("1s", "20s");
+            options.dir = lab.dir.join(format!("replica-{i}"));
+            options.db_url = Some(db.url());
+            options.admin_socket = Some(options.dir.join("admin.sock"));
+            options.publication.config = Some(placement_config(&lab, placement.port, "2s"));
+            options.publication.extra_args.extend([
+                "--replica-name".to_string(),
+                format!("replica-{i}"),
+                "--lease-period".to_string(),
+                "2s".to_string(),
+            ]);
+            ServerProcess::start(options).expect("replica")
+        })
+        .collect();
+    let hosts: Vec<_> = ["host-a", "host-b"]
+        .iter()
+        .map(|n| lab.add_host(n, Launch::Golden).expect("host"))
+        .collect();
+    let _agents: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let mut options = lab.agent_options(h, &replicas[0]);
+            options
+                .extra_args
+                .extend(["--server".to_string(), replicas[1].url()]);
+            options
+                .spawn(&lab.dir.join(format!("{}.log", h.name)))
+                .expect("agent")
+        })
+        .collect();
+    let logs = |replicas: &[ServerProcess]| {
+        format!(
+            "--- replica 0\n{}\n--- replica 1\n{}",
+            replicas[0].log_text(),
+            replicas[1].log_text()
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || has_trait(&placement, &a)
+            && has_trait(&placement, &b)),
+        "both trusted hosts carry the trait\n{}",
+        logs(&replicas)
+    );
+    let holder = (0..2)
+        .find(|i| metric(&replicas[*i], "trustpool_lease_held") == 1.0)
+        .expect("a lease holder");
+    let other = 1 - holder;
+    let reconciles = "trustpool_placement_reconciles_total{outcome=\"ok\"}";
+    assert!(metric(&replicas[holder], reconciles) >= 1.0);
+    assert_eq!(
+        metric(&replicas[other], reconciles),
+        0.0,
+        "the replica without the lease never reconciled"
+    );
+    assert!(Command::new("kill")
+        .args(["-9", &replicas[holder].pid().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &replicas[other],
+            "trustpool_lease_held"
+        ) == 1.0),
+        "the survivor takes the lease\n{}",
+        logs(&replicas)
+    );
+    let socket = replicas[other]
+        .options
+        .admin_socket
+        .clone()
+        .expect("socket");
+    let revoke = Command::new(trustpool_tests::procs::binary("trustpool").expect("trustpool"))
+        .env_remove("TRUSTPOOL_SERVER")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["hosts", "revoke", "host-b"])
+        .output()
+        .expect("trustpool runs");
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !has_trait(&placement, &b)
+            && has_trait(&placement, &a)),
+        "the new holder removed the revoked host's trait\n{}",
+        logs(&replicas)
+    );
+    assert!(metric(&replicas[other], reconciles) >= 1.0);
+    let _ = replicas[holder].stop();
 }
