@@ -95,12 +95,9 @@ pub async fn run(
     }
     // Another replica that kept running recorded these expiries already:
     // only the lease's holder writes them.
-    let period = i64::try_from(cfg.lease_period.as_millis()).unwrap_or(i64::MAX);
     if !expired.is_empty()
-        && store
-            .take_lease(crate::replica::MAINTENANCE_LEASE, &replica.instance, period)
+        && crate::replica::lease::take(&store, &replica.name, &replica.instance, cfg.lease_period)
             .await
-            .unwrap_or(false)
     {
         for e in expired {
             history.record(e).await;
@@ -154,7 +151,7 @@ pub async fn run(
         });
     }
 
-    crate::replica::spawn(
+    let replica_tasks = crate::replica::spawn(
         Arc::new(crate::replica::Shared {
             store: state.store.clone(),
             registry: state.registry.clone(),
@@ -229,6 +226,16 @@ pub async fn run(
     }
     if let Some(task) = admin_socket {
         let _ = task.await;
+    }
+    // The lease is given up and the presence row removed before exiting,
+    // so another replica takes over at once rather than after the lease.
+    for task in replica_tasks {
+        if tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+        {
+            warn!("a replica task did not finish in 3s");
+        }
     }
     // Flush the history: the writer ends once every sender is gone.
     drop(state);

@@ -11,6 +11,7 @@
 
 use super::Shared;
 use super::MAINTENANCE_LEASE;
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,12 +28,22 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Tries once to take or renew the maintenance lease; returns whether it is held.
 pub async fn try_take(state: &Shared) -> bool {
     let r = &state.replica;
-    let period = i64::try_from(r.lease_period.as_millis()).unwrap_or(i64::MAX);
-    match state
-        .store
-        .take_lease(MAINTENANCE_LEASE, &r.instance, period)
-        .await
-    {
+    take(&state.store, &r.name, &r.instance, r.lease_period).await
+}
+
+/// Takes or renews the maintenance lease for `instance` of replica `name`.
+/// A lease held by an earlier process of the same replica (killed, or
+/// stopped before it could give the lease up) is taken over at once:
+/// replica names are unique, so that process is gone.
+pub async fn take(store: &Store, name: &str, instance: &str, period: Duration) -> bool {
+    let period = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    if let Ok(Some((holder, _))) = store.lease_holder(MAINTENANCE_LEASE).await {
+        if holder != instance && holder.starts_with(&format!("{name}/")) {
+            info!(replica = %name, earlier = %holder, "taking over the maintenance lease of this replica's earlier process");
+            let _ = store.release_lease(MAINTENANCE_LEASE, &holder).await;
+        }
+    }
+    match store.take_lease(MAINTENANCE_LEASE, instance, period).await {
         Ok(held) => held,
         Err(e) => {
             warn!(error = %format!("{e:#}"), "cannot take or renew the maintenance lease");

@@ -161,8 +161,14 @@ impl Shared {
 
 /// Starts the change follower (from `after`, the newest change before the
 /// state was restored), the lease and the presence tasks; they end with `stop`.
-pub fn spawn(state: Arc<Shared>, after: i64, stop: watch::Receiver<bool>) {
-    tokio::spawn(changes::follow(state.clone(), after, stop.clone()));
-    tokio::spawn(lease::hold(state.clone(), stop.clone()));
-    tokio::spawn(presence::announce(state, stop));
+pub fn spawn(
+    state: Arc<Shared>,
+    after: i64,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(changes::follow(state.clone(), after, stop.clone())),
+        tokio::spawn(lease::hold(state.clone(), stop.clone())),
+        tokio::spawn(presence::announce(state, stop)),
+    ]
 }
