@@ -1,10 +1,9 @@
 //! The attestation client: one mutual-TLS gRPC stream to the server,
 //! enrolment (credential activation), then a quote for every challenge.
 //! Fails over along the server list, with exponential back-off and jitter
-//! per failed pass ([`crate::failover`]).
+//! per failed pass ([`trustpool_daemon::failover`]).
 
 use crate::config::AgentConfig;
-use crate::failover::{start_index, Failover, Outcome};
 use crate::report::Reporter;
 use crate::tpm::TpmError;
 use crate::tpm::TpmWorker;
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::{info, warn};
+use trustpool_daemon::failover::{start_index, Failover, Outcome};
 use trustpool_evidence::binding::qualifying_data;
 use trustpool_proto::v1::agent_message::Msg as AgentMsg;
 use trustpool_proto::v1::attestation_client::AttestationClient;
@@ -96,7 +96,7 @@ pub async fn connect(cfg: &AgentConfig, server: &str) -> anyhow::Result<Channel>
 }
 
 /// Runs the agent until stopped: one stream to one server at a time, failing
-/// over along the list with back-off forever (see [`crate::failover`]).
+/// over along the list with back-off forever (see [`trustpool_daemon::failover`]).
 pub async fn run_forever(
     cfg: &AgentConfig,
     tpm: &TpmWorker,

@@ -4,14 +4,13 @@
 //! - [`tpm`]: the TPM through tss-esapi, on a dedicated thread;
 //! - [`report`]: hardening checks bound into each quote, and `check`;
 //! - [`client`]: the gRPC stream, enrolment, quotes;
-//! - [`failover`]: which server of the list next, back-off and jitter;
+//! - `trustpool_daemon::failover`: which server of the list next, back-off and jitter;
 //! - [`watch`]: change-driven re-attestation between rounds;
 //! - [`config`]: command line and configuration file;
 //! - [`secrets`], [`sd_notify`]: private-key file modes, systemd readiness.
 
 pub mod client;
 pub mod config;
-pub mod failover;
 pub mod report;
 pub mod tpm;
 pub mod watch;

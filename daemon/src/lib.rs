@@ -9,6 +9,7 @@
 //! - [`shutdown_signal`]: SIGTERM (systemd's stop) or SIGINT.
 
 pub mod config;
+pub mod failover;
 pub mod policy_dir;
 pub mod sd_notify;
 pub mod secrets;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+use trustpool_daemon::failover::{start_index, Failover, Outcome};
 use trustpool_evidence::binding::qualifying_data;
 use trustpool_proto::v1::agent_message::Msg as AgentMsg;
 use trustpool_proto::v1::attestation_client::AttestationClient;
@@ -45,10 +46,8 @@ pub struct Ctx {
     pub vendor: VendorCa,
     /// TLS shared parts.
     pub tls: TlsShared,
-    /// The server's gRPC address.
-    pub server: SocketAddr,
-    /// Its TLS name.
-    pub server_name: ServerName<'static>,
+    /// The servers' gRPC addresses and TLS names (replicas of one service).
+    pub servers: Vec<(SocketAddr, ServerName<'static>)>,
     /// Bind each host to 127.0.0.(1 + i % 16) (loopback servers only).
     pub bind_sources: bool,
     /// Counters.
@@ -70,8 +69,7 @@ impl Ctx {
         seed: [u8; 32],
         vendor: VendorCa,
         tls: TlsShared,
-        server: SocketAddr,
-        server_name: ServerName<'static>,
+        servers: Vec<(SocketAddr, ServerName<'static>)>,
         stop: watch::Receiver<bool>,
     ) -> Ctx {
         Ctx {
@@ -79,9 +77,10 @@ impl Ctx {
             seed,
             vendor,
             tls,
-            bind_sources: server.ip().is_loopback() && server.is_ipv4(),
-            server,
-            server_name,
+            bind_sources: servers
+                .iter()
+                .all(|(a, _)| a.ip().is_loopback() && a.is_ipv4()),
+            servers,
             stats: Stats::new(),
             stop,
             keepalive: (Duration::from_secs(40), Duration::from_secs(5)),
@@ -183,37 +182,55 @@ pub async fn run_host(ctx: Arc<Ctx>, slot: Arc<Slot>, index: u32, start_delay: D
         boot: Instant::now(),
         connected_once: false,
         enrolled_once: false,
+        server: 0,
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut failover = Failover::with_limits(
+        ctx.servers.len(),
+        start_index(&host.name, ctx.servers.len()),
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    );
     loop {
         if *stop.borrow() {
             return;
         }
+        host.server = failover.current();
+        let began = Instant::now();
         let outcome = session(&ctx, &slot, &mut host).await;
+        // A stream that stayed up for a while was healthy: the back-off
+        // starts again from its base, as the agent's does after a round.
+        let healthy = began.elapsed() >= HEALTHY_SESSION;
         let delay = match outcome {
             Ok(End::Stopped) => return,
-            Ok(End::Kicked) => {
-                backoff = Duration::from_millis(500);
-                Duration::from_millis(rand::thread_rng().gen_range(10..500))
-            }
+            Ok(End::Kicked) => Duration::from_millis(rand::thread_rng().gen_range(10..500)),
             Ok(End::Closed) => {
                 ctx.stats.error("stream.closed_by_server");
-                backoff
+                next(&mut failover, healthy)
             }
             Err(f) => {
                 ctx.stats.error(&f.code);
                 tracing::debug!(host = %host.name, code = %f.code, error = %format!("{:#}", f.error), "session failed");
-                let d = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                d
+                next(&mut failover, healthy)
             }
         };
-        let jittered = delay / 2 + delay.mul_f64(rand::thread_rng().gen_range(0.0..0.5));
         tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// A session that lasted this long counts as healthy for the back-off.
+const HEALTHY_SESSION: Duration = Duration::from_secs(5);
+
+/// The wait before the next server of the list after a lost session.
+fn next(failover: &mut Failover, healthy: bool) -> Duration {
+    let outcome = if healthy {
+        Outcome::Healthy
+    } else {
+        Outcome::Failed
+    };
+    failover.next_delay(outcome, &mut rand::thread_rng()).delay
 }
 
 struct HostState {
@@ -223,6 +240,8 @@ struct HostState {
     boot: Instant,
     connected_once: bool,
     enrolled_once: bool,
+    /// Index in `Ctx::servers` of the server of the current session.
+    server: usize,
 }
 
 /// Completes when the run stops (the guard of `wait_for` is not `Send`).
@@ -254,12 +273,13 @@ async fn session(ctx: &Ctx, slot: &Slot, host: &mut HostState) -> Result<End, Fa
     });
     let connector = BoundTlsConnector {
         source,
-        server: ctx.server,
-        server_name: ctx.server_name.clone(),
+        server: ctx.servers[host.server].0,
+        server_name: ctx.servers[host.server].1.clone(),
         tls,
     };
     // The URI only names the authority: the connector does TCP and TLS.
-    let endpoint = Endpoint::from_shared(format!("http://{}", ctx.server))
+    let server = ctx.servers[host.server].0;
+    let endpoint = Endpoint::from_shared(format!("http://{server}"))
         .map_err(|e| anyhow!("endpoint: {e}"))
         .map_err(fail("loadgen.endpoint"))?
         .connect_timeout(Duration::from_secs(30))
@@ -269,7 +289,7 @@ async fn session(ctx: &Ctx, slot: &Slot, host: &mut HostState) -> Result<End, Fa
     let channel = endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| anyhow!("connecting to {}: {e:?}", ctx.server))
+        .map_err(|e| anyhow!("connecting to {server}: {e:?}"))
         .map_err(fail("connect"))?;
     let ek_certificate = ctx
         .vendor
@@ -295,6 +315,9 @@ async fn session(ctx: &Ctx, slot: &Slot, host: &mut HostState) -> Result<End, Fa
         .into_inner();
     ctx.stats.sessions.fetch_add(1, Relaxed);
     ctx.stats.stream_open();
+    if host.connected_once {
+        ctx.stats.reconnects.fetch_add(1, Relaxed);
+    }
     if !host.connected_once {
         host.connected_once = true;
         ctx.stats.hosts_connected.fetch_add(1, Relaxed);

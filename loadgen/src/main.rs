@@ -74,9 +74,11 @@ enum Command {
         /// The directory written by `pki`.
         #[arg(long)]
         dir: PathBuf,
-        /// The server's gRPC listener, https://HOST:PORT.
-        #[arg(long)]
-        server: String,
+        /// A server's gRPC listener, https://HOST:PORT; repeatable (replicas
+        /// of one service): each host starts on the one its name hashes to
+        /// and moves to the next when its stream is lost, as the agent does.
+        #[arg(long = "server", required = true)]
+        servers: Vec<String>,
         /// Number of hosts (lg-000001 .. lg-N).
         #[arg(long)]
         hosts: u32,
@@ -167,7 +169,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Run {
             dir,
-            server,
+            servers,
             hosts,
             interval_hint,
             duration,
@@ -192,7 +194,7 @@ fn real_main() -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             let summary = runtime.block_on(run::run(run::RunOptions {
                 dir,
-                server,
+                servers,
                 hosts,
                 interval_hint,
                 duration,

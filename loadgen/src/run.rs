@@ -45,8 +45,8 @@ use tokio::sync::{mpsc, watch};
 pub struct RunOptions {
     /// The `pki` directory.
     pub dir: PathBuf,
-    /// `https://HOST:PORT` of the gRPC listener.
-    pub server: String,
+    /// `https://HOST:PORT` of each server's gRPC listener (one or more).
+    pub servers: Vec<String>,
     /// Number of hosts (lg-000001 .. lg-N).
     pub hosts: u32,
     /// The server's report interval (only used to place the steady window).
@@ -119,15 +119,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         }
     }
     let tls = TlsShared::new(&opts.dir.join("ca.pem"))?;
-    let (server, server_name) = resolve_server(&opts.server).await?;
+    let mut servers = Vec::with_capacity(opts.servers.len());
+    for url in &opts.servers {
+        servers.push(resolve_server(url).await?);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut ctx = Ctx::new(
         opts.dir.clone(),
         read_seed(&opts.dir)?,
         VendorCa::load(&opts.dir)?,
         tls.clone(),
-        server,
-        server_name,
+        servers,
         stop_rx,
     );
     ctx.keepalive.0 = opts.keepalive_interval;

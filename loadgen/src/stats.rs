@@ -32,6 +32,9 @@ pub struct Stats {
     pub trusted: AtomicU64,
     /// Sessions opened (reconnections included).
     pub sessions: AtomicU64,
+    /// Streams opened by hosts that had one before (after a loss, a kick or
+    /// a move to another server).
+    pub reconnects: AtomicU64,
     /// ms since `started` at which the last host enrolled for the first time.
     pub last_first_enrolment_ms: AtomicU64,
     /// Round trips (challenge received -> verdict received), µs.
@@ -60,6 +63,7 @@ impl Stats {
             attestations: AtomicU64::new(0),
             trusted: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             last_first_enrolment_ms: AtomicU64::new(0),
             rtts: Mutex::new(Vec::with_capacity(1 << 16)),
             recording: std::sync::atomic::AtomicBool::new(true),
@@ -140,6 +144,7 @@ impl Stats {
             "new_enrolments": self.new_enrolments.load(Relaxed),
             "activations": self.activations.load(Relaxed),
             "sessions": self.sessions.load(Relaxed),
+            "reconnects": self.reconnects.load(Relaxed),
             "attestations": self.attestations.load(Relaxed),
             "trusted_verdicts": self.trusted.load(Relaxed),
             "elapsed_s": round3(self.started.elapsed().as_secs_f64()),

@@ -1,4 +1,5 @@
-//! Which server the agent dials next, and how long it waits first.
+//! Which server an agent dials next, and how long it waits first (the
+//! agent's and the load generator's simulated hosts').
 //!
 //! The agent holds one stream to one server of its list at a time. When the
 //! stream cannot be opened or is lost it moves to the next server in the
@@ -11,7 +12,8 @@
 //! stayed healthy for one report interval resets the count.
 //!
 //! Everything here is pure (the random source is a parameter) so that the
-//! schedule is unit-tested; [`crate::client::run_forever`] does the I/O.
+//! schedule is unit-tested; the agent's `client::run_forever` and the load
+//! generator's `host::run_host` do the I/O.
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
