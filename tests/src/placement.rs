@@ -272,15 +272,38 @@ impl PlacementApi {
         for t in traits.iter().filter(|t| t.starts_with("CUSTOM_")) {
             self.create_trait(t)?;
         }
-        self.expect(
-            "PUT",
-            &format!("/resource_providers/{uuid}/traits"),
-            Some(
-                &serde_json::json!({"traits": traits, "resource_provider_generation": generation}),
-            ),
-            &[200],
-        )?;
-        Ok(uuid)
+        // A running trustpool may add its trait between our reads and this
+        // write (409 concurrent_update): read again and keep what is there,
+        // as nova-compute's read-modify-write does.
+        let mut generation = generation;
+        let mut wanted: Vec<String> = traits.iter().map(|t| t.to_string()).collect();
+        for _ in 0..5 {
+            let r = self.request(
+                "PUT",
+                &format!("/resource_providers/{uuid}/traits"),
+                Some(
+                    &serde_json::json!({"traits": wanted, "resource_provider_generation": generation}),
+                ),
+            )?;
+            if r.status == 200 {
+                return Ok(uuid);
+            }
+            if r.status != 409 {
+                anyhow::bail!(
+                    "PUT /resource_providers/{uuid}/traits: {} {}",
+                    r.status,
+                    r.body
+                );
+            }
+            let (present, now) = self.traits(&uuid)?;
+            for t in present {
+                if !wanted.contains(&t) {
+                    wanted.push(t);
+                }
+            }
+            generation = now;
+        }
+        anyhow::bail!("PUT /resource_providers/{uuid}/traits: still conflicting after 5 attempts")
     }
 
     /// The traits of a provider and its generation.
