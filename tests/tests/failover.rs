@@ -6,7 +6,7 @@
 //! share one database, two independent servers would not share enrolments.
 //!
 //! The agent starts at a place in its list chosen by a hash of its host
-//! name (`trustpool_agent::failover::start_index`); each test picks a host
+//! name (`trustpool_daemon::failover::start_index`); each test picks a host
 //! name that starts at the first URL, so that the failover is exercised.
 
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ fn lab() -> (tempfile::TempDir, Lab) {
 fn host_starting_at_the_first_url(lab: &Lab) -> LabHost {
     let name = (0..)
         .map(|i| format!("host-{i}"))
-        .find(|n| trustpool_agent::failover::start_index(n, 2) == 0)
+        .find(|n| trustpool_daemon::failover::start_index(n, 2) == 0)
         .expect("some name starts at 0");
     lab.add_host(&name, Launch::Golden).expect("host")
 }

@@ -96,7 +96,7 @@ fn replicas_under_load(engine: Engine) {
     for r in &replicas {
         run.args(["--server", &r.url()]);
     }
-    let mut loadgen = run
+    let loadgen = run
         .args(["--hosts", &HOSTS.to_string()])
         .args([
             "--ramp",
