@@ -28,6 +28,9 @@ pub struct Store {
     identity: Arc<Identity>,
     /// This process's name in the change table (see [`Store::set_replica`]).
     replica: Arc<std::sync::OnceLock<String>>,
+    /// Enrolments writing at once: fewer than the pool's connections (see
+    /// [`enrolment_slots`]).
+    enrol_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which store was opened, and where.
@@ -48,6 +51,21 @@ fn pool_size(engine: Engine) -> u32 {
         Engine::Postgres | Engine::MySql => 8,
     }
 }
+
+/// Enrolments that may hold a connection at once, out of a pool of `pool`:
+/// a cold start sends thousands of enrolments at once, each its own commit,
+/// and they must not take the connections of the group commit, the probe,
+/// the maintenance lease, the replica presence and the change follower
+/// (starved of connections for the 2 s acquire timeout, those answered 503
+/// and lost the lease while the database was merely busy). Three
+/// connections stay for them; the enrolments beyond wait here, in order.
+fn enrolment_slots(pool: u32) -> usize {
+    pool.saturating_sub(3).max(1) as usize
+}
+
+/// How long an enrolment waits for a slot before the agent is told to try
+/// again (`enrolment.not_stored`; it retries with back-off).
+const ENROLMENT_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// Arbitrary key of the PostgreSQL advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7472_7573_7470_6f6f;
@@ -124,8 +142,9 @@ impl Store {
         };
         let health = Arc::new(StoreHealth::default());
         let released = health.clone();
+        let max_connections = connections.unwrap_or_else(|| pool_size(engine));
         let mut options = AnyPoolOptions::new()
-            .max_connections(connections.unwrap_or_else(|| pool_size(engine)))
+            .max_connections(max_connections)
             // A connection is closed on release, never reused, when:
             // - its transaction did not end cleanly: SQLite rolls a
             //   transaction back by itself on a full disk or an I/O error, the
@@ -205,6 +224,9 @@ impl Store {
                 file: opened,
             }),
             replica: Arc::default(),
+            enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrolment_slots(
+                max_connections,
+            ))),
         })
     }
 
@@ -287,6 +309,7 @@ impl Store {
     /// sessions; failure sets it.
     pub async fn probe(&self) -> Result<(), String> {
         self.check_identity()?;
+        let writes_before = self.health.writes_done();
         let outcome = async {
             let mut tx = self
                 .pool
@@ -331,12 +354,11 @@ impl Store {
             }
             Err(e) => {
                 if is_pool_timeout(&e)
-                    && self.pool.size() < self.pool.options().get_max_connections()
+                    && pool_timeout_means_unreachable(
+                        self.pool.size() < self.pool.options().get_max_connections(),
+                        self.health.writes_done() > writes_before,
+                    )
                 {
-                    // The pool had room for a connection and could not open
-                    // one in the acquire timeout (sqlx retries a refused
-                    // connection until then): the database server is
-                    // unreachable, not busy.
                     self.health.write_error(&e);
                 }
                 Err(format!("{e:#}"))
@@ -503,6 +525,15 @@ impl Store {
             .context("decoding enrolments")
     }
     async fn insert_enrolment_unchecked(&self, e: &Enrolment) -> anyhow::Result<()> {
+        let _slot = tokio::time::timeout(ENROLMENT_SLOT_WAIT, self.enrol_slots.acquire())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no database connection free for an enrolment within {}s: more agents are enrolling than the database commits",
+                    ENROLMENT_SLOT_WAIT.as_secs()
+                )
+            })?
+            .context("the store is closing")?;
         let mut tx = self.pool.begin().await.context("starting an enrolment")?;
         sqlx::query(&self.sql(
             "INSERT INTO enrolments (hostname, ek_public, ek_certificate, ak_public, ak_name, cert_fingerprint, cert_subject, enrolled_at_ms)
@@ -1167,6 +1198,20 @@ async fn create_store_id(pool: &AnyPool, engine: Engine) -> anyhow::Result<Strin
         .context("the store identity row vanished as it was written")
 }
 
+/// Whether a probe that waited the whole acquire timeout for a pooled
+/// connection says the database server is unreachable (fail closed) rather
+/// than busy. `room`: the pool held fewer connections than its maximum, so
+/// the wait included opening one (sqlx retries a refused connection until
+/// the timeout). `progressed`: another write committed while the probe
+/// waited. Room alone is no proof: under a burst (thousands of agents
+/// enrolling at a cold start) acquires that time out drop the idle
+/// connection they were testing, so the pool shrinks below its maximum
+/// while the database commits hundreds of writes a second. Only a wait in
+/// which nothing committed is a database that does not answer.
+pub(super) fn pool_timeout_means_unreachable(room: bool, progressed: bool) -> bool {
+    room && !progressed
+}
+
 /// True when `e` waited for a pooled connection longer than the acquire
 /// timeout.
 pub fn is_pool_timeout(e: &anyhow::Error) -> bool {
@@ -1692,6 +1737,65 @@ mod tests {
         other.put_facts("host-b", "{}").await.expect("not locked");
         assert!(store.probe().await.is_ok());
         assert!(store.health().ok());
+    }
+
+    /// A burst of enrolments leaves connections to the group commit, the
+    /// probe, the lease and the change follower.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_enrolments_never_holds_every_connection() {
+        assert_eq!(enrolment_slots(8), 5);
+        assert_eq!(enrolment_slots(4), 1);
+        assert_eq!(enrolment_slots(1), 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        let max = store.pool.options().get_max_connections() as usize;
+        assert_eq!(max, 4);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let monitor = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut busiest = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let in_use = (store.pool.size() as usize).saturating_sub(store.pool.num_idle());
+                    busiest = busiest.max(in_use);
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                busiest
+            })
+        };
+        let burst: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.insert_enrolment(&enrolment(&format!("h{i}"))).await },
+                )
+            })
+            .collect();
+        for b in burst {
+            b.await.expect("join").expect("stored");
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let busiest = monitor.await.expect("monitor");
+        // One enrolment writing, and at most one connection on its way back
+        // to the pool (sqlx returns it in a task of its own).
+        assert!(
+            busiest <= 2 * enrolment_slots(max as u32),
+            "{busiest} of {max} connections held by enrolments"
+        );
+        assert_eq!(store.enrolments().await.expect("read").len(), 40);
+    }
+
+    #[test]
+    fn a_probe_starved_of_connections_fails_closed_only_when_nothing_commits() {
+        // A pool at its maximum is busy, whatever committed.
+        assert!(!pool_timeout_means_unreachable(false, false));
+        assert!(!pool_timeout_means_unreachable(false, true));
+        // Below its maximum: unreachable only if no other write committed
+        // meanwhile (a cold start of 19,000 agents on two replicas shrank
+        // the pool while PostgreSQL committed hundreds of enrolments a
+        // second, and the old rule answered 503 for 1.6-4 s).
+        assert!(!pool_timeout_means_unreachable(true, true));
+        assert!(pool_timeout_means_unreachable(true, false));
     }
 
     #[test]
