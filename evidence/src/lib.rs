@@ -16,6 +16,10 @@
 //! * [`ekcert`]: EK certificate chain validation and EK key binding.
 //! * [`binding`]: qualifying data = H(nonce || H(report)).
 //! * [`pcr`]: PCR arithmetic (extend, DRTM start value, digests).
+//! * [`eventlog`]: TCG PC Client event logs (crypto-agile and legacy
+//!   SHA-1): parsing, typed decoding of the events, replay per bank, the
+//!   comparison with quoted PCRs, and which events' data is proven by
+//!   their digests (docs/eventlog.md).
 //! * [`policy`]: pool policy files (TOML) and their evaluation.
 //! * [`reason`]: reasons and their stable codes.
 //! * [`duration`]: human durations (`2s`, `75s`, `5m`) of the command lines.
@@ -59,6 +63,7 @@ pub mod binding;
 pub mod credential;
 pub mod duration;
 pub mod ekcert;
+pub mod eventlog;
 pub mod marshal;
 pub mod pcr;
 pub mod policy;

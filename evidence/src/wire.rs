@@ -1,7 +1,10 @@
-//! Bounds-checked big-endian reader for TPM wire structures.
+//! Bounds-checked reader for TPM wire structures (big-endian) and TCG event
+//! logs (little-endian).
 //!
 //! TPM 2.0 structures (TPM 2.0 Part 2) are big-endian, with `TPM2B_*` buffers
-//! encoded as a `u16` size followed by that many bytes. [`Reader`] never
+//! encoded as a `u16` size followed by that many bytes. TCG PC Client event
+//! logs and the UEFI structures inside them are little-endian: they use the
+//! `*_le` readers. [`Reader`] never
 //! panics: every read checks the remaining length and returns a
 //! [`WireError`] naming the offset. Parsers attach the structure field being
 //! read with [`WireResultExt::ctx`], so errors read like
@@ -172,6 +175,28 @@ impl<'a> Reader<'a> {
         self.array::<8>().map(u64::from_be_bytes).ctx("u64")
     }
 
+    /// Reads a little-endian `u16` (event logs, UEFI structures).
+    pub fn u16_le(&mut self) -> Result<u16, WireError> {
+        self.array::<2>().map(u16::from_le_bytes).ctx("u16")
+    }
+
+    /// Reads a little-endian `u32` (event logs, UEFI structures).
+    pub fn u32_le(&mut self) -> Result<u32, WireError> {
+        self.array::<4>().map(u32::from_le_bytes).ctx("u32")
+    }
+
+    /// Reads a little-endian `u64` (event logs, UEFI structures).
+    pub fn u64_le(&mut self) -> Result<u64, WireError> {
+        self.array::<8>().map(u64::from_le_bytes).ctx("u64")
+    }
+
+    /// Reads the rest of the input.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
+        self.pos = self.buf.len();
+        rest
+    }
+
     /// Reads a `TPM2B_*` buffer: a big-endian `u16` size, then that many
     /// bytes. Returns the contents (without the size).
     pub fn tpm2b(&mut self) -> Result<&'a [u8], WireError> {
@@ -253,6 +278,25 @@ mod tests {
         assert_eq!(r.consumed(), &data[..]);
         r.finish().unwrap();
         r.finish_as("x").unwrap();
+    }
+
+    #[test]
+    fn reads_little_endian() {
+        let data = [
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+            0x0f,
+        ];
+        let mut r = Reader::new(&data);
+        assert_eq!(r.u8().unwrap(), 0x01);
+        assert_eq!(r.u16_le().unwrap(), 0x0302);
+        assert_eq!(r.u32_le().unwrap(), 0x0706_0504);
+        assert_eq!(r.u64_le().unwrap(), 0x0f0e_0d0c_0b0a_0908);
+        assert!(r.u16_le().is_err() && r.u32_le().is_err() && r.u64_le().is_err());
+        let mut r = Reader::new(&data);
+        r.bytes(13).unwrap();
+        assert_eq!(r.rest(), &[0x0e, 0x0f]);
+        assert_eq!(r.rest(), &[] as &[u8]);
+        r.finish().unwrap();
     }
 
     #[test]

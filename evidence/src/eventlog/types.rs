@@ -1,0 +1,149 @@
+//! Event types of the TCG PC Client Platform Firmware Profile (PFP,
+//! section 10.4.1) and their names as tpm2_eventlog prints them.
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+
+/// An event type (`eventType` of a log record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType(pub u32);
+
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $name:ident = $value:expr;)*) => {
+        impl EventType {
+            $($(#[$doc])* pub const $name: EventType = EventType($value);)*
+
+            /// The spec's name (`EV_SEPARATOR`), or None for a type it does
+            /// not define.
+            pub fn known_name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($value => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    /// Deprecated (TPM 1.2).
+    EV_PREBOOT_CERT = 0x0000_0000;
+    /// A POST code measurement (digest of the code; data: a string or a blob).
+    EV_POST_CODE = 0x0000_0001;
+    /// Unused.
+    EV_UNUSED = 0x0000_0002;
+    /// Information only: never extended.
+    EV_NO_ACTION = 0x0000_0003;
+    /// The end of the pre-OS measurements into a PCR.
+    EV_SEPARATOR = 0x0000_0004;
+    /// An action string.
+    EV_ACTION = 0x0000_0005;
+    /// A tagged event (`TCG_PCClientTaggedEvent`).
+    EV_EVENT_TAG = 0x0000_0006;
+    /// The S-CRTM contents.
+    EV_S_CRTM_CONTENTS = 0x0000_0007;
+    /// The S-CRTM version string.
+    EV_S_CRTM_VERSION = 0x0000_0008;
+    /// CPU microcode.
+    EV_CPU_MICROCODE = 0x0000_0009;
+    /// Platform configuration flags.
+    EV_PLATFORM_CONFIG_FLAGS = 0x0000_000a;
+    /// A table of devices.
+    EV_TABLE_OF_DEVICES = 0x0000_000b;
+    /// A compact hash (the data is what was hashed).
+    EV_COMPACT_HASH = 0x0000_000c;
+    /// Initial Program Loader code or data.
+    EV_IPL = 0x0000_000d;
+    /// IPL partition data.
+    EV_IPL_PARTITION_DATA = 0x0000_000e;
+    /// Non-host code.
+    EV_NONHOST_CODE = 0x0000_000f;
+    /// Non-host configuration.
+    EV_NONHOST_CONFIG = 0x0000_0010;
+    /// Non-host information.
+    EV_NONHOST_INFO = 0x0000_0011;
+    /// "BOOT ATTEMPTS OMITTED".
+    EV_OMIT_BOOT_DEVICE_EVENTS = 0x0000_0012;
+    /// A POST code with a description, base and length (blob2 layout).
+    EV_POST_CODE2 = 0x0000_0013;
+    /// UEFI variable (Secure Boot configuration) in PCR 7 or 1.
+    EV_EFI_VARIABLE_DRIVER_CONFIG = 0x8000_0001;
+    /// UEFI boot variable (BootOrder, Boot####).
+    EV_EFI_VARIABLE_BOOT = 0x8000_0002;
+    /// A UEFI boot services application (an image: digest of the PE).
+    EV_EFI_BOOT_SERVICES_APPLICATION = 0x8000_0003;
+    /// A UEFI boot services driver.
+    EV_EFI_BOOT_SERVICES_DRIVER = 0x8000_0004;
+    /// A UEFI runtime services driver.
+    EV_EFI_RUNTIME_SERVICES_DRIVER = 0x8000_0005;
+    /// The GPT of the boot disk.
+    EV_EFI_GPT_EVENT = 0x8000_0006;
+    /// A UEFI action string.
+    EV_EFI_ACTION = 0x8000_0007;
+    /// A firmware volume (base, length).
+    EV_EFI_PLATFORM_FIRMWARE_BLOB = 0x8000_0008;
+    /// UEFI configuration tables handed off.
+    EV_EFI_HANDOFF_TABLES = 0x8000_0009;
+    /// A firmware blob with a description.
+    EV_EFI_PLATFORM_FIRMWARE_BLOB2 = 0x8000_000a;
+    /// Handoff tables with a description.
+    EV_EFI_HANDOFF_TABLES2 = 0x8000_000b;
+    /// A boot variable (PFP 1.05: BOOT2).
+    EV_EFI_VARIABLE_BOOT2 = 0x8000_000c;
+    /// The GPT, PFP 1.06 form.
+    EV_EFI_GPT_EVENT2 = 0x8000_000d;
+    /// An H-CRTM measurement.
+    EV_EFI_HCRTM_EVENT = 0x8000_0010;
+    /// The authority (certificate) that verified an image.
+    EV_EFI_VARIABLE_AUTHORITY = 0x8000_00e0;
+    /// SPDM device firmware.
+    EV_EFI_SPDM_FIRMWARE_BLOB = 0x8000_00e1;
+    /// SPDM device configuration.
+    EV_EFI_SPDM_FIRMWARE_CONFIG = 0x8000_00e2;
+    /// SPDM device policy (a variable).
+    EV_EFI_SPDM_DEVICE_POLICY = 0x8000_00e3;
+    /// SPDM device authority (a variable).
+    EV_EFI_SPDM_DEVICE_AUTHORITY = 0x8000_00e4;
+}
+
+impl EventType {
+    /// The spec's name, or `0x1234abcd` for an unknown type.
+    pub fn name(self) -> String {
+        match self.known_name() {
+            Some(n) => n.to_string(),
+            None => format!("0x{:08x}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(EventType::EV_SEPARATOR.name(), "EV_SEPARATOR");
+        assert_eq!(
+            EventType(0x8000_00e0).to_string(),
+            "EV_EFI_VARIABLE_AUTHORITY"
+        );
+        assert_eq!(EventType(0x1234).name(), "0x00001234");
+        assert_eq!(EventType(0x1234).known_name(), None);
+        assert_eq!(
+            serde_json::to_string(&EventType::EV_IPL).unwrap(),
+            "\"EV_IPL\""
+        );
+    }
+}
