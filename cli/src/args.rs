@@ -25,7 +25,7 @@ Exit codes:
 #[command(
     name = "trustpool",
     version,
-    about = "Operate a trustpool attestation server: hosts, history, approvals and revocations, policy capture, diff, check and dry-run.",
+    about = "Operate a trustpool attestation server: hosts, history, approvals and revocations, policy capture, diff, check and dry-run; read TCG event logs offline.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -72,6 +72,35 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// TCG event logs (binary_bios_measurements), offline: show, replay.
+    Eventlog {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventlogCommand,
+    },
+}
+
+/// Event log commands (offline: a file, no server). See docs/eventlog.md.
+#[derive(Subcommand, Debug, Clone)]
+pub enum EventlogCommand {
+    /// One line per event: number, PCR, type, each bank's digest (first 12
+    /// hex characters), whether the data is proven by the digest ("proven";
+    /// "NOT PROVEN": the data is not what the digest is the hash of; "-":
+    /// the digest is of something else, e.g. an image), and the decoded
+    /// data. --json: every event with full digests, raw and decoded data
+    /// and per-bank proofs.
+    Show {
+        /// The log, e.g. a copy of /sys/kernel/security/tpm0/binary_bios_measurements.
+        file: PathBuf,
+    },
+    /// The PCR values the log replays to, per bank (the PCRs it extends).
+    /// --json: {"banks": {"sha256": {"0": "<hex>", ...}, "sha1": {...}},
+    /// "events": N, "extended": M, "startup_locality": L or null}.
+    /// Exit 2 if the log does not parse or replay.
+    Replay {
+        /// The log.
+        file: PathBuf,
     },
 }
 
@@ -283,6 +312,25 @@ mod tests {
                 command: PolicyCommand::Show
             }
         ));
+    }
+
+    #[test]
+    fn eventlog_commands() {
+        let cli = parse(&["eventlog", "show", "/tmp/log.bin"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Eventlog { command: EventlogCommand::Show { ref file } } if file == std::path::Path::new("/tmp/log.bin")
+        ));
+        let cli = parse(&["eventlog", "replay", "log.bin", "--json"]).expect("parses");
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Eventlog {
+                command: EventlogCommand::Replay { .. }
+            }
+        ));
+        assert!(parse(&["eventlog", "replay"]).is_err());
+        assert!(parse(&["eventlog"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Running one command: the RPCs to the `Admin` service (or, for `policy
-//! check`, the local policy directory), then the pure rendering.
+//! check` and `eventlog`, the local files), then the pure rendering.
 
-use super::args::{Cli, Command, HostsArgs, HostsCommand, PolicyCommand};
+use super::args::{Cli, Command, EventlogCommand, HostsArgs, HostsCommand, PolicyCommand};
 use super::connect::{connect, describe_status, resolve_target, Target};
+use super::eventlogfmt;
 use super::policyfmt::{capture_toml, checked_pcrs, default_entry_name, diff_pcrs};
 use super::render;
 use super::timefmt::{now_ms, parse_time};
@@ -56,6 +57,7 @@ pub async fn run(cli: &Cli) -> Result<Outcome, CliError> {
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => policy_check(dir, cli.json),
+        Command::Eventlog { command } => eventlog(command, cli.json),
         Command::Hosts(args) => hosts(cli, args).await,
         Command::Policy { command } => policy(cli, command).await,
     }
@@ -320,6 +322,29 @@ pub fn read_policy_files(dir: &Path) -> Result<Vec<PolicyFile>, CliError> {
     Ok(files)
 }
 
+/// `trustpool eventlog show|replay FILE`: offline.
+pub fn eventlog(command: &EventlogCommand, json: bool) -> Result<Outcome, CliError> {
+    let file = match command {
+        EventlogCommand::Show { file } | EventlogCommand::Replay { file } => file,
+    };
+    let name = file.display().to_string();
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::error(format!("cannot read the event log {name}: {e}")))?;
+    let log = eventlogfmt::read_log(&name, &bytes).map_err(CliError::error)?;
+    Ok(Outcome::ok(match command {
+        EventlogCommand::Show { .. } if json => json_out(&eventlogfmt::show_json(&log)),
+        EventlogCommand::Show { .. } => eventlogfmt::show_text(&name, &log),
+        EventlogCommand::Replay { .. } => {
+            let replay = eventlogfmt::replay_log(&name, &log).map_err(CliError::error)?;
+            if json {
+                json_out(&eventlogfmt::replay_json(&replay))
+            } else {
+                eventlogfmt::replay_text(&name, &log, &replay)
+            }
+        }
+    }))
+}
+
 /// `trustpool policy check DIR`: offline, with the server's own loader.
 pub fn policy_check(dir: &Path, json: bool) -> Result<Outcome, CliError> {
     if !dir.is_dir() {
@@ -350,6 +375,53 @@ pub fn policy_check(dir: &Path, json: bool) -> Result<Outcome, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eventlog_reads_the_file_offline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.bin");
+        let mut b = trustpool_evidence::eventlog::encode::LogBuilder::crypto_agile(&[
+            trustpool_evidence::eventlog::Alg::Sha256,
+        ]);
+        b.event(
+            4,
+            trustpool_evidence::eventlog::EventType::EV_SEPARATOR,
+            &[0; 4],
+        );
+        std::fs::write(&path, b.finish()).expect("write");
+        let replay = EventlogCommand::Replay { file: path.clone() };
+        let out = eventlog(&replay, true).expect("runs");
+        assert_eq!(out.code, Exit::Ok);
+        let json: Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(json["events"], 2);
+        // extend(0, sha256(00000000)): PCR 2, 3 and 6 of every UEFI boot.
+        assert_eq!(
+            json["banks"]["sha256"]["4"],
+            "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969"
+        );
+        let show = eventlog(&EventlogCommand::Show { file: path.clone() }, false).expect("runs");
+        assert!(show.stdout.contains("EV_SEPARATOR"), "{}", show.stdout);
+        std::fs::write(&path, [1, 2, 3]).expect("write");
+        let e = eventlog(&replay, false).expect_err("garbage");
+        assert_eq!(e.code, Exit::Error);
+        assert!(
+            e.message.contains("event 0 (record at offset 0)"),
+            "{}",
+            e.message
+        );
+        let e = eventlog(
+            &EventlogCommand::Show {
+                file: dir.path().join("none"),
+            },
+            false,
+        )
+        .expect_err("missing");
+        assert!(
+            e.message.starts_with("cannot read the event log"),
+            "{}",
+            e.message
+        );
+    }
 
     #[test]
     fn a_toml_syntax_error_is_one_error_on_one_line() {

@@ -1,18 +1,20 @@
 //! The operator command line `trustpool`: a client of the `Admin` gRPC
 //! service (mutual TLS with an operator certificate, or the local UNIX
-//! socket) plus the offline `policy check`.
+//! socket) plus the offline `policy check` and `eventlog show|replay`.
 //!
 //! Modules, one job each:
 //! - [`args`]: the command line (clap);
 //! - [`connect`]: where to connect and how (pure resolution, then I/O);
 //! - [`timefmt`]: times on the command line and in output (pure);
 //! - [`policyfmt`]: the captured `[[allow]]` entry and the PCR diff (pure);
+//! - [`eventlogfmt`]: event logs as tables and JSON (pure);
 //! - [`render`]: tables and JSON of every answer (pure);
 //! - [`commands`]: running one command (the only module with RPCs).
 
 pub mod args;
 pub mod commands;
 pub mod connect;
+pub mod eventlogfmt;
 pub mod policyfmt;
 pub mod render;
 pub mod timefmt;
