@@ -12,6 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FUZZ = os.path.dirname(HERE)
 ROOT = os.path.dirname(FUZZ)
 SWTPM = os.path.join(ROOT, "evidence", "testdata", "swtpm")
+EVENTLOGS = os.path.join(ROOT, "evidence", "testdata", "eventlog")
 BOUND = os.path.join(FUZZ, "testdata")
 DEFAULT_PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]
 
@@ -181,6 +182,13 @@ def main():
     write("agent_message", "enrol_p384",
           delimited(hello("compute-01", tpmt(sw("ek_p384.pub")), tpmt(sw("ak_ecc.pub")), sw("ek_p384_cert.der")),
                     activation(bytes([0x5A] * 32))))
+    # event_log: the test event logs (synthetic, and real ones beside them).
+    for r, _, fs in sorted(os.walk(EVENTLOGS)):
+        for f in sorted(fs):
+            if f.startswith("README") or f.endswith((".md", ".txt", ".yaml", ".json")):
+                continue
+            rel = os.path.relpath(os.path.join(r, f), EVENTLOGS).replace(os.sep, "_")
+            write("event_log", rel, read(r, f))
     hd = hashlib.sha256(b"".join(open(os.path.join(r, f), "rb").read()
                                   for r, _, fs in sorted(os.walk(HERE)) for f in sorted(fs)
                                   if not f.endswith(".py"))).hexdigest()
