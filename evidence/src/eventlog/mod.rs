@@ -44,9 +44,7 @@
 //!
 //! An attacker can otherwise pair a genuine digest with made-up data (a
 //! "SecureBoot = 1" variable whose digest is that of "SecureBoot = 0"), or
-//! with a type that says the event does not count (go-attestation had to
-//! stop trusting EV_NO_ACTION-looking events and unproven separators for
-//! this reason).
+//! with a type that says the event does not count.
 //!
 //! # Limits
 //! At most [`MAX_LOG_SIZE`] bytes and [`MAX_EVENTS`] events; every count
