@@ -52,15 +52,21 @@ fn pool_size(engine: Engine) -> u32 {
     }
 }
 
-/// Enrolments that may hold a connection at once, out of a pool of `pool`:
-/// a cold start sends thousands of enrolments at once, each its own commit,
-/// and they must not take the connections of the group commit, the probe,
-/// the maintenance lease, the replica presence and the change follower
-/// (starved of connections for the 2 s acquire timeout, those answered 503
-/// and lost the lease while the database was merely busy). Three
-/// connections stay for them; the enrolments beyond wait here, in order.
-fn enrolment_slots(pool: u32) -> usize {
-    pool.saturating_sub(3).max(1) as usize
+/// Enrolments that may hold a connection at once, out of a pool of `pool`.
+/// On a database server a cold start sends thousands of enrolments at once,
+/// each its own commit, and they must not take the connections of the group
+/// commit, the probe, the maintenance lease, the replica presence and the
+/// change follower (starved for the 2 s acquire timeout, those answered 503
+/// and lost the lease while the database was merely busy): three
+/// connections stay for them, the enrolments beyond wait here, in order.
+/// SQLite has none of that to starve (one writer, sqlx's 30 s acquire
+/// timeout, no lease); limiting it to one enrolment at a time cost a fifth
+/// of its cold-start rate, so it keeps its whole pool.
+fn enrolment_slots(engine: Engine, pool: u32) -> usize {
+    match engine {
+        Engine::Sqlite => pool.max(1) as usize,
+        Engine::Postgres | Engine::MySql => pool.saturating_sub(3).max(1) as usize,
+    }
 }
 
 /// How long an enrolment waits for a slot before the agent is told to try
@@ -225,6 +231,7 @@ impl Store {
             }),
             replica: Arc::default(),
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrolment_slots(
+                engine,
                 max_connections,
             ))),
         })
@@ -1743,13 +1750,18 @@ mod tests {
     /// probe, the lease and the change follower.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_of_enrolments_never_holds_every_connection() {
-        assert_eq!(enrolment_slots(8), 5);
-        assert_eq!(enrolment_slots(4), 1);
-        assert_eq!(enrolment_slots(1), 1);
+        assert_eq!(enrolment_slots(Engine::Postgres, 8), 5);
+        assert_eq!(enrolment_slots(Engine::MySql, 8), 5);
+        assert_eq!(enrolment_slots(Engine::MySql, 2), 1);
+        assert_eq!(enrolment_slots(Engine::Sqlite, 4), 4);
+        // The limit at work, on an SQLite file with a server engine's rule
+        // (a pool of 4: one enrolment at a time).
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        let mut store = Store::open(&dir.path().join("t.db")).await.expect("open");
         let max = store.pool.options().get_max_connections() as usize;
         assert_eq!(max, 4);
+        let slots = enrolment_slots(Engine::Postgres, max as u32);
+        store.enrol_slots = Arc::new(tokio::sync::Semaphore::new(slots));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let monitor = {
             let (store, done) = (store.clone(), done.clone());
@@ -1779,7 +1791,7 @@ mod tests {
         // One enrolment writing, and at most one connection on its way back
         // to the pool (sqlx returns it in a task of its own).
         assert!(
-            busiest <= 2 * enrolment_slots(max as u32),
+            busiest <= 2 * slots,
             "{busiest} of {max} connections held by enrolments"
         );
         assert_eq!(store.enrolments().await.expect("read").len(), 40);
