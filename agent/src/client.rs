@@ -348,6 +348,7 @@ async fn answer(
                 .map(|(index, digest)| PcrValue { index, digest })
                 .collect(),
             hardening_report: report,
+            event_logs: Vec::new(),
         },
         statuses,
     ))

@@ -409,6 +409,7 @@ async fn converse(
                         .map(|(index, digest)| PcrValue { index, digest })
                         .collect(),
                     hardening_report: report.as_ref().clone(),
+                    event_logs: Vec::new(),
                 }))
                 .await?;
                 if let Some(o) = slot.observer.get() {

@@ -181,6 +181,7 @@ impl Scripted {
                 .map(|(index, digest)| PcrValue { index, digest })
                 .collect(),
             hardening_report: sent_report.to_vec(),
+            event_logs: Vec::new(),
         }
     }
 

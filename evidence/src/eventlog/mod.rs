@@ -56,6 +56,7 @@ pub mod devpath;
 pub mod encode;
 pub mod events;
 pub mod guid;
+pub mod measured;
 pub mod parse;
 pub mod proof;
 pub mod replay;

@@ -1,7 +1,7 @@
 //! Event types of the TCG PC Client Platform Firmware Profile (PFP,
 //! section 10.4.1) and their names as tpm2_eventlog prints them.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// An event type (`eventType` of a log record).
@@ -19,6 +19,19 @@ macro_rules! event_types {
                 match self.0 {
                     $($value => Some(stringify!($name)),)*
                     _ => None,
+                }
+            }
+
+            /// The type of a spec name (`EV_SEPARATOR`) or of `0x1234abcd`,
+            /// as [`EventType::name`] writes them.
+            pub fn from_name(name: &str) -> Option<EventType> {
+                match name {
+                    $(stringify!($name) => Some(EventType($value)),)*
+                    other => other
+                        .strip_prefix("0x")
+                        .filter(|h| !h.is_empty() && h.len() <= 8)
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .map(EventType),
                 }
             }
         }
@@ -128,6 +141,14 @@ impl Serialize for EventType {
     }
 }
 
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        EventType::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown event type '{name}'")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +162,12 @@ mod tests {
         );
         assert_eq!(EventType(0x1234).name(), "0x00001234");
         assert_eq!(EventType(0x1234).known_name(), None);
+        for t in [EventType::EV_IPL, EventType(0x1234), EventType(0x8000_00e0)] {
+            assert_eq!(EventType::from_name(&t.name()), Some(t));
+        }
+        assert_eq!(EventType::from_name("EV_NOPE"), None);
+        assert_eq!(EventType::from_name("0x"), None);
+        assert_eq!(EventType::from_name("0x123456789"), None);
         assert_eq!(
             serde_json::to_string(&EventType::EV_IPL).unwrap(),
             "\"EV_IPL\""
