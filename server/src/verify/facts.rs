@@ -5,6 +5,7 @@
 use super::report::{params_digest, REPORT_PARAMS_MISMATCH};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use trustpool_evidence::eventlog::measured::LogFacts;
 use trustpool_evidence::policy::{evaluate, HostFacts, PolicySet, PoolPolicy};
 use trustpool_evidence::reason::Reason;
 
@@ -39,6 +40,10 @@ pub struct Facts {
     /// releases that did not record it.
     #[serde(default)]
     pub clock_safe: bool,
+    /// What the UEFI event log sent with the quote proved against it
+    /// (None: facts from an agent or release that sent no log field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<LogFacts>,
 }
 
 impl Facts {
@@ -123,6 +128,7 @@ mod tests {
             clock: 0,
             firmware_version: 0x2019_1023_0016_3636,
             clock_safe: true,
+            event_log: None,
         }
     }
 

@@ -196,6 +196,7 @@ fn evaluate(
                 clock: current.clock,
                 firmware_version: verified.firmware_version(),
                 clock_safe: verified.clock_safe(),
+                event_log: None,
             });
         }
         Err(reasons) => common.extend(reasons),
