@@ -555,10 +555,16 @@ impl Admin for AdminService {
         let facts = h.facts.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!("{} has no verified evidence yet", h.hostname))
         })?;
+        let event_log_json = match &facts.event_log {
+            None => String::new(),
+            Some(log) => serde_json::to_string(log.as_ref())
+                .map_err(|e| Status::internal(format!("cannot encode the event log facts: {e}")))?,
+        };
         Ok(Response::new(CaptureResponse {
             hostname: h.hostname.clone(),
             attested_at_ms: facts.attested_at_ms,
             pcrs: pcr_values(&h),
+            event_log_json,
         }))
     }
 

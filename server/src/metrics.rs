@@ -157,6 +157,7 @@ impl LabeledCounter {
 pub struct Metrics {
     open_streams: AtomicI64,
     enrolments: LabeledCounter,
+    event_logs: LabeledCounter,
     verdicts: LabeledCounter,
     verdict_reasons: LabeledCounter,
     round_trip: Histogram,
@@ -190,6 +191,7 @@ impl Metrics {
         Metrics {
             open_streams: AtomicI64::new(0),
             enrolments: LabeledCounter::default(),
+            event_logs: LabeledCounter::default(),
             verdicts: LabeledCounter::default(),
             verdict_reasons: LabeledCounter::default(),
             round_trip: Histogram::new(ROUND_TRIP_BUCKETS),
@@ -237,6 +239,18 @@ impl Metrics {
     /// stable error code (`enrolment.conflict`, `enrolment.ek_untrusted`, …).
     pub fn enrolment(&self, outcome: &str) {
         self.enrolments.add(&[outcome], 1);
+    }
+
+    /// How the UEFI event log of a verified quote was judged: `replayed`
+    /// (parsed and replayed), `reused` (unchanged: the previous outcome),
+    /// `unavailable` (the agent has none), `invalid`, `absent` (no log field).
+    pub fn event_log(&self, outcome: &str) {
+        self.event_logs.add(&[outcome], 1);
+    }
+
+    /// Event logs judged with this outcome so far.
+    pub fn event_logs(&self, outcome: &str) -> u64 {
+        self.event_logs.get(&[outcome])
     }
 
     /// One verdict of one pool with the codes of its reasons (empty when trusted).
@@ -451,6 +465,14 @@ impl Metrics {
         );
         self.enrolments
             .render(&mut out, "trustpool_enrolments_total", &["outcome"]);
+        family(
+            &mut out,
+            "trustpool_event_logs_total",
+            "counter",
+            "UEFI event logs of verified quotes by how they were judged (replayed, reused unchanged, unavailable, invalid, absent).",
+        );
+        self.event_logs
+            .render(&mut out, "trustpool_event_logs_total", &["outcome"]);
         family(
             &mut out,
             "trustpool_verdicts_total",

@@ -14,7 +14,7 @@ use crate::store::group::{EvidenceRecord, FactsRecord};
 use crate::store::{Enrolment, HistoryEvent, PendingEnrolment, StoredVerdict};
 use crate::tls::identity::{valid_hostname, PeerIdentity};
 use crate::verify::challenge::ChallengeBook;
-use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef};
+use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef, Previous};
 use rand::RngCore;
 use std::future::Future;
 use std::pin::Pin;
@@ -655,9 +655,12 @@ impl Session {
             .collect();
         let policy = self.state.policy();
         // A pending TPM starts a clock history of its own.
-        let previous_clock = match binding {
-            Binding::Enrolled => self.state.registry.clock(hostname),
-            Binding::Pending => None,
+        let (previous_clock, previous_facts) = match binding {
+            Binding::Enrolled => (
+                self.state.registry.clock(hostname),
+                self.state.registry.host_facts(hostname),
+            ),
+            Binding::Pending => (None, None),
         };
         let evaluation = evaluate_evidence_under_ek(
             ak,
@@ -669,11 +672,18 @@ impl Session {
                 signature: &evidence.signature,
                 pcr_values: &pcr_values,
                 report: &evidence.hardening_report,
+                event_logs: &evidence.event_logs,
             },
             &policy,
-            previous_clock,
+            Previous {
+                clock: previous_clock,
+                facts: previous_facts.as_ref(),
+            },
             (attested_at_ms, valid_until_ms),
         );
+        if let Some(work) = evaluation.log_work {
+            self.state.metrics.event_log(work.label());
+        }
         let digest = policy.digest_hex();
         let verdicts = evaluation
             .pools

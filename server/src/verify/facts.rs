@@ -5,6 +5,7 @@
 use super::report::{params_digest, REPORT_PARAMS_MISMATCH};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use trustpool_evidence::eventlog::measured::LogFacts;
 use trustpool_evidence::policy::{evaluate, HostFacts, PolicySet, PoolPolicy};
 use trustpool_evidence::reason::Reason;
@@ -42,8 +43,10 @@ pub struct Facts {
     pub clock_safe: bool,
     /// What the UEFI event log sent with the quote proved against it
     /// (None: facts from an agent or release that sent no log field).
+    /// Shared: an unchanged log's facts pass from one evidence to the next
+    /// without a copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_log: Option<LogFacts>,
+    pub event_log: Option<Arc<LogFacts>>,
 }
 
 impl Facts {

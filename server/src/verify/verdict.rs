@@ -3,6 +3,7 @@
 //! Every reason is collected; nothing here does I/O.
 
 use super::challenge::Outstanding;
+use super::eventlog::{judge_uefi_log, LogWork};
 use super::facts::{evaluate_pool, Facts};
 use super::report::parse_report;
 use trustpool_evidence::binding::qualifying_data;
@@ -10,6 +11,7 @@ use trustpool_evidence::policy::PolicySet;
 use trustpool_evidence::quote::{check_clock, verify_quote, ClockChange, QuoteCheck};
 use trustpool_evidence::reason::Reason;
 use trustpool_evidence::tpm::{ClockInfo, TpmPublic};
+use trustpool_proto::v1::EventLog;
 
 /// The last TPM clock information accepted for a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,16 @@ pub struct StoredClock {
     pub restart_count: u32,
     /// TPM clock (ms).
     pub clock: u64,
+}
+
+/// What the server holds of a host from its earlier evidence.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Previous<'a> {
+    /// The last accepted TPM clock.
+    pub clock: Option<StoredClock>,
+    /// The facts of the last sound evidence (an unchanged event log is not
+    /// parsed again).
+    pub facts: Option<&'a Facts>,
 }
 
 /// The evidence an agent sent for one challenge.
@@ -35,6 +47,8 @@ pub struct EvidenceRef<'a> {
     pub pcr_values: &'a [(u32, Vec<u8>)],
     /// Canonical hardening report bytes (may be empty).
     pub report: &'a [u8],
+    /// The event logs sent with the quote.
+    pub event_logs: &'a [EventLog],
 }
 
 /// The outcome of evaluating one piece of evidence.
@@ -50,6 +64,9 @@ pub struct Evaluation {
     pub rebooted: bool,
     /// What the evidence proved, when it was sound (quote, nonce, clock).
     pub facts: Option<Facts>,
+    /// How the UEFI event log was judged (None: the quote did not verify,
+    /// so no log was looked at).
+    pub log_work: Option<LogWork>,
 }
 
 impl Evaluation {
@@ -66,6 +83,7 @@ impl Evaluation {
             clock: None,
             rebooted: false,
             facts: None,
+            log_work: None,
         }
     }
 
@@ -85,10 +103,10 @@ pub fn evaluate_evidence(
     challenge: Result<&Outstanding, Reason>,
     evidence: EvidenceRef<'_>,
     policy: &PolicySet,
-    previous_clock: Option<StoredClock>,
+    previous: Previous<'_>,
     times: (i64, i64),
 ) -> Evaluation {
-    evaluate(ak, None, challenge, evidence, policy, previous_clock, times)
+    evaluate(ak, None, challenge, evidence, policy, previous, times)
 }
 
 /// Evaluates evidence from an enrolled host.
@@ -96,7 +114,7 @@ pub fn evaluate_evidence(
 /// `ak` and `ek` are the enrolled keys (the quote's qualifiedSigner must be
 /// the AK's qualified name under the EK: `quote.signer_mismatch`);
 /// `challenge` is the outcome of looking up the nonce on the stream;
-/// `previous_clock` the last accepted TPM clock of this host;
+/// `previous` the host's last accepted TPM clock and last sound facts;
 /// `attested_at_ms`/`valid_until_ms` the time of this evaluation and the
 /// validity of a trusted verdict from it. The facts of a sound quote carry
 /// its signed firmwareVersion and clockInfo.safe.
@@ -106,18 +124,10 @@ pub fn evaluate_evidence_under_ek(
     challenge: Result<&Outstanding, Reason>,
     evidence: EvidenceRef<'_>,
     policy: &PolicySet,
-    previous_clock: Option<StoredClock>,
+    previous: Previous<'_>,
     times: (i64, i64),
 ) -> Evaluation {
-    evaluate(
-        ak,
-        Some(ek),
-        challenge,
-        evidence,
-        policy,
-        previous_clock,
-        times,
-    )
+    evaluate(ak, Some(ek), challenge, evidence, policy, previous, times)
 }
 
 fn evaluate(
@@ -126,9 +136,10 @@ fn evaluate(
     challenge: Result<&Outstanding, Reason>,
     evidence: EvidenceRef<'_>,
     policy: &PolicySet,
-    previous_clock: Option<StoredClock>,
+    previous: Previous<'_>,
     (attested_at_ms, valid_until_ms): (i64, i64),
 ) -> Evaluation {
+    let (previous_clock, previous_facts) = (previous.clock, previous.facts);
     // Evidence that answers no outstanding challenge costs nothing more:
     // no parsing, no signature check (a misbehaving host must not cost the
     // server more than an honest one).
@@ -160,6 +171,7 @@ fn evaluate(
     let mut clock = None;
     let mut rebooted = false;
     let mut facts = None;
+    let mut log_work = None;
     match verify_quote(&check) {
         Ok(verified) => {
             let current = verified.attest.clock_info;
@@ -180,6 +192,9 @@ fn evaluate(
                 }
                 Err(reason) => common.push(reason),
             }
+            let (event_log, work) =
+                judge_uefi_log(evidence.event_logs, &verified.pcrs, previous_facts);
+            log_work = Some(work);
             facts = Some(Facts {
                 attested_at_ms,
                 valid_until_ms,
@@ -196,7 +211,7 @@ fn evaluate(
                 clock: current.clock,
                 firmware_version: verified.firmware_version(),
                 clock_safe: verified.clock_safe(),
-                event_log: None,
+                event_log,
             });
         }
         Err(reasons) => common.extend(reasons),
@@ -220,6 +235,7 @@ fn evaluate(
         clock,
         rebooted,
         facts,
+        log_work,
     }
 }
 
@@ -248,9 +264,10 @@ mod tests {
                 signature: b"x",
                 pcr_values: &[],
                 report: b"{not json",
+                event_logs: &[],
             },
             &policy,
-            None,
+            Previous::default(),
             (0, 1),
         );
         // Only the nonce's reason: the quote and report were never looked at.
@@ -304,13 +321,23 @@ mod tests {
 
         /// (attest, signature, pcr values) answering `c` with an empty report.
         fn quote(&self, c: &Outstanding, signer: &[u8]) -> SignedQuote {
-            use rcgen::SigningKey;
-            use trustpool_evidence::tpm::{HashAlg, TpmSignature};
             let values: Vec<(u32, Vec<u8>)> = c
                 .pcrs
                 .iter()
                 .map(|i| (u32::from(*i), vec![*i; 32]))
                 .collect();
+            self.quote_values(c, signer, values)
+        }
+
+        /// Like [`SoftHost::quote`] over the given PCR values.
+        fn quote_values(
+            &self,
+            c: &Outstanding,
+            signer: &[u8],
+            values: Vec<(u32, Vec<u8>)>,
+        ) -> SignedQuote {
+            use rcgen::SigningKey;
+            use trustpool_evidence::tpm::{HashAlg, TpmSignature};
             let parts: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
             let attest = trustpool_evidence::marshal::encode_quote_attest(
                 signer,
@@ -367,6 +394,7 @@ mod tests {
             signature: &signature,
             pcr_values: &values,
             report: b"",
+            event_logs: &[],
         };
         let e = evaluate_evidence_under_ek(
             &host.ak,
@@ -374,7 +402,7 @@ mod tests {
             Ok(&c),
             evidence,
             &open_policy(),
-            None,
+            Previous::default(),
             (1, 2),
         );
         assert!(e.common.is_empty(), "{:?}", e.common);
@@ -400,6 +428,7 @@ mod tests {
             signature: &signature,
             pcr_values: &values,
             report: b"",
+            event_logs: &[],
         };
         let e = evaluate_evidence_under_ek(
             &host.ak,
@@ -407,7 +436,7 @@ mod tests {
             Ok(&c),
             evidence,
             &open_policy(),
-            None,
+            Previous::default(),
             (1, 2),
         );
         let codes: Vec<&str> = e.common.iter().map(|r| r.code.as_str()).collect();
@@ -415,7 +444,76 @@ mod tests {
         assert!(e.facts.is_none());
         assert_eq!(e.pools[0].1[0].code, codes::SIGNER_MISMATCH);
         // The variant without an EK (for callers that have none) does not compare.
-        let e = evaluate_evidence(&host.ak, Ok(&c), evidence, &open_policy(), None, (1, 2));
+        let e = evaluate_evidence(
+            &host.ak,
+            Ok(&c),
+            evidence,
+            &open_policy(),
+            Previous::default(),
+            (1, 2),
+        );
         assert!(e.common.is_empty(), "{:?}", e.common);
+    }
+
+    #[test]
+    fn an_event_log_is_replayed_against_the_verified_quote_and_reused_when_unchanged() {
+        use trustpool_proto::event_log::encode;
+        use trustpool_proto::v1::EventLogKind;
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../evidence/testdata/eventlog/ovmf/"
+        );
+        let log = std::fs::read(format!("{dir}ovmf-default.bin")).expect("log");
+        let tpm: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+            serde_json::from_slice(
+                &std::fs::read(format!("{dir}ovmf-default.pcrs.json")).expect("pcrs"),
+            )
+            .expect("json");
+        let host = SoftHost::new();
+        let c = Outstanding {
+            nonce: [5; 32],
+            pcrs: (0..=7).collect(),
+            issued: std::time::Instant::now(),
+        };
+        let values: Vec<(u32, Vec<u8>)> = (0u32..=7)
+            .map(|i| (i, hex::decode(&tpm["sha256"][&i.to_string()]).expect("hex")))
+            .collect();
+        let signer = host.ak.qualified_name_under_ek(&host.ek);
+        let (attest, signature, values) = host.quote_values(&c, &signer, values);
+        let logs = vec![encode(EventLogKind::Uefi, &log).expect("encode")];
+        let evidence = EvidenceRef {
+            nonce: &c.nonce,
+            attest: &attest,
+            signature: &signature,
+            pcr_values: &values,
+            report: b"",
+            event_logs: &logs,
+        };
+        let judge = |previous| {
+            evaluate_evidence_under_ek(
+                &host.ak,
+                &host.ek,
+                Ok(&c),
+                evidence,
+                &open_policy(),
+                previous,
+                (1, 2),
+            )
+        };
+        let first = judge(Previous::default());
+        assert_eq!(first.log_work, Some(LogWork::Replayed));
+        let facts = first.facts.expect("sound");
+        let replayed = facts
+            .event_log
+            .as_ref()
+            .and_then(|l| l.replayed())
+            .expect("replayed");
+        assert_eq!(replayed.replayed, (0..=7).collect::<Vec<u8>>());
+        let again = judge(Previous {
+            clock: None,
+            facts: Some(&facts),
+        });
+        assert_eq!(again.log_work, Some(LogWork::Reused));
+        assert_eq!(again.facts.expect("sound").event_log, facts.event_log);
     }
 }

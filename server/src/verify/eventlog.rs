@@ -1,0 +1,243 @@
+//! The event logs of one piece of evidence, judged against its verified
+//! quote: what [`Facts::event_log`] records. Pure.
+//!
+//! Each log is read back from its wire form (size limit, decompression),
+//! then replayed ([`measure`]). A log identical to the one this host sent
+//! with its previous sound evidence, under the same quoted PCR values,
+//! has the same outcome: the previous facts are reused without parsing
+//! (a SHA-256 of the log is all it costs).
+
+use super::facts::Facts;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use trustpool_evidence::eventlog::measured::{log_sha256, measure, LogFacts};
+use trustpool_proto::event_log::{decode, kind_name, ReceivedLog};
+use trustpool_proto::v1::{EventLog, EventLogKind};
+
+/// How the UEFI log of a piece of evidence was judged (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogWork {
+    /// No log message at all (an agent that sends none).
+    Absent,
+    /// The agent said why it has none.
+    Unavailable,
+    /// Could not be read back or parsed.
+    Invalid,
+    /// Parsed and replayed.
+    Replayed,
+    /// Unchanged since the host's previous facts: reused.
+    Reused,
+}
+
+impl LogWork {
+    /// Label value for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LogWork::Absent => "absent",
+            LogWork::Unavailable => "unavailable",
+            LogWork::Invalid => "invalid",
+            LogWork::Replayed => "replayed",
+            LogWork::Reused => "reused",
+        }
+    }
+}
+
+/// Judges the UEFI log among `logs` against the verified sha256 PCRs of
+/// its quote. `previous` are the host's facts from its last sound
+/// evidence. None when the evidence carries no UEFI log message.
+pub fn judge_uefi_log(
+    logs: &[EventLog],
+    quoted: &BTreeMap<u8, [u8; 32]>,
+    previous: Option<&Facts>,
+) -> (Option<Arc<LogFacts>>, LogWork) {
+    let mut of_kind = logs.iter().filter(|l| l.kind == EventLogKind::Uefi as i32);
+    let Some(msg) = of_kind.next() else {
+        return (None, LogWork::Absent);
+    };
+    if of_kind.next().is_some() {
+        return (
+            Some(Arc::new(LogFacts::Invalid {
+                log_sha256: String::new(),
+                reason: "the evidence carries more than one UEFI event log".into(),
+            })),
+            LogWork::Invalid,
+        );
+    }
+    let bytes = match decode(msg) {
+        Ok(ReceivedLog::Log(b)) => b,
+        Ok(ReceivedLog::Unavailable(reason)) => {
+            return (
+                Some(Arc::new(LogFacts::Unavailable { reason })),
+                LogWork::Unavailable,
+            )
+        }
+        Err(e) => {
+            return (
+                Some(Arc::new(LogFacts::Invalid {
+                    log_sha256: log_sha256(&msg.data),
+                    reason: format!("{} log: {e}", kind_name(msg.kind)),
+                })),
+                LogWork::Invalid,
+            )
+        }
+    };
+    let digest = log_sha256(&bytes);
+    if let Some(same) = previous.and_then(|p| unchanged(p, &digest, quoted)) {
+        return (Some(Arc::clone(same)), LogWork::Reused);
+    }
+    let facts = measure(&bytes, quoted);
+    let work = match facts {
+        LogFacts::Replayed(_) => LogWork::Replayed,
+        _ => LogWork::Invalid,
+    };
+    (Some(Arc::new(facts)), work)
+}
+
+/// The previous log facts, if they judged this very log under the same
+/// quoted values (so [`measure`] would give them again).
+fn unchanged<'p>(
+    previous: &'p Facts,
+    digest: &str,
+    quoted: &BTreeMap<u8, [u8; 32]>,
+) -> Option<&'p Arc<LogFacts>> {
+    let log = previous.event_log.as_ref()?;
+    let same_log = match log.as_ref() {
+        LogFacts::Replayed(m) => m.log_sha256 == digest,
+        LogFacts::Invalid { log_sha256, .. } => log_sha256 == digest,
+        LogFacts::Unavailable { .. } => false,
+    };
+    let same_quote = previous.pcrs.len() == quoted.len()
+        && quoted
+            .iter()
+            .all(|(i, v)| previous.pcrs.get(i) == Some(&hex::encode(v)));
+    (same_log && same_quote).then_some(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustpool_proto::event_log::{encode, unavailable};
+
+    const OVMF: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../evidence/testdata/eventlog/ovmf/"
+    );
+
+    fn ovmf(stem: &str) -> (Vec<u8>, BTreeMap<u8, [u8; 32]>) {
+        let log = std::fs::read(format!("{OVMF}{stem}.bin")).expect("log");
+        let pcrs: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_slice(
+            &std::fs::read(format!("{OVMF}{stem}.pcrs.json")).expect("pcrs"),
+        )
+        .expect("json");
+        let quoted = pcrs["sha256"]
+            .iter()
+            .filter_map(|(k, v)| {
+                let i: u8 = k.parse().ok()?;
+                let v: [u8; 32] = hex::decode(v).ok()?.try_into().ok()?;
+                (i <= 7).then_some((i, v))
+            })
+            .collect();
+        (log, quoted)
+    }
+
+    fn facts_with(log: Option<Arc<LogFacts>>, quoted: &BTreeMap<u8, [u8; 32]>) -> Facts {
+        Facts {
+            attested_at_ms: 1,
+            valid_until_ms: 2,
+            pcrs: quoted.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+            statuses: None,
+            check_reasons: None,
+            params_digest: None,
+            reset_count: 0,
+            restart_count: 0,
+            clock: 0,
+            firmware_version: 0,
+            clock_safe: true,
+            event_log: log,
+        }
+    }
+
+    #[test]
+    fn a_log_is_replayed_once_then_reused_while_log_and_quote_stay_the_same() {
+        let (log, quoted) = ovmf("ovmf-default");
+        let msgs = vec![encode(EventLogKind::Uefi, &log).expect("encode")];
+        let (first, work) = judge_uefi_log(&msgs, &quoted, None);
+        assert_eq!(work, LogWork::Replayed);
+        let first = first.expect("facts");
+        assert!(first.replayed().expect("replayed").mismatches.is_empty());
+        let previous = facts_with(Some(first.clone()), &quoted);
+        let (again, work) = judge_uefi_log(&msgs, &quoted, Some(&previous));
+        assert_eq!((again.as_ref(), work), (Some(&first), LogWork::Reused));
+        // A PCR that moved: judged again, and now PCR 4 does not replay.
+        let mut moved = quoted.clone();
+        moved.insert(4, [9; 32]);
+        let (judged, work) = judge_uefi_log(&msgs, &moved, Some(&previous));
+        assert_eq!(work, LogWork::Replayed);
+        let m = judged.expect("facts");
+        let bad: Vec<u8> = m
+            .replayed()
+            .expect("replayed")
+            .mismatches
+            .iter()
+            .map(|x| x.pcr)
+            .collect();
+        assert_eq!(bad, vec![4]);
+        // Another log under the same quote: judged again.
+        let (other, _) = ovmf("ovmf-bootorder");
+        let msgs = vec![encode(EventLogKind::Uefi, &other).expect("encode")];
+        let (_, work) = judge_uefi_log(&msgs, &quoted, Some(&previous));
+        assert_eq!(work, LogWork::Replayed);
+    }
+
+    #[test]
+    fn no_log_a_stated_absence_and_attack_bad_transport_each_say_so() {
+        let (_, quoted) = ovmf("ovmf-default");
+        assert_eq!(judge_uefi_log(&[], &quoted, None), (None, LogWork::Absent));
+        // A TXT log alone is not a UEFI log.
+        let txt = vec![unavailable(EventLogKind::Txt, "no TXT")];
+        assert_eq!(judge_uefi_log(&txt, &quoted, None).1, LogWork::Absent);
+        let (facts, work) = judge_uefi_log(
+            &[unavailable(EventLogKind::Uefi, "/sys/x: No such file")],
+            &quoted,
+            None,
+        );
+        assert_eq!(work, LogWork::Unavailable);
+        assert!(
+            matches!(facts.as_deref(), Some(LogFacts::Unavailable { reason }) if reason.contains("No such file"))
+        );
+        // Two UEFI logs: which one would count? Neither.
+        let two = vec![
+            unavailable(EventLogKind::Uefi, "a"),
+            unavailable(EventLogKind::Uefi, "b"),
+        ];
+        let (facts, work) = judge_uefi_log(&two, &quoted, None);
+        assert_eq!(work, LogWork::Invalid);
+        assert!(
+            matches!(facts.as_deref(), Some(LogFacts::Invalid { reason, .. }) if reason.contains("more than one"))
+        );
+        // Data without a reason or compressed garbage.
+        let empty = EventLog {
+            kind: EventLogKind::Uefi as i32,
+            ..Default::default()
+        };
+        let (facts, work) = judge_uefi_log(&[empty], &quoted, None);
+        assert_eq!(work, LogWork::Invalid);
+        assert!(
+            matches!(facts.as_deref(), Some(LogFacts::Invalid { reason, .. }) if reason.contains("uefi"))
+        );
+        let garbage = EventLog {
+            kind: EventLogKind::Uefi as i32,
+            encoding: 1,
+            data: vec![0xff; 64],
+            size: 64,
+            unavailable: String::new(),
+        };
+        assert_eq!(
+            judge_uefi_log(&[garbage], &quoted, None).1,
+            LogWork::Invalid
+        );
+        // Not a log at all.
+        let junk = vec![encode(EventLogKind::Uefi, b"not an event log").expect("encode")];
+        assert_eq!(judge_uefi_log(&junk, &quoted, None).1, LogWork::Invalid);
+    }
+}
