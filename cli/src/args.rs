@@ -173,7 +173,8 @@ pub enum HostsCommand {
 #[derive(Subcommand, Debug, Clone)]
 pub enum PolicyCommand {
     /// Print a pool `[[allow]]` entry (TOML) from a host's latest verified
-    /// evidence, ready to append to a pool file.
+    /// evidence, ready to append to a pool file; with --events, the
+    /// `[events]` rules of its verified event log instead.
     Capture {
         /// The known-good host.
         #[arg(long, value_name = "HOST")]
@@ -182,11 +183,21 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Only these PCRs, e.g. 17,18,19 [default: every captured PCR].
-        #[arg(long, value_name = "LIST", value_delimiter = ',')]
+        #[arg(
+            long,
+            value_name = "LIST",
+            value_delimiter = ',',
+            conflicts_with = "events"
+        )]
         pcrs: Vec<u8>,
+        /// Write event rules: every event of the PCRs the host's UEFI log
+        /// replayed is allowed by digest, the DRTM PCRs by value, Secure
+        /// Boot required if on.
+        #[arg(long)]
+        events: bool,
     },
-    /// Which PCRs differ between two hosts' latest evidence (exit 0
-    /// identical, 1 different).
+    /// Which PCRs, and which events of their logs, differ between two
+    /// hosts' latest evidence (exit 0 identical, 1 different).
     Diff {
         /// First host.
         host_a: String,
@@ -294,7 +305,10 @@ mod tests {
         let cli = parse(&["policy", "capture", "--host", "h1", "--pcrs", "17,18"]).expect("parses");
         match cli.command {
             Command::Policy {
-                command: PolicyCommand::Capture { host, name, pcrs },
+                command:
+                    PolicyCommand::Capture {
+                        host, name, pcrs, ..
+                    },
             } => {
                 assert_eq!((host.as_str(), name, pcrs), ("h1", None, vec![17, 18]));
             }

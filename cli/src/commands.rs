@@ -4,6 +4,7 @@
 use super::args::{Cli, Command, EventlogCommand, HostsArgs, HostsCommand, PolicyCommand};
 use super::connect::{connect, describe_status, resolve_target, Target};
 use super::eventlogfmt;
+use super::eventpolicy;
 use super::policyfmt::{capture_toml, checked_pcrs, default_entry_name, diff_pcrs};
 use super::render;
 use super::timefmt::{now_ms, parse_time};
@@ -11,6 +12,7 @@ use super::{CliError, Exit, Outcome};
 use serde_json::Value;
 use std::path::Path;
 use tonic::transport::Channel;
+use trustpool_evidence::eventlog::measured::LogFacts;
 use trustpool_proto::v1::admin_client::AdminClient;
 use trustpool_proto::v1::{
     CaptureResponse, DryRunRequest, HistoryRequest, HostRequest, ListHostsRequest, PolicyFile,
@@ -203,6 +205,16 @@ async fn capture(admin: &mut Admin, host: &str) -> Result<CaptureResponse, CliEr
         .map(|r| r.into_inner())
 }
 
+/// The event log facts of a capture (None: the evidence had no log field).
+fn log_facts(resp: &CaptureResponse) -> Result<Option<LogFacts>, CliError> {
+    if resp.event_log_json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&resp.event_log_json)
+        .map(Some)
+        .map_err(|e| CliError::error(format!("the server sent unreadable event log facts: {e}")))
+}
+
 async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError> {
     let now = now_ms();
     // Read the candidate before connecting: a bad directory is a usage error.
@@ -212,7 +224,41 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
     };
     let mut admin = Admin::open(cli).await?;
     match command {
-        PolicyCommand::Capture { host, name, pcrs } => {
+        PolicyCommand::Capture {
+            host, events: true, ..
+        } => {
+            let resp = capture(&mut admin, host).await?;
+            let values = checked_pcrs(&resp.pcrs).map_err(CliError::error)?;
+            let hostname = if resp.hostname.is_empty() {
+                host.as_str()
+            } else {
+                resp.hostname.as_str()
+            };
+            let log = log_facts(&resp)?;
+            let replayed =
+                eventpolicy::replayed(hostname, log.as_ref()).map_err(CliError::error)?;
+            let rules = eventpolicy::capture_events_toml(
+                hostname,
+                resp.attested_at_ms,
+                now,
+                replayed,
+                &values,
+            )
+            .map_err(CliError::error)?;
+            Ok(Outcome::ok(if cli.json {
+                json_out(&serde_json::json!({
+                    "hostname": hostname,
+                    "attested_at": super::timefmt::rfc3339_ms(resp.attested_at_ms),
+                    "events": replayed.events.len(),
+                    "toml": rules,
+                }))
+            } else {
+                rules
+            }))
+        }
+        PolicyCommand::Capture {
+            host, name, pcrs, ..
+        } => {
             let resp = capture(&mut admin, host).await?;
             let values = checked_pcrs(&resp.pcrs).map_err(CliError::error)?;
             let hostname = if resp.hostname.is_empty() {
@@ -243,16 +289,25 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
             }))
         }
         PolicyCommand::Diff { host_a, host_b } => {
-            let a = capture(&mut admin, host_a).await?;
-            let b = capture(&mut admin, host_b).await?;
-            let a = checked_pcrs(&a.pcrs).map_err(CliError::error)?;
-            let b = checked_pcrs(&b.pcrs).map_err(CliError::error)?;
+            let ra = capture(&mut admin, host_a).await?;
+            let rb = capture(&mut admin, host_b).await?;
+            let a = checked_pcrs(&ra.pcrs).map_err(CliError::error)?;
+            let b = checked_pcrs(&rb.pcrs).map_err(CliError::error)?;
             let diffs = diff_pcrs(&a, &b);
-            let code = if diffs.is_empty() { Exit::Ok } else { Exit::No };
+            let (la, lb) = (log_facts(&ra)?, log_facts(&rb)?);
+            let events = match (
+                eventpolicy::replayed(host_a, la.as_ref()),
+                eventpolicy::replayed(host_b, lb.as_ref()),
+            ) {
+                (Ok(a), Ok(b)) => Ok(eventpolicy::diff_events(a, b)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            let identical = diffs.is_empty() && events.as_ref().map_or(true, Vec::is_empty);
+            let code = if identical { Exit::Ok } else { Exit::No };
             let text = if cli.json {
-                json_out(&render::diff_json(host_a, host_b, &diffs))
+                json_out(&render::diff_json(host_a, host_b, &diffs, &events))
             } else {
-                render::diff_text(host_a, host_b, &diffs)
+                render::diff_text(host_a, host_b, &diffs, &events)
             };
             Ok(Outcome::with(text, code))
         }

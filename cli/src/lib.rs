@@ -15,6 +15,7 @@ pub mod args;
 pub mod commands;
 pub mod connect;
 pub mod eventlogfmt;
+pub mod eventpolicy;
 pub mod policyfmt;
 pub mod render;
 pub mod timefmt;

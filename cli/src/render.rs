@@ -2,6 +2,7 @@
 //! the server's answer (and "now", for ages) and returns text or a
 //! `serde_json::Value`.
 
+use super::eventpolicy::{EventDifference, EventSide};
 use super::policyfmt::PcrDifference;
 use super::timefmt::{age, rfc3339, rfc3339_ms};
 use serde_json::{json, Value};
@@ -457,32 +458,84 @@ pub fn action_json(verb: &str, host: &str, resp: &ActionResponse) -> Value {
 }
 
 /// `trustpool policy diff A B`.
-pub fn diff_text(a: &str, b: &str, diffs: &[PcrDifference]) -> String {
-    if diffs.is_empty() {
-        return format!("{a} and {b} have identical PCR values.\n");
-    }
-    let rows: Vec<Vec<String>> = diffs
-        .iter()
-        .map(|d| {
-            vec![
-                d.index.to_string(),
-                d.a.clone().unwrap_or_else(|| "(not quoted)".into()),
-                d.b.clone().unwrap_or_else(|| "(not quoted)".into()),
-            ]
-        })
-        .collect();
-    let mut out = if diffs.len() == 1 {
-        format!("1 PCR differs between {a} and {b}:\n")
+pub fn diff_text(
+    a: &str,
+    b: &str,
+    diffs: &[PcrDifference],
+    events: &Result<Vec<EventDifference>, String>,
+) -> String {
+    let mut out = if diffs.is_empty() {
+        format!("{a} and {b} have identical PCR values.\n")
     } else {
-        format!("{} PCRs differ between {a} and {b}:\n", diffs.len())
+        let rows: Vec<Vec<String>> = diffs
+            .iter()
+            .map(|d| {
+                vec![
+                    d.index.to_string(),
+                    d.a.clone().unwrap_or_else(|| "(not quoted)".into()),
+                    d.b.clone().unwrap_or_else(|| "(not quoted)".into()),
+                ]
+            })
+            .collect();
+        let mut out = if diffs.len() == 1 {
+            format!("1 PCR differs between {a} and {b}:\n")
+        } else {
+            format!("{} PCRs differ between {a} and {b}:\n", diffs.len())
+        };
+        out.push_str(&table(&["PCR", a, b], &rows));
+        out
     };
-    out.push_str(&table(&["PCR", a, b], &rows));
+    match events {
+        Err(why) => out.push_str(&format!("Events not compared: {why}\n")),
+        Ok(list) if list.is_empty() => {
+            out.push_str("The events of the PCRs both logs replay are identical.\n")
+        }
+        Ok(list) => {
+            out.push_str(&format!(
+                "{} event{} differ{} (PCRs whose logs replay on both hosts):\n",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" },
+                if list.len() == 1 { "s" } else { "" }
+            ));
+            let one = |host: &str, s: &EventSide| {
+                format!(
+                    "{host} event {} {} sha256 {} ({})",
+                    s.number, s.event_type, s.digest, s.summary
+                )
+            };
+            for d in list {
+                let line = match (&d.a, &d.b) {
+                    (Some(x), Some(y)) => format!(
+                        "  PCR {} changed: {}\n           now: {}\n",
+                        d.pcr,
+                        one(a, x),
+                        one(b, y)
+                    ),
+                    (Some(x), None) => format!("  PCR {} only on {a}: {}\n", d.pcr, one(a, x)),
+                    (None, Some(y)) => format!("  PCR {} only on {b}: {}\n", d.pcr, one(b, y)),
+                    (None, None) => String::new(),
+                };
+                out.push_str(&line);
+            }
+        }
+    }
     out
 }
 
 /// `trustpool policy diff A B --json`.
-pub fn diff_json(a: &str, b: &str, diffs: &[PcrDifference]) -> Value {
-    json!({"host_a": a, "host_b": b, "identical": diffs.is_empty(), "differences": diffs})
+pub fn diff_json(
+    a: &str,
+    b: &str,
+    diffs: &[PcrDifference],
+    events: &Result<Vec<EventDifference>, String>,
+) -> Value {
+    let (event_list, not_compared) = match events {
+        Ok(l) => (json!(l), Value::Null),
+        Err(e) => (Value::Null, json!(e)),
+    };
+    let identical = diffs.is_empty() && events.as_ref().map_or(true, Vec::is_empty);
+    json!({"host_a": a, "host_b": b, "identical": identical, "differences": diffs,
+           "event_differences": event_list, "events_not_compared": not_compared})
 }
 
 /// The error lines of a failed `load_policy_dir`: its message is a header
@@ -976,11 +1029,37 @@ mod tests {
                 b: Some("08".into()),
             },
         ];
-        let t = diff_text("host-a", "host-r", &d);
-        assert_eq!(t, "2 PCRs differ between host-a and host-r:\nPCR  host-a        host-r\n17   aa            ff\n8    (not quoted)  08\n");
-        assert!(diff_text("a", "b", &[]).contains("identical"));
-        assert_eq!(diff_json("a", "b", &d)["differences"][0]["index"], 17);
-        assert_eq!(diff_json("a", "b", &[])["identical"], true);
+        let none: Result<Vec<EventDifference>, String> = Err("host-r: no log".into());
+        let t = diff_text("host-a", "host-r", &d, &none);
+        assert_eq!(t, "2 PCRs differ between host-a and host-r:\nPCR  host-a        host-r\n17   aa            ff\n8    (not quoted)  08\nEvents not compared: host-r: no log\n");
+        let same = Ok(Vec::new());
+        assert!(diff_text("a", "b", &[], &same).contains("identical"));
+        assert_eq!(
+            diff_json("a", "b", &d, &none)["differences"][0]["index"],
+            17
+        );
+        assert_eq!(diff_json("a", "b", &[], &same)["identical"], true);
+        // One changed event: both sides, named.
+        let side = |n: u32, digest: &str| EventSide {
+            number: n,
+            event_type: trustpool_evidence::eventlog::EventType::EV_EFI_PLATFORM_FIRMWARE_BLOB2,
+            digest: digest.into(),
+            summary: "\"DXEFV\"".into(),
+        };
+        let changed = Ok(vec![EventDifference {
+            pcr: 0,
+            change: "changed",
+            a: Some(side(3, "aa")),
+            b: Some(side(3, "bb")),
+        }]);
+        let t = diff_text("a", "b", &[], &changed);
+        assert!(t.contains("1 event differs"), "{t}");
+        assert!(
+            t.contains("PCR 0 changed: a event 3 EV_EFI_PLATFORM_FIRMWARE_BLOB2 sha256 aa"),
+            "{t}"
+        );
+        assert!(t.contains("now: b event 3"), "{t}");
+        assert_eq!(diff_json("a", "b", &[], &changed)["identical"], false);
     }
 
     #[test]
