@@ -2,6 +2,7 @@
 //! test PKI, and the server and agents started as real processes.
 
 pub mod dbserver;
+pub mod firmware;
 pub mod http;
 pub mod lab;
 pub mod pki;
