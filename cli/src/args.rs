@@ -203,6 +203,11 @@ pub enum PolicyCommand {
         host_a: String,
         /// Second host.
         host_b: String,
+        /// Print instead the `[[events.allow]]` rules that admit the events
+        /// HOST_B has and HOST_A lacks (to add a canary's new firmware to a
+        /// pool captured from HOST_A).
+        #[arg(long)]
+        rules: bool,
     },
     /// Validate a policy directory offline (no server): every error with
     /// file and line (exit 1), or the pools and digest.

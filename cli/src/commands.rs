@@ -288,7 +288,11 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
                 entry
             }))
         }
-        PolicyCommand::Diff { host_a, host_b } => {
+        PolicyCommand::Diff {
+            host_a,
+            host_b,
+            rules,
+        } => {
             let ra = capture(&mut admin, host_a).await?;
             let rb = capture(&mut admin, host_b).await?;
             let a = checked_pcrs(&ra.pcrs).map_err(CliError::error)?;
@@ -302,6 +306,21 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
                 (Ok(a), Ok(b)) => Ok(eventpolicy::diff_events(a, b)),
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
+            if *rules {
+                let events = events.map_err(CliError::error)?;
+                let text = eventpolicy::rules_for_b(host_b, &events);
+                let code = if text.is_empty() { Exit::Ok } else { Exit::No };
+                return Ok(Outcome::with(
+                    if cli.json {
+                        json_out(
+                            &serde_json::json!({ "host_a": host_a, "host_b": host_b, "toml": text }),
+                        )
+                    } else {
+                        text
+                    },
+                    code,
+                ));
+            }
             let identical = diffs.is_empty() && events.as_ref().map_or(true, Vec::is_empty);
             let code = if identical { Exit::Ok } else { Exit::No };
             let text = if cli.json {

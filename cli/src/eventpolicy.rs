@@ -129,6 +129,35 @@ pub fn label(e: &MeasuredEvent) -> String {
     comment_safe(&s)
 }
 
+/// The `[[events.allow]]` rules that admit host B's side of `diffs` (its
+/// changed events and those only it has): what to append to a pool whose
+/// rules came from host A so that B's build passes too (a firmware update
+/// rolled out on B). Empty when B has nothing A lacks.
+pub fn rules_for_b(host_b: &str, diffs: &[EventDifference]) -> String {
+    let mut text = String::new();
+    let mut seen = BTreeSet::new();
+    for d in diffs {
+        let Some(b) = &d.b else { continue };
+        if !seen.insert((d.pcr, b.event_type, b.digest.as_str())) {
+            continue;
+        }
+        if text.is_empty() {
+            text.push_str(&format!(
+                "# Events of {}'s verified log that the other host does not have.\n",
+                comment_safe(host_b)
+            ));
+        }
+        text.push_str(&format!(
+            "\n[[events.allow]]\npcr = {}\ntype = {}\ndigest = \"{}\"\nlabel = {}\n",
+            d.pcr,
+            toml_str(&b.event_type.name()),
+            b.digest,
+            toml_str(&format!("{}: {}", comment_safe(host_b), b.summary))
+        ));
+    }
+    text
+}
+
 /// One event that differs between two hosts' logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventDifference {
@@ -351,6 +380,19 @@ mod tests {
             ab.b.as_ref().map(|s| &s.digest)
         );
         assert!(diff_events(&a, &a.clone()).is_empty());
+        // The rules admitting B's side: one per distinct event of B, and
+        // they parse as TOML allow rules.
+        let rules = rules_for_b("host-b", &d);
+        let doc: toml::Table = rules.parse().expect("TOML");
+        let allow = doc["events"]["allow"].as_array().expect("allow");
+        let b_side: BTreeSet<&str> = d
+            .iter()
+            .filter_map(|x| x.b.as_ref())
+            .map(|s| s.digest.as_str())
+            .collect();
+        assert_eq!(allow.len(), b_side.len());
+        assert!(allow.iter().all(|r| r["pcr"].as_integer() == Some(1)));
+        assert_eq!(rules_for_b("host-b", &[]), "");
         // Secure Boot on against off: PCR 7 differs, PCR 0 does not.
         let (sb, _) = host("ovmf-secboot");
         let d = diff_events(&a, &sb);
