@@ -1,5 +1,23 @@
-//! Event types of the TCG PC Client Platform Firmware Profile (PFP,
-//! section 10.4.1) and their names as tpm2_eventlog prints them.
+//! Event types and their names: those of the TCG PC Client Platform
+//! Firmware Profile (PFP, section 10.4.1), as tpm2_eventlog prints them,
+//! and those of the Intel TXT (DRTM) event log that the SINIT ACM and tboot
+//! write (docs/eventlog.md, "TXT/DRTM log"), under the names tboot and
+//! Intel's headers give them.
+//!
+//! The TXT values come from, and are checked against:
+//! * Intel's STM (SMI transfer monitor) headers, `jyao1/STM`
+//!   `Stm/StmPkg/Include/Library/Smx.h` (`TXT_EVTYPE_*`: BASE 0x400 to
+//!   NV_INFO_HASH 0x414, CAP_VALUE 0x4ff), the same values as tboot's
+//!   `txt-stat` (`EVTYPE_*`, 0x400 to LCP_HASH 0x411);
+//! * u-root's TXT log reader, `u-root/u-root` `pkg/txtlog/constants.go`
+//!   (the Boot Guard additions COLD_BOOT_BIOS_HASH 0x415 to BOOT_POL_HASH
+//!   0x41a, and RANDOM_VALUE 0x4fe);
+//! * tboot, `tboot/common/integrity.c`: `EVTTYPE_TB_MEASUREMENT (0x400 +
+//!   0x101)`, the one type tboot logs its own measurements with (its
+//!   policy, the kernel, the initrd, other modules), spelled as tboot
+//!   spells it.
+//!
+//! Values between those are not named: no source we can cite gives them.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -117,6 +135,59 @@ event_types! {
     EV_EFI_SPDM_DEVICE_POLICY = 0x8000_00e3;
     /// SPDM device authority (a variable).
     EV_EFI_SPDM_DEVICE_AUTHORITY = 0x8000_00e4;
+    /// TXT: the base of the TXT event types (SINIT ACM).
+    EVTYPE_BASE = 0x0000_0400;
+    /// TXT: which PCR mapping the launch uses (legacy or
+    /// Details/Authorities).
+    EVTYPE_PCRMAPPING = 0x0000_0401;
+    /// TXT: the locality-4 hash start, PCR 17's first extend after
+    /// GETSEC[SENTER] (its digest: the SINIT ACM's hash).
+    EVTYPE_HASH_START = 0x0000_0402;
+    /// TXT: the combined hash of the SINIT's measurements (legacy mapping).
+    EVTYPE_COMBINED_HASH = 0x0000_0403;
+    /// TXT: the MLE (tboot, or the Secure Launch kernel) measured by SINIT.
+    EVTYPE_MLE_HASH = 0x0000_0404;
+    /// TXT: the BIOS ACM's registration data.
+    EVTYPE_BIOSAC_REG_DATA = 0x0000_040a;
+    /// TXT: the processor's S-CRTM status.
+    EVTYPE_CPU_SCRTM_STAT = 0x0000_040b;
+    /// TXT: the launch control policy's control field.
+    EVTYPE_LCP_CONTROL_HASH = 0x0000_040c;
+    /// TXT: the launch control policy's matching elements.
+    EVTYPE_ELEMENTS_HASH = 0x0000_040d;
+    /// TXT: the STM (SMI transfer monitor).
+    EVTYPE_STM_HASH = 0x0000_040e;
+    /// TXT: the OsSinitData capabilities.
+    EVTYPE_OSSINITDATA_CAP_HASH = 0x0000_040f;
+    /// TXT: the public key that signed the SINIT ACM.
+    EVTYPE_SINIT_PUBKEY_HASH = 0x0000_0410;
+    /// TXT: the launch control policy.
+    EVTYPE_LCP_HASH = 0x0000_0411;
+    /// TXT: the launch control policy's details.
+    EVTYPE_LCP_DETAILS_HASH = 0x0000_0412;
+    /// TXT: the launch control policy's authorities.
+    EVTYPE_LCP_AUTHORITIES_HASH = 0x0000_0413;
+    /// TXT: the TPM NV index information.
+    EVTYPE_NV_INFO_HASH = 0x0000_0414;
+    /// TXT: the cold-boot BIOS (Boot Guard).
+    EVTYPE_COLD_BOOT_BIOS_HASH = 0x0000_0415;
+    /// TXT: the Boot Guard key manifest.
+    EVTYPE_KM_HASH = 0x0000_0416;
+    /// TXT: the Boot Guard boot policy manifest.
+    EVTYPE_BPM_HASH = 0x0000_0417;
+    /// TXT: the key manifest's information.
+    EVTYPE_KM_INFO_HASH = 0x0000_0418;
+    /// TXT: the boot policy manifest's information.
+    EVTYPE_BPM_INFO_HASH = 0x0000_0419;
+    /// TXT: the boot policy.
+    EVTYPE_BOOT_POL_HASH = 0x0000_041a;
+    /// TXT: a random value.
+    EVTYPE_RANDOM_VALUE = 0x0000_04fe;
+    /// TXT: a capping value (a PCR closed to further meaning).
+    EVTYPE_CAP_VALUE = 0x0000_04ff;
+    /// tboot: one of its verified-launch measurements (its policy, a
+    /// module: kernel, initrd…), on the PCR its policy names.
+    EVTTYPE_TB_MEASUREMENT = 0x0000_0501;
 }
 
 impl EventType {
@@ -166,6 +237,15 @@ mod tests {
             assert_eq!(EventType::from_name(&t.name()), Some(t));
         }
         assert_eq!(EventType::from_name("EV_NOPE"), None);
+        // The TXT types round-trip too, and a value no source names stays
+        // a number.
+        assert_eq!(EventType(0x402).name(), "EVTYPE_HASH_START");
+        assert_eq!(EventType(0x501).name(), "EVTTYPE_TB_MEASUREMENT");
+        assert_eq!(EventType(0x405).name(), "0x00000405");
+        for v in (0x400..=0x41a).chain([0x4fe, 0x4ff, 0x500, 0x501, 0x502]) {
+            let t = EventType(v);
+            assert_eq!(EventType::from_name(&t.name()), Some(t));
+        }
         assert_eq!(EventType::from_name("0x"), None);
         assert_eq!(EventType::from_name("0x123456789"), None);
         assert_eq!(
