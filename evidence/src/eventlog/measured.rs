@@ -10,12 +10,15 @@
 //! is proven by the digest, and what policy may ask of the data: a UEFI
 //! variable's name, GUID and contents digest (with the entries of a
 //! signature database), an image's device path, an action string.
+//!
+//! The TXT (DRTM) log is judged the same way by [`super::txt::measure_txt`]:
+//! only the replay's start and the domain differ ([`Domain`]).
 
 use super::events::{Decoder, EventData, Variable, VariableValue};
 use super::guid::Guid;
 use super::proof::{event_proof, EventProof};
-use super::replay::{compare, replay};
-use super::{parse, Alg, EventType};
+use super::replay::{compare, replay, Replay};
+use super::{parse, Alg, EventLog, EventType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,10 +30,31 @@ use x509_parser::prelude::FromDer;
 /// PCRs 17-22 belong to the DRTM (TXT) log and never to this one.
 const SRTM_DOMAIN: std::ops::RangeInclusive<u8> = 0..=9;
 
-/// First PCR of the dynamic (DRTM) range, which a UEFI log never covers.
-const FIRST_DRTM_PCR: u8 = 17;
-/// Last PCR of the DRTM range.
-const LAST_DRTM_PCR: u8 = 22;
+/// The dynamic (DRTM) PCRs, which a UEFI log never covers and a TXT log
+/// covers whole.
+pub(crate) const DRTM_PCRS: std::ops::RangeInclusive<u8> = 17..=22;
+
+/// What differs between judging the UEFI (SRTM) log and the TXT (DRTM)
+/// log: how the log is replayed (from which start values) and which
+/// quoted PCRs it answers for. Everything else — the comparison with the
+/// quote, the events kept, what they say — is [`measure_in`]'s, shared.
+#[derive(Clone, Copy)]
+pub(crate) struct Domain {
+    /// Replays the parsed log from the domain's start values.
+    pub replay: fn(&EventLog) -> Result<Replay, String>,
+    /// Whether a quoted PCR is compared, given the PCRs the log extends.
+    pub compares: fn(u8, &BTreeSet<u8>) -> bool,
+}
+
+/// The UEFI log: replayed from the TPM2_Startup values (PCR 0 from the
+/// StartupLocality event), compared on PCRs 0-9 and any other it extends,
+/// never on 17-22.
+const SRTM: Domain = Domain {
+    replay: |log| replay(log).map_err(|e| e.to_string()),
+    compares: |pcr, extended| {
+        !DRTM_PCRS.contains(&pcr) && (SRTM_DOMAIN.contains(&pcr) || extended.contains(&pcr))
+    },
+};
 
 /// Longest text kept for an event's description.
 const MAX_TEXT: usize = 200;
@@ -39,7 +63,8 @@ const MAX_TEXT: usize = 200;
 /// has a few hundred).
 const MAX_ENTRIES: usize = 4096;
 
-/// What the evidence says about the host's UEFI event log.
+/// What the evidence says about one of the host's event logs (the UEFI one
+/// of [`measure`], the TXT one of [`super::txt::measure_txt`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum LogFacts {
@@ -189,6 +214,13 @@ pub fn log_sha256(log: &[u8]) -> String {
 /// quote. Never fails: a log that does not parse or replay is
 /// [`LogFacts::Invalid`] with the reason.
 pub fn measure(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>) -> LogFacts {
+    measure_in(log, quoted, &SRTM)
+}
+
+/// Judges a log of `domain` against the verified sha256 PCR values of its
+/// quote: parse, replay from the domain's start, compare the quoted PCRs
+/// the domain answers for, keep the events of those that replayed.
+pub(crate) fn measure_in(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>, domain: &Domain) -> LogFacts {
     let log_digest = log_sha256(log);
     let parsed = match parse(log) {
         Ok(p) => p,
@@ -205,12 +237,12 @@ pub fn measure(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>) -> LogFacts {
             reason: "the log has no sha256 bank, the bank the quote covers".into(),
         };
     }
-    let replayed = match replay(&parsed) {
+    let replayed = match (domain.replay)(&parsed) {
         Ok(r) => r,
-        Err(e) => {
+        Err(reason) => {
             return LogFacts::Invalid {
                 log_sha256: log_digest,
-                reason: e.to_string(),
+                reason,
             }
         }
     };
@@ -221,17 +253,14 @@ pub fn measure(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>) -> LogFacts {
         };
     };
     let extended: BTreeSet<u8> = bank.extended_pcrs().into_iter().collect();
-    let domain: BTreeMap<u8, Vec<u8>> = quoted
+    let compared: BTreeMap<u8, Vec<u8>> = quoted
         .iter()
-        .filter(|(p, _)| {
-            !(FIRST_DRTM_PCR..=LAST_DRTM_PCR).contains(*p)
-                && (SRTM_DOMAIN.contains(*p) || extended.contains(*p))
-        })
+        .filter(|(p, _)| (domain.compares)(**p, &extended))
         .map(|(p, v)| (*p, v.to_vec()))
         .collect();
     let by_number: BTreeMap<usize, &super::Event> =
         parsed.events.iter().map(|e| (e.number, e)).collect();
-    let mismatches: Vec<PcrMismatch> = compare(bank, &domain)
+    let mismatches: Vec<PcrMismatch> = compare(bank, &compared)
         .into_iter()
         .map(|m| {
             let event = m.event.and_then(|n| by_number.get(&n).copied());
@@ -245,7 +274,7 @@ pub fn measure(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>) -> LogFacts {
         })
         .collect();
     let bad: BTreeSet<u8> = mismatches.iter().map(|m| m.pcr).collect();
-    let good: Vec<u8> = domain
+    let good: Vec<u8> = compared
         .keys()
         .copied()
         .filter(|p| !bad.contains(p))

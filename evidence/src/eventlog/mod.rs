@@ -1,6 +1,7 @@
-//! TCG PC Client event logs (`binary_bios_measurements`): parsing, typed
-//! decoding of the events, replay into PCR values and comparison with a
-//! quote. Pure: bytes in, values out (docs/eventlog.md).
+//! TCG PC Client event logs (`binary_bios_measurements`, and the TXT log
+//! of a dynamic launch): parsing, typed decoding of the events, replay into
+//! PCR values and comparison with a quote. Pure: bytes in, values out
+//! (docs/eventlog.md).
 //!
 //! # Formats
 //! * **Crypto-agile** (PC Client PFP 1.05+, what UEFI firmware and
@@ -24,6 +25,8 @@
 //! * [`proof`]: whether an event's data is what its digest is the hash of;
 //! * [`replay`]: PCR values per bank from the log, and the comparison with
 //!   quoted values;
+//! * [`txt`]: the TXT (DRTM) log: its replay of PCRs 17-22 from zero and
+//!   what it proves;
 //! * [`encode`]: writing logs (tests, fixtures, simulated hosts);
 //! * [`alg`]: the bank algorithms.
 //!
@@ -60,6 +63,7 @@ pub mod measured;
 pub mod parse;
 pub mod proof;
 pub mod replay;
+pub mod txt;
 pub mod types;
 
 #[cfg(test)]

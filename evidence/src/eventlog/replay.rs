@@ -13,8 +13,9 @@
 //! are errors. The SRTM log does not extend PCRs 17-22; if one does, the
 //! replay extends from all-ones, as the TPM would.
 //!
-//! [`replay_from`] starts from values given per bank instead (the TXT log:
-//! PCRs 17-22 from zero) and applies no StartupLocality event.
+//! [`replay_from`] starts from values given per bank instead and applies no
+//! StartupLocality event; [`super::txt::replay_drtm`] replays a TXT log
+//! with it, PCRs 17-22 from zero.
 //!
 //! EV_NO_ACTION events are never extended. An extended event on a PCR ≥ 24
 //! or without a digest for a bank the log's header lists is an error.
@@ -61,6 +62,16 @@ pub enum ReplayError {
         event: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// A DRTM (TXT) log extends a PCR outside 17-22 ([`super::txt`]).
+    #[error("event {event} (offset {offset}) extends PCR {pcr}; a DRTM (TXT) log extends only PCRs 17-22 (the others belong to the UEFI log, replayed from other start values)")]
+    OutsideDrtm {
+        /// The event.
+        event: usize,
+        /// Its record's offset.
+        offset: usize,
+        /// The PCR index.
+        pcr: u32,
     },
     /// [`replay_from`] was given no start values for a bank of the log.
     #[error("no start values given for the {alg} bank")]
