@@ -13,17 +13,26 @@
 //! value computed here, and tpm2_eventlog's against either that value (a
 //! fixed tpm2-tools) or the value 5.4 is known to print.
 //!
-//! The synthetic logs are made by [`synthetic`] below; the committed files
-//! must be what it writes (`TRUSTPOOL_WRITE_EVENTLOGS=1 cargo test -p
-//! trustpool-evidence --test eventlog_interop` rewrites them).
+//! TXT (DRTM) logs (`txt/`) are replayed as such (`txt::replay_drtm`, PCRs
+//! 17-22 from zero) and agree with tpm2_eventlog as they are: tpm2-tools
+//! 5.4 starts every PCR at zero, which for 17-22 is the DRTM start (it
+//! names the TXT event types "Unknown event type"). Replayed as UEFI logs,
+//! from the all-ones of TPM2_Startup, they would not agree — nor match the
+//! TPM, which resets 17-22 to zero at the dynamic launch.
+//!
+//! The synthetic logs are made by [`synthetic`] and the TXT logs by
+//! [`txt_logs`] below; the committed files must be what they write
+//! (`TRUSTPOOL_WRITE_EVENTLOGS=1 cargo test -p trustpool-evidence --test
+//! eventlog_interop` rewrites them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use trustpool_evidence::eventlog::encode::*;
 use trustpool_evidence::eventlog::guid::Guid;
-use trustpool_evidence::eventlog::replay::{replay, startup_locality};
-use trustpool_evidence::eventlog::{parse, Alg, EventType, SpecIdAlgorithm};
+use trustpool_evidence::eventlog::replay::{replay, startup_locality, Replay, ReplayError};
+use trustpool_evidence::eventlog::txt::{is_drtm, replay_drtm};
+use trustpool_evidence::eventlog::{parse, Alg, EventLog, EventType, SpecIdAlgorithm};
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/eventlog")
@@ -254,6 +263,108 @@ fn synthetic() -> BTreeMap<&'static str, Vec<u8>> {
     out
 }
 
+/// The TXT (DRTM) logs: file name → bytes. The measured contents are
+/// placeholders (their digests are the hashes of short strings).
+fn txt_logs() -> BTreeMap<&'static str, Vec<u8>> {
+    let mut out = BTreeMap::new();
+
+    // A tboot launch on a TPM 2.0 with the Details/Authorities mapping, as
+    // a real server's log has it (TPM-NOTES §5): SINIT's details, the MLE
+    // and tboot's policy and modules on PCR 17, the authorities on 18,
+    // both banks (tboot's `extpol=agile`).
+    let mut b = LogBuilder::crypto_agile(&[Alg::Sha1, Alg::Sha256]);
+    let none: &[u8] = &[];
+    for (pcr, t, what) in [
+        (17, EventType::EVTYPE_HASH_START, "SINIT ACM"),
+        (17, EventType::EVTYPE_BIOSAC_REG_DATA, "BIOS ACM registers"),
+        (17, EventType::EVTYPE_CPU_SCRTM_STAT, "S-CRTM status"),
+        (17, EventType::EVTYPE_LCP_CONTROL_HASH, "LCP control"),
+        (17, EventType::EVTYPE_LCP_DETAILS_HASH, "LCP details"),
+        (17, EventType::EVTYPE_STM_HASH, "STM"),
+        (17, EventType::EVTYPE_OSSINITDATA_CAP_HASH, "capabilities"),
+        (17, EventType::EVTYPE_MLE_HASH, "tboot"),
+        (17, EventType::EVTYPE_NV_INFO_HASH, "NV info"),
+        (18, EventType::EVTYPE_SINIT_PUBKEY_HASH, "SINIT key"),
+        (18, EventType::EVTYPE_CPU_SCRTM_STAT, "S-CRTM status"),
+        (18, EventType::EVTYPE_OSSINITDATA_CAP_HASH, "capabilities"),
+        (18, EventType::EVTYPE_LCP_CONTROL_HASH, "LCP control"),
+        (
+            18,
+            EventType::EVTYPE_LCP_AUTHORITIES_HASH,
+            "LCP authorities",
+        ),
+        (18, EventType::EVTYPE_NV_INFO_HASH, "NV info"),
+        (17, EventType::EVTTYPE_TB_MEASUREMENT, "tboot policy"),
+        (18, EventType::EVTTYPE_TB_MEASUREMENT, "tboot policy"),
+        (17, EventType::EVTTYPE_TB_MEASUREMENT, "vmlinuz"),
+        (17, EventType::EVTTYPE_TB_MEASUREMENT, "initrd"),
+    ] {
+        b.event_hashing(pcr, t, what.as_bytes(), none);
+    }
+    out.insert("tboot-da-sha1-sha256.bin", b.finish());
+
+    // The legacy mapping the lab simulates (tests/src/swtpm.rs): the hash
+    // start on 17, the MLE on 18, tboot's modules on 19; sha256 only.
+    let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
+    b.event_hashing(17, EventType::EVTYPE_HASH_START, b"SINIT ACM", none);
+    b.event_hashing(18, EventType::EVTYPE_MLE_HASH, b"tboot", none);
+    for module in ["vmlinuz", "initrd"] {
+        b.event_hashing(
+            19,
+            EventType::EVTTYPE_TB_MEASUREMENT,
+            module.as_bytes(),
+            none,
+        );
+    }
+    out.insert("legacy-mapping-sha256.bin", b.finish());
+    out
+}
+
+/// Replays a log as what it is: a DRTM log from the DRTM start, any other
+/// from the TPM2_Startup values.
+fn replay_as_detected(log: &EventLog) -> Result<Replay, ReplayError> {
+    if is_drtm(log) {
+        replay_drtm(log)
+    } else {
+        replay(log)
+    }
+}
+
+#[test]
+fn txt_logs_are_current() {
+    let dir = testdata().join("txt");
+    let write = std::env::var_os("TRUSTPOOL_WRITE_EVENTLOGS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for (name, bytes) in txt_logs() {
+        let path = dir.join(name);
+        if write {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (TRUSTPOOL_WRITE_EVENTLOGS=1 writes it)",
+                path.display()
+            )
+        });
+        assert!(
+            on_disk == bytes,
+            "{} is not what the generator writes (TRUSTPOOL_WRITE_EVENTLOGS=1 rewrites it)",
+            path.display()
+        );
+        // Every TXT log is one, and replays from the DRTM start.
+        let log = parse(&bytes).unwrap();
+        assert!(is_drtm(&log), "{name}");
+        let r = replay_drtm(&log).unwrap();
+        for bank in &r.banks {
+            assert!(bank.start[17..=22]
+                .iter()
+                .all(|v| v.iter().all(|b| *b == 0)));
+        }
+    }
+}
+
 #[test]
 fn synthetic_logs_are_current() {
     let dir = testdata().join("synthetic");
@@ -362,11 +473,17 @@ const UNREADABLE_BY_TPM2_TOOLS: &[(&str, &str)] =
 fn replay_matches_tpm2_eventlog() {
     let mut files = Vec::new();
     log_files(&testdata(), &mut files);
-    assert!(files.len() >= synthetic().len(), "logs found: {files:?}");
+    assert!(
+        files.len() >= synthetic().len() + txt_logs().len(),
+        "logs found: {files:?}"
+    );
+    let mut drtm = 0;
     for path in &files {
         let bytes = std::fs::read(path).unwrap();
         let log = parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let ours = replay(&log).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // A TXT log from the DRTM start (module docs).
+        drtm += usize::from(is_drtm(&log));
+        let ours = replay_as_detected(&log).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let relative = path.strip_prefix(testdata()).unwrap_or(path);
         let theirs = match UNREADABLE_BY_TPM2_TOOLS
             .iter()
@@ -447,6 +564,7 @@ fn replay_matches_tpm2_eventlog() {
         let has_locality = log.events.iter().any(|e| startup_locality(e).is_some());
         assert_eq!(has_locality, ours.startup_locality.is_some());
     }
+    assert!(drtm >= txt_logs().len(), "only {drtm} DRTM logs compared");
 }
 
 /// The real firmware logs (evidence/testdata/eventlog/ovmf/, made by
