@@ -73,7 +73,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// TCG event logs (binary_bios_measurements), offline: show, replay.
+    /// TCG event logs (binary_bios_measurements, the TXT log), offline:
+    /// show, replay.
     Eventlog {
         /// What to do.
         #[command(subcommand)]
@@ -95,12 +96,24 @@ pub enum EventlogCommand {
         file: PathBuf,
     },
     /// The PCR values the log replays to, per bank (the PCRs it extends).
-    /// --json: {"banks": {"sha256": {"0": "<hex>", ...}, "sha1": {...}},
-    /// "events": N, "extended": M, "startup_locality": L or null}.
-    /// Exit 2 if the log does not parse or replay.
+    /// A log whose extended events all lie in PCRs 17-22 is a TXT (DRTM)
+    /// log and replays them from zero, as after a dynamic launch; any other
+    /// from the TPM2_Startup values (17-22 all-ones). --json: {"banks":
+    /// {"sha256": {"0": "<hex>", ...}, "sha1": {...}}, "log": "srtm" or
+    /// "drtm", "events": N, "extended": M, "startup_locality": L or null}.
+    /// Exit 2 if the log does not parse or replay (with --drtm: an event
+    /// outside PCRs 17-22).
     Replay {
         /// The log.
         file: PathBuf,
+        /// Replay it as a TXT (DRTM) log whatever its events: PCRs 17-22
+        /// from zero; an event on another PCR is an error.
+        #[arg(long, conflicts_with = "srtm")]
+        drtm: bool,
+        /// Replay it as a UEFI (SRTM) log whatever its events: every PCR
+        /// from its TPM2_Startup value.
+        #[arg(long)]
+        srtm: bool,
     },
 }
 
@@ -349,6 +362,19 @@ mod tests {
             }
         ));
         assert!(parse(&["eventlog", "replay"]).is_err());
+        let cli = parse(&["eventlog", "replay", "txt.bin", "--drtm"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Eventlog {
+                command: EventlogCommand::Replay {
+                    drtm: true,
+                    srtm: false,
+                    ..
+                }
+            }
+        ));
+        assert!(parse(&["eventlog", "replay", "x", "--drtm", "--srtm"]).is_err());
+        assert!(parse(&["eventlog", "show", "x", "--drtm"]).is_err());
         assert!(parse(&["eventlog"]).is_err());
     }
 

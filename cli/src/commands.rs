@@ -399,7 +399,7 @@ pub fn read_policy_files(dir: &Path) -> Result<Vec<PolicyFile>, CliError> {
 /// `trustpool eventlog show|replay FILE`: offline.
 pub fn eventlog(command: &EventlogCommand, json: bool) -> Result<Outcome, CliError> {
     let file = match command {
-        EventlogCommand::Show { file } | EventlogCommand::Replay { file } => file,
+        EventlogCommand::Show { file } | EventlogCommand::Replay { file, .. } => file,
     };
     let name = file.display().to_string();
     let bytes = std::fs::read(file)
@@ -408,12 +408,18 @@ pub fn eventlog(command: &EventlogCommand, json: bool) -> Result<Outcome, CliErr
     Ok(Outcome::ok(match command {
         EventlogCommand::Show { .. } if json => json_out(&eventlogfmt::show_json(&log)),
         EventlogCommand::Show { .. } => eventlogfmt::show_text(&name, &log),
-        EventlogCommand::Replay { .. } => {
-            let replay = eventlogfmt::replay_log(&name, &log).map_err(CliError::error)?;
+        EventlogCommand::Replay { drtm, srtm, .. } => {
+            let kind = match (drtm, srtm) {
+                (true, _) => Some(eventlogfmt::LogKind::Drtm),
+                (_, true) => Some(eventlogfmt::LogKind::Srtm),
+                _ => None,
+            };
+            let (kind, replay) =
+                eventlogfmt::replay_log(&name, &log, kind).map_err(CliError::error)?;
             if json {
-                json_out(&eventlogfmt::replay_json(&replay))
+                json_out(&eventlogfmt::replay_json(kind, &replay))
             } else {
-                eventlogfmt::replay_text(&name, &log, &replay)
+                eventlogfmt::replay_text(&name, &log, kind, &replay)
             }
         }
     }))
@@ -463,7 +469,11 @@ mod tests {
             &[0; 4],
         );
         std::fs::write(&path, b.finish()).expect("write");
-        let replay = EventlogCommand::Replay { file: path.clone() };
+        let replay = EventlogCommand::Replay {
+            file: path.clone(),
+            drtm: false,
+            srtm: false,
+        };
         let out = eventlog(&replay, true).expect("runs");
         assert_eq!(out.code, Exit::Ok);
         let json: Value = serde_json::from_str(&out.stdout).expect("json");
@@ -492,6 +502,51 @@ mod tests {
         .expect_err("missing");
         assert!(
             e.message.starts_with("cannot read the event log"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_txt_log_replays_as_drtm_unless_told_otherwise() {
+        use trustpool_evidence::eventlog::{encode::LogBuilder, Alg, EventType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("slaunch-eventlog");
+        let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
+        b.event_hashing(17, EventType::EVTYPE_HASH_START, b"SINIT", &[]);
+        std::fs::write(&path, b.finish()).expect("write");
+        let run = |drtm, srtm| {
+            eventlog(
+                &EventlogCommand::Replay {
+                    file: path.clone(),
+                    drtm,
+                    srtm,
+                },
+                true,
+            )
+        };
+        let pcr17 = hex::encode(trustpool_evidence::pcr::drtm_hash_start(b"SINIT"));
+        for (drtm, srtm, kind) in [
+            (false, false, "drtm"),
+            (true, false, "drtm"),
+            (false, true, "srtm"),
+        ] {
+            let out = run(drtm, srtm).expect("runs");
+            let json: Value = serde_json::from_str(&out.stdout).expect("json");
+            assert_eq!(json["log"], kind);
+            assert_eq!(
+                json["banks"]["sha256"]["17"] == pcr17.as_str(),
+                kind == "drtm"
+            );
+        }
+        // --drtm on a UEFI log: exit 2, naming the event.
+        let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
+        b.event(4, EventType::EV_SEPARATOR, &[0; 4]);
+        std::fs::write(&path, b.finish()).expect("write");
+        let e = run(true, false).expect_err("not a DRTM log");
+        assert_eq!(e.code, Exit::Error);
+        assert!(
+            e.message.contains("event 1") && e.message.contains("PCR 4"),
             "{}",
             e.message
         );

@@ -1,6 +1,6 @@
 //! `trustpool eventlog show|replay FILE`: a TCG event log (the bytes of
-//! `binary_bios_measurements`) as a table or JSON. Pure: bytes in, text
-//! out (docs/eventlog.md).
+//! `binary_bios_measurements`, or of the TXT log of a dynamic launch) as a
+//! table or JSON. Pure: bytes in, text out (docs/eventlog.md).
 
 use super::render::{short_digest, table, truncate};
 use serde_json::{json, Map, Value};
@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use trustpool_evidence::eventlog::events::Decoder;
 use trustpool_evidence::eventlog::proof::{self, EventProof};
 use trustpool_evidence::eventlog::replay::{self, Replay};
-use trustpool_evidence::eventlog::{alg::alg_id_name, parse, EventLog, LogFormat};
+use trustpool_evidence::eventlog::{alg::alg_id_name, parse, txt, EventLog, LogFormat};
 
 /// Longest decoded summary in the `show` table.
 const SUMMARY_WIDTH: usize = 100;
@@ -18,9 +18,52 @@ pub fn read_log(name: &str, bytes: &[u8]) -> Result<EventLog, String> {
     parse(bytes).map_err(|e| format!("{name}: not a readable event log: {e}"))
 }
 
-/// Replays the log, naming the file in the error.
-pub fn replay_log(name: &str, log: &EventLog) -> Result<Replay, String> {
-    replay::replay(log).map_err(|e| format!("{name}: the log does not replay: {e}"))
+/// Which log it is, hence where its replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// The UEFI (static, SRTM) log: every PCR from its TPM2_Startup value
+    /// (17-22 all-ones), PCR 0 from the StartupLocality event.
+    Srtm,
+    /// The TXT (dynamic, DRTM) log: PCRs 17-22 from zero, as after the
+    /// locality-4 hash start; no event on another PCR.
+    Drtm,
+}
+
+impl LogKind {
+    /// What a log is when the operator does not say: DRTM if every extended
+    /// event lies in PCRs 17-22 (and there is one), else SRTM.
+    pub fn detect(log: &EventLog) -> LogKind {
+        if txt::is_drtm(log) {
+            LogKind::Drtm
+        } else {
+            LogKind::Srtm
+        }
+    }
+
+    /// `srtm` or `drtm` (the JSON's `log`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::Srtm => "srtm",
+            LogKind::Drtm => "drtm",
+        }
+    }
+}
+
+/// Replays the log as `kind` (detected when None: [`LogKind::detect`]),
+/// naming the file in the error.
+pub fn replay_log(
+    name: &str,
+    log: &EventLog,
+    kind: Option<LogKind>,
+) -> Result<(LogKind, Replay), String> {
+    let kind = kind.unwrap_or_else(|| LogKind::detect(log));
+    let replayed = match kind {
+        LogKind::Srtm => replay::replay(log),
+        LogKind::Drtm => txt::replay_drtm(log),
+    };
+    replayed
+        .map(|r| (kind, r))
+        .map_err(|e| format!("{name}: the log does not replay: {e}"))
 }
 
 fn format_name(log: &EventLog) -> &'static str {
@@ -42,8 +85,13 @@ fn header_line(name: &str, log: &EventLog) -> String {
     } else {
         format!(" (skipped, unknown: {})", unknown.join(","))
     };
+    let drtm = if LogKind::detect(log) == LogKind::Drtm {
+        ", DRTM (TXT): every extended event on PCR 17-22"
+    } else {
+        ""
+    };
     format!(
-        "{name}: {} log, {} events, banks {}{skipped}\n",
+        "{name}: {} log, {} events, banks {}{skipped}{drtm}\n",
         format_name(log),
         log.events.len(),
         banks.join(",")
@@ -131,16 +179,20 @@ pub fn show_json(log: &EventLog) -> Value {
 }
 
 /// `eventlog replay`: per bank, the PCRs the log extends and their values.
-pub fn replay_text(name: &str, log: &EventLog, replay: &Replay) -> String {
+pub fn replay_text(name: &str, log: &EventLog, kind: LogKind, replay: &Replay) -> String {
     let mut out = header_line(name, log);
     let _ = writeln!(
         out,
-        "{} events, {} extended{}",
+        "{} events, {} extended{}{}",
         replay.events,
         replay.extended,
         match replay.startup_locality {
             Some(l) => format!("; StartupLocality {l}: PCR 0 started at 00…0{l}"),
             None => String::new(),
+        },
+        match kind {
+            LogKind::Drtm => "; replayed as a DRTM log: PCRs 17-22 started at zero",
+            LogKind::Srtm => "",
         }
     );
     for bank in &replay.banks {
@@ -153,8 +205,9 @@ pub fn replay_text(name: &str, log: &EventLog, replay: &Replay) -> String {
 }
 
 /// `eventlog replay --json`: `{"banks": {"sha256": {"0": "hex", …}, …},
-/// "events": N, "extended": M, "startup_locality": L or null}`.
-pub fn replay_json(replay: &Replay) -> Value {
+/// "log": "srtm" or "drtm", "events": N, "extended": M,
+/// "startup_locality": L or null}`.
+pub fn replay_json(kind: LogKind, replay: &Replay) -> Value {
     let banks: Map<String, Value> = replay
         .banks
         .iter()
@@ -169,6 +222,7 @@ pub fn replay_json(replay: &Replay) -> Value {
         .collect();
     json!({
         "banks": banks,
+        "log": kind.name(),
         "events": replay.events,
         "extended": replay.extended,
         "startup_locality": replay.startup_locality,
@@ -235,8 +289,9 @@ mod tests {
     #[test]
     fn replay_prints_extended_pcrs_per_bank() {
         let log = read_log("bios.bin", &log()).expect("parses");
-        let r = replay_log("bios.bin", &log).expect("replays");
-        let text = replay_text("bios.bin", &log, &r);
+        let (kind, r) = replay_log("bios.bin", &log, None).expect("replays");
+        assert_eq!(kind, LogKind::Srtm);
+        let text = replay_text("bios.bin", &log, kind, &r);
         assert!(
             text.contains("5 events, 3 extended; StartupLocality 3"),
             "{text}"
@@ -248,14 +303,61 @@ mod tests {
             hex::encode(sha256.value(7).expect("7"))
         );
         assert!(text.contains(&want), "{text}");
-        let json = replay_json(&r);
+        let json = replay_json(kind, &r);
         assert_eq!(json["events"], 5);
+        assert_eq!(json["log"], "srtm");
         assert_eq!(json["startup_locality"], 3);
         assert_eq!(
             json["banks"]["sha256"]["7"],
             hex::encode(sha256.value(7).expect("7"))
         );
         assert_eq!(json["banks"]["sha1"].as_object().map(Map::len), Some(2));
+    }
+
+    /// A TXT log as tboot writes it: hash start, MLE, a module.
+    fn txt_log() -> Vec<u8> {
+        let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
+        b.event_hashing(17, EventType::EVTYPE_HASH_START, b"SINIT", &[]);
+        b.event_hashing(18, EventType::EVTYPE_MLE_HASH, b"tboot", &[]);
+        b.event_hashing(19, EventType::EVTTYPE_TB_MEASUREMENT, b"vmlinuz", &[]);
+        b.finish()
+    }
+
+    #[test]
+    fn a_txt_log_is_named_and_replays_from_the_drtm_start() {
+        let txt = read_log("txt.bin", &txt_log()).expect("parses");
+        let text = show_text("txt.bin", &txt);
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.ends_with("DRTM (TXT): every extended event on PCR 17-22")),
+            "{text}"
+        );
+        for name in [
+            "EVTYPE_HASH_START",
+            "EVTYPE_MLE_HASH",
+            "EVTTYPE_TB_MEASUREMENT",
+        ] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
+        assert_eq!(show_json(&txt)["events"][1]["type"], "EVTYPE_HASH_START");
+        let (kind, r) = replay_log("txt.bin", &txt, None).expect("replays");
+        assert_eq!(kind, LogKind::Drtm);
+        let pcr17 = hex::encode(trustpool_evidence::pcr::drtm_hash_start(b"SINIT"));
+        let text = replay_text("txt.bin", &txt, kind, &r);
+        assert!(text.contains(&format!("  17  {pcr17}\n")), "{text}");
+        assert!(text.contains("replayed as a DRTM log"), "{text}");
+        let json = replay_json(kind, &r);
+        assert_eq!(json["log"], "drtm");
+        assert_eq!(json["banks"]["sha256"]["17"], pcr17);
+        // --srtm: from the all-ones of TPM2_Startup, not what the TPM has.
+        let (kind, r) = replay_log("txt.bin", &txt, Some(LogKind::Srtm)).expect("replays");
+        assert_eq!(replay_json(kind, &r)["log"], "srtm");
+        assert_ne!(replay_json(kind, &r)["banks"]["sha256"]["17"], pcr17);
+        // --drtm on a UEFI log: its events lie outside 17-22.
+        let uefi = read_log("bios.bin", &log()).expect("parses");
+        let e = replay_log("bios.bin", &uefi, Some(LogKind::Drtm)).expect_err("not DRTM");
+        assert!(e.contains("PCR 0") && e.contains("17-22"), "{e}");
     }
 
     #[test]
@@ -269,7 +371,7 @@ mod tests {
         let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
         b.event(24, EventType::EV_SEPARATOR, &[0; 4]);
         let log = read_log("y.bin", &b.finish()).expect("parses");
-        let e = replay_log("y.bin", &log).expect_err("PCR 24");
+        let e = replay_log("y.bin", &log, None).expect_err("PCR 24");
         assert!(
             e.contains("y.bin: the log does not replay: event 1") && e.contains("PCR 24"),
             "{e}"
