@@ -10,7 +10,9 @@
 //!   P+1, both on 127.0.0.1), killed and reaped on drop.
 //! * TXT/DRTM simulation: [`Swtpm::txt_hash_start`], [`Swtpm::extend_pcr`],
 //!   [`Swtpm::simulate_measured_launch`], with pure expectations in
-//!   [`expected_launch_pcrs`].
+//!   [`expected_launch_pcrs`] and the TXT event log of exactly what it
+//!   extended in [`simulated_launch_log`]; [`Swtpm::read_pcrs`] reads the
+//!   result back.
 //!
 //! Pure `std::process` + `std::net`; safe to use from concurrently running
 //! tests. swtpm serves ONE data connection at a time: while a TPM context
@@ -20,6 +22,7 @@
 
 use crate::ports::{self, START_ATTEMPTS};
 use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -409,7 +412,12 @@ impl Swtpm {
     ///    ... as named by tboot's launch policy).
     ///
     /// Steps 2 and 3 run at locality 2. [`expected_launch_pcrs`] computes the
-    /// resulting values. Opens its own TPM connection (see [`Swtpm::extend_pcr`]).
+    /// resulting values, [`simulated_launch_log`] the TXT event log of these
+    /// extends. Then PCRs 17-19 are read back and must be the expected
+    /// values: swtpm 0.7.1 has been seen to drop a hash sequence silently
+    /// while another client used the TPM, so a launch that did not take is
+    /// an error here rather than a wrong PCR later. Opens its own TPM
+    /// connections (see [`Swtpm::extend_pcr`]).
     pub fn simulate_measured_launch(
         &self,
         sinit: &[u8],
@@ -423,7 +431,61 @@ impl Swtpm {
         for d in modules {
             self.extend_pcr(19, *d)?;
         }
+        let read = self.read_pcrs(&[17, 18, 19])?;
+        for (pcr, want) in expected_launch_pcrs(sinit, mle, modules) {
+            let got = u8::try_from(pcr).ok().and_then(|p| read.get(&p));
+            if got != Some(&want) {
+                bail!(
+                    "the simulated launch did not take: sha256 PCR {pcr} is {}, expected {}",
+                    got.map(hex::encode).unwrap_or_else(|| "unread".into()),
+                    hex::encode(want)
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Reads sha256 PCR values (TPM2_PCR_Read, as often as needed: it
+    /// answers at most 8 per call). Opens and closes its own TPM
+    /// connection, like [`Swtpm::extend_pcr`].
+    pub fn read_pcrs(&self, pcrs: &[u8]) -> Result<BTreeMap<u8, [u8; 32]>> {
+        use tss_esapi::{
+            abstraction::pcr::read_all,
+            interface_types::algorithm::HashingAlgorithm,
+            structures::{PcrSelectionListBuilder, PcrSlot},
+            tcti_ldr::TctiNameConf,
+        };
+        let slot = |p: u8| -> Result<PcrSlot> {
+            if p > 23 {
+                bail!("PCR {p} does not exist");
+            }
+            PcrSlot::try_from(1u32 << p).with_context(|| format!("PCR {p}"))
+        };
+        let slots: Vec<PcrSlot> = pcrs.iter().map(|p| slot(*p)).collect::<Result<_>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()?;
+        let mut ctx = tss_esapi::Context::new(TctiNameConf::from_str(&self.tcti())?)
+            .context("open a TPM context on swtpm")?;
+        let data = ctx
+            .execute_without_session(|c| read_all(c, selection))
+            .context("TPM2_PCR_Read")?;
+        drop(ctx);
+        let bank = data
+            .pcr_bank(HashingAlgorithm::Sha256)
+            .ok_or_else(|| anyhow!("TPM2_PCR_Read: no sha256 bank in the answer"))?;
+        let mut out = BTreeMap::new();
+        for &p in pcrs {
+            let digest = bank
+                .get_digest(slot(p)?)
+                .ok_or_else(|| anyhow!("TPM2_PCR_Read: no value for sha256 PCR {p}"))?;
+            let value: [u8; 32] = digest
+                .value()
+                .try_into()
+                .map_err(|_| anyhow!("sha256 PCR {p}: not 32 bytes"))?;
+            out.insert(p, value);
+        }
+        Ok(out)
     }
 }
 
@@ -552,6 +614,43 @@ pub fn expected_launch_pcrs(
     [(17, pcr17), (18, pcr18), (19, pcr19)]
 }
 
+/// The TXT (DRTM) event log of [`Swtpm::simulate_measured_launch`]`(sinit,
+/// mle, modules)`: exactly the extends it makes, in the crypto-agile format
+/// the SINIT ACM and tboot write (Spec ID Event03 header, then
+/// `TCG_PCR_EVENT2` records; docs/eventlog.md, "TXT/DRTM log"):
+///
+/// 1. PCR 17, `EVTYPE_HASH_START`, digest SHA-256(sinit): the hash the
+///    locality-4 sequence extends into the zeroed PCR 17, so replaying it
+///    from zero gives [`drtm_hash_start`]`(sinit)`;
+/// 2. PCR 18, one `EVTYPE_MLE_HASH` per MLE digest, in order;
+/// 3. PCR 19, one tboot `EVTTYPE_TB_MEASUREMENT` per module digest, in
+///    order.
+///
+/// Only the sha256 bank: the lab's TPMs have no other ([`SwtpmState`]
+/// allocates sha256 alone, so `swtpm_ioctl -h` hashes into it alone and
+/// [`Swtpm::extend_pcr`] extends it alone), and the quote covers it. A log
+/// claiming a sha1 bank would need digests nobody extended. The events
+/// carry no data, as tboot's carry none.
+pub fn simulated_launch_log(sinit: &[u8], mle: &[[u8; 32]], modules: &[[u8; 32]]) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    use trustpool_evidence::eventlog::{encode::LogBuilder, Alg, EventType};
+    let sha256 = |d: &[u8]| vec![(Alg::Sha256.id(), d.to_vec())];
+    let mut b = LogBuilder::crypto_agile(&[Alg::Sha256]);
+    b.event_digests(
+        17,
+        EventType::EVTYPE_HASH_START,
+        &sha256(&Sha256::digest(sinit)),
+        &[],
+    );
+    for d in mle {
+        b.event_digests(18, EventType::EVTYPE_MLE_HASH, &sha256(d), &[]);
+    }
+    for d in modules {
+        b.event_digests(19, EventType::EVTTYPE_TB_MEASUREMENT, &sha256(d), &[]);
+    }
+    b.finish()
+}
+
 /// SHA-256 PCR values right after TPM2_Startup(CLEAR) without a dynamic
 /// launch: 0..=16 and 23 all-zero, 17..=22 all-FF.
 pub fn reset_value(pcr: u32) -> [u8; 32] {
@@ -572,6 +671,59 @@ mod tests {
         assert_eq!(
             hex::encode(drtm_hash_start(b"hello")),
             "9851312028952521510e8eaab5be94e7dc24b5fc292b2e9781173cf11ffa9878"
+        );
+    }
+
+    /// The simulated launch's log replays, from the DRTM start, to exactly
+    /// the PCRs the launch leaves (pure: no swtpm).
+    #[test]
+    fn simulated_launch_log_replays_to_the_expected_pcrs() {
+        use trustpool_evidence::eventlog::txt::measure_txt;
+        let sinit = b"a SINIT ACM";
+        let mle = [[0xa1; 32]];
+        let modules = [[0xb1; 32], [0xb2; 32]];
+        let log = simulated_launch_log(sinit, &mle, &modules);
+        let quoted: BTreeMap<u8, [u8; 32]> = expected_launch_pcrs(sinit, &mle, &modules)
+            .into_iter()
+            .map(|(p, v)| (p as u8, v))
+            .collect();
+        let facts = measure_txt(&log, &quoted);
+        let m = facts.replayed().expect("replayed");
+        assert_eq!(m.replayed, vec![17, 18, 19]);
+        assert!(m.mismatches.is_empty(), "{:?}", m.mismatches);
+        assert_eq!(m.events.len(), 4);
+        assert_eq!(m.events[0].pcr, 17);
+        assert_eq!(
+            m.events[0].event_type,
+            trustpool_evidence::eventlog::EventType::EVTYPE_HASH_START
+        );
+        // PCRs 20-22 are zero after the launch and the log leaves them so.
+        let mut with_zeros = quoted.clone();
+        with_zeros.extend((20..=22).map(|p| (p, [0u8; 32])));
+        let m = measure_txt(&log, &with_zeros);
+        assert_eq!(m.replayed().map(|m| m.replayed.len()), Some(6));
+        // Each other launch is a mismatch.
+        let other = expected_launch_pcrs(b"another SINIT", &mle, &modules);
+        let quoted: BTreeMap<u8, [u8; 32]> = other.into_iter().map(|(p, v)| (p as u8, v)).collect();
+        let m = measure_txt(&log, &quoted);
+        let bad: Vec<u8> = m
+            .replayed()
+            .expect("replayed")
+            .mismatches
+            .iter()
+            .map(|x| x.pcr)
+            .collect();
+        assert_eq!(bad, vec![17]);
+        // Without MLE or modules: the hash start alone.
+        let log = simulated_launch_log(sinit, &[], &[]);
+        let quoted: BTreeMap<u8, [u8; 32]> = expected_launch_pcrs(sinit, &[], &[])
+            .into_iter()
+            .map(|(p, v)| (p as u8, v))
+            .collect();
+        let m = measure_txt(&log, &quoted);
+        assert_eq!(
+            m.replayed().map(|m| m.replayed.clone()),
+            Some(vec![17, 18, 19])
         );
     }
 
