@@ -6,7 +6,7 @@
 
 use crate::pki::{CertFiles, TestCa};
 use crate::procs::{AgentOptions, ServerOptions, ServerProcess};
-use crate::swtpm::{EkCa, Swtpm, SwtpmState};
+use crate::swtpm::{simulated_launch_log, EkCa, Swtpm, SwtpmState};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -22,6 +22,11 @@ pub const ROGUE_SINIT: &[u8] = b"trustpool-lab unknown SINIT ACM";
 pub const GOLDEN_MLE: &[&str] = &["tboot-1.11.1"];
 /// Names of the launched modules of the golden build (kernel, initrd).
 pub const GOLDEN_MODULES: &[&str] = &["vmlinuz-6.1.0-28-amd64", "initrd.img-6.1.0-28-amd64"];
+
+/// Where, below a host's root, the TXT (DRTM) event log of its launch is:
+/// the Linux Secure Launch (TrenchBoot) securityfs node, which the agent
+/// reads by default (`<root>/sys/kernel/security/slaunch/eventlog`).
+pub const SLAUNCH_EVENTLOG: &str = "sys/kernel/security/slaunch/eventlog";
 
 /// What the host's hardening checks see (`--root` of its agent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +171,12 @@ pub struct LabHost {
     pub state_dir: PathBuf,
     /// Root of the host view its hardening checks read (`None` = `/`).
     pub root: Option<PathBuf>,
+    /// The TXT event log of its launch ([`simulated_launch_log`] of what
+    /// the launch extended), for a host with one (not [`Launch::None`]):
+    /// `<root>/`[`SLAUNCH_EVENTLOG`] when the host has a root, where its
+    /// agent looks by default; `<host dir>/slaunch-eventlog` for a
+    /// [`Hardening::Live`] host, whose root is the real `/`.
+    pub txt_log: Option<PathBuf>,
 }
 
 impl Lab {
@@ -215,8 +226,9 @@ impl Lab {
             .context("writing a policy")
     }
 
-    /// Provisions an swtpm with EK certificates, starts it, performs `launch`
-    /// and issues the host's client certificate.
+    /// Provisions an swtpm with EK certificates, starts it, performs `launch`,
+    /// writes the TXT event log of the launch ([`LabHost::txt_log`]) and
+    /// issues the host's client certificate.
     pub fn add_host(&self, name: &str, launch: Launch) -> anyhow::Result<LabHost> {
         self.add_host_with(name, launch, Hardening::Live)
     }
@@ -254,6 +266,28 @@ impl Lab {
                 Some(root)
             }
         };
+        let log = match launch {
+            Launch::Golden => Some(simulated_launch_log(GOLDEN_SINIT, &mle, &modules)),
+            Launch::Rogue => Some(simulated_launch_log(ROGUE_SINIT, &mle, &modules)),
+            Launch::HashStartOnly => Some(simulated_launch_log(GOLDEN_SINIT, &[], &[])),
+            Launch::None => None,
+        };
+        let txt_log = match log {
+            None => None,
+            Some(bytes) => {
+                let path = match &root {
+                    Some(root) => root.join(SLAUNCH_EVENTLOG),
+                    None => host_dir.join("slaunch-eventlog"),
+                };
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("writing the TXT event log {}", path.display()))?;
+                Some(path)
+            }
+        };
         Ok(LabHost {
             name: name.to_string(),
             swtpm,
@@ -261,6 +295,7 @@ impl Lab {
             certs,
             state_dir,
             root,
+            txt_log,
         })
     }
 

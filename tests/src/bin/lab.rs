@@ -78,7 +78,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     "the file tree of a compute node with AppArmor disabled",
             }
         );
-        hosts.push((lab.add_host_with(name, launch, hardening)?, launch));
+        let host = lab.add_host_with(name, launch, hardening)?;
+        if let Some(log) = &host.txt_log {
+            println!(
+                "  its TXT event log: {} (`trustpool eventlog show` reads it)",
+                log.display()
+            );
+        }
+        hosts.push((host, launch));
     }
     println!(
         "- writing the pool policy {} from the golden values, requiring {}",
