@@ -1,5 +1,6 @@
 //! The event logs of one piece of evidence, judged against its verified
-//! quote: what [`Facts::event_log`] records. Pure.
+//! quote: what [`Facts::event_log`] (UEFI) and [`Facts::txt_log`]
+//! (TXT/DRTM) record. Pure.
 //!
 //! Each log is read back from its wire form (size limit, decompression),
 //! then replayed ([`measure`]). A log identical to the one this host sent
@@ -11,6 +12,7 @@ use super::facts::Facts;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use trustpool_evidence::eventlog::measured::{log_sha256, measure, LogFacts};
+use trustpool_evidence::eventlog::txt::measure_txt;
 use trustpool_proto::event_log::{decode, kind_name, ReceivedLog};
 use trustpool_proto::v1::{EventLog, EventLogKind};
 
@@ -50,7 +52,37 @@ pub fn judge_uefi_log(
     quoted: &BTreeMap<u8, [u8; 32]>,
     previous: Option<&Facts>,
 ) -> (Option<Arc<LogFacts>>, LogWork) {
-    let mut of_kind = logs.iter().filter(|l| l.kind == EventLogKind::Uefi as i32);
+    judge_log(
+        EventLogKind::Uefi,
+        logs,
+        quoted,
+        previous.and_then(|p| Some((p.event_log.as_ref()?, p))),
+    )
+}
+
+/// Judges the TXT/DRTM log among `logs` (PCRs 17-22, replayed from the
+/// dynamic launch's zero values), like [`judge_uefi_log`].
+pub fn judge_txt_log(
+    logs: &[EventLog],
+    quoted: &BTreeMap<u8, [u8; 32]>,
+    previous: Option<&Facts>,
+) -> (Option<Arc<LogFacts>>, LogWork) {
+    judge_log(
+        EventLogKind::Txt,
+        logs,
+        quoted,
+        previous.and_then(|p| Some((p.txt_log.as_ref()?, p))),
+    )
+}
+
+fn judge_log(
+    kind: EventLogKind,
+    logs: &[EventLog],
+    quoted: &BTreeMap<u8, [u8; 32]>,
+    previous: Option<(&Arc<LogFacts>, &Facts)>,
+) -> (Option<Arc<LogFacts>>, LogWork) {
+    let name = kind_name(kind as i32);
+    let mut of_kind = logs.iter().filter(|l| l.kind == kind as i32);
     let Some(msg) = of_kind.next() else {
         return (None, LogWork::Absent);
     };
@@ -58,7 +90,7 @@ pub fn judge_uefi_log(
         return (
             Some(Arc::new(LogFacts::Invalid {
                 log_sha256: String::new(),
-                reason: "the evidence carries more than one UEFI event log".into(),
+                reason: format!("the evidence carries more than one {name} event log"),
             })),
             LogWork::Invalid,
         );
@@ -75,17 +107,22 @@ pub fn judge_uefi_log(
             return (
                 Some(Arc::new(LogFacts::Invalid {
                     log_sha256: log_sha256(&msg.data),
-                    reason: format!("{} log: {e}", kind_name(msg.kind)),
+                    reason: format!("{name} log: {e}"),
                 })),
                 LogWork::Invalid,
             )
         }
     };
     let digest = log_sha256(&bytes);
-    if let Some(same) = previous.and_then(|p| unchanged(p, &digest, quoted)) {
-        return (Some(Arc::clone(same)), LogWork::Reused);
+    if let Some((log, facts)) = previous {
+        if unchanged(log, facts, &digest, quoted) {
+            return (Some(Arc::clone(log)), LogWork::Reused);
+        }
     }
-    let facts = measure(&bytes, quoted);
+    let facts = match kind {
+        EventLogKind::Txt => measure_txt(&bytes, quoted),
+        _ => measure(&bytes, quoted),
+    };
     let work = match facts {
         LogFacts::Replayed(_) => LogWork::Replayed,
         _ => LogWork::Invalid,
@@ -93,24 +130,24 @@ pub fn judge_uefi_log(
     (Some(Arc::new(facts)), work)
 }
 
-/// The previous log facts, if they judged this very log under the same
-/// quoted values (so [`measure`] would give them again).
-fn unchanged<'p>(
-    previous: &'p Facts,
+/// Whether the previous facts `log` judged this very log under the same
+/// quoted values (so replaying it again would give them again).
+fn unchanged(
+    log: &LogFacts,
+    previous: &Facts,
     digest: &str,
     quoted: &BTreeMap<u8, [u8; 32]>,
-) -> Option<&'p Arc<LogFacts>> {
-    let log = previous.event_log.as_ref()?;
-    let same_log = match log.as_ref() {
+) -> bool {
+    let same_log = match log {
         LogFacts::Replayed(m) => m.log_sha256 == digest,
         LogFacts::Invalid { log_sha256, .. } => log_sha256 == digest,
         LogFacts::Unavailable { .. } => false,
     };
-    let same_quote = previous.pcrs.len() == quoted.len()
+    same_log
+        && previous.pcrs.len() == quoted.len()
         && quoted
             .iter()
-            .all(|(i, v)| previous.pcrs.get(i) == Some(&hex::encode(v)));
-    (same_log && same_quote).then_some(log)
+            .all(|(i, v)| previous.pcrs.get(i) == Some(&hex::encode(v)))
 }
 
 #[cfg(test)]
@@ -154,6 +191,7 @@ mod tests {
             firmware_version: 0,
             clock_safe: true,
             event_log: log,
+            txt_log: None,
         }
     }
 
@@ -239,5 +277,48 @@ mod tests {
         // Not a log at all.
         let junk = vec![encode(EventLogKind::Uefi, b"not an event log").expect("encode")];
         assert_eq!(judge_uefi_log(&junk, &quoted, None).1, LogWork::Invalid);
+    }
+
+    #[test]
+    fn a_txt_log_is_judged_on_pcrs_17_to_22_apart_from_the_uefi_log() {
+        let log = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../evidence/testdata/eventlog/txt/legacy-mapping-sha256.bin"
+        ))
+        .expect("log");
+        let parsed = trustpool_evidence::eventlog::parse(&log).expect("parse");
+        let replayed = trustpool_evidence::eventlog::txt::replay_drtm(&parsed).expect("replay");
+        let bank = replayed
+            .bank(trustpool_evidence::eventlog::Alg::Sha256)
+            .expect("sha256");
+        let (_, mut quoted) = ovmf("ovmf-default");
+        for i in 17..=19u8 {
+            quoted.insert(i, bank.value(i).expect("pcr").try_into().expect("32"));
+        }
+        let msgs = vec![
+            encode(EventLogKind::Txt, &log).expect("encode"),
+            unavailable(EventLogKind::Uefi, "none"),
+        ];
+        let (txt, work) = judge_txt_log(&msgs, &quoted, None);
+        assert_eq!(work, LogWork::Replayed);
+        let m = txt
+            .as_deref()
+            .and_then(LogFacts::replayed)
+            .expect("replayed");
+        assert_eq!(m.replayed, vec![17, 18, 19]);
+        assert!(m.mismatches.is_empty());
+        // The UEFI log of the same evidence is its own matter.
+        assert_eq!(judge_uefi_log(&msgs, &quoted, None).1, LogWork::Unavailable);
+        // A TXT log whose PCR 18 was not what the TPM extended.
+        quoted.insert(18, [7; 32]);
+        let (txt, _) = judge_txt_log(&msgs, &quoted, None);
+        let m = txt
+            .as_deref()
+            .and_then(LogFacts::replayed)
+            .expect("replayed");
+        assert_eq!(
+            m.mismatches.iter().map(|x| x.pcr).collect::<Vec<_>>(),
+            vec![18]
+        );
     }
 }

@@ -47,6 +47,9 @@ pub struct Facts {
     /// without a copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<Arc<LogFacts>>,
+    /// What the TXT/DRTM event log (PCRs 17-22) proved, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txt_log: Option<Arc<LogFacts>>,
 }
 
 impl Facts {
@@ -132,6 +135,7 @@ mod tests {
             firmware_version: 0x2019_1023_0016_3636,
             clock_safe: true,
             event_log: None,
+            txt_log: None,
         }
     }
 

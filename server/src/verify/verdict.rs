@@ -3,7 +3,7 @@
 //! Every reason is collected; nothing here does I/O.
 
 use super::challenge::Outstanding;
-use super::eventlog::{judge_uefi_log, LogWork};
+use super::eventlog::{judge_txt_log, judge_uefi_log, LogWork};
 use super::facts::{evaluate_pool, Facts};
 use super::report::parse_report;
 use trustpool_evidence::binding::qualifying_data;
@@ -194,6 +194,7 @@ fn evaluate(
             }
             let (event_log, work) =
                 judge_uefi_log(evidence.event_logs, &verified.pcrs, previous_facts);
+            let (txt_log, _) = judge_txt_log(evidence.event_logs, &verified.pcrs, previous_facts);
             log_work = Some(work);
             facts = Some(Facts {
                 attested_at_ms,
@@ -212,6 +213,7 @@ fn evaluate(
                 firmware_version: verified.firmware_version(),
                 clock_safe: verified.clock_safe(),
                 event_log,
+                txt_log,
             });
         }
         Err(reasons) => common.extend(reasons),
