@@ -206,11 +206,11 @@ async fn capture(admin: &mut Admin, host: &str) -> Result<CaptureResponse, CliEr
 }
 
 /// The event log facts of a capture (None: the evidence had no log field).
-fn log_facts(resp: &CaptureResponse) -> Result<Option<LogFacts>, CliError> {
-    if resp.event_log_json.is_empty() {
+fn log_facts(json: &str) -> Result<Option<LogFacts>, CliError> {
+    if json.is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(&resp.event_log_json)
+    serde_json::from_str(json)
         .map(Some)
         .map_err(|e| CliError::error(format!("the server sent unreadable event log facts: {e}")))
 }
@@ -234,7 +234,8 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
             } else {
                 resp.hostname.as_str()
             };
-            let log = log_facts(&resp)?;
+            let log = log_facts(&resp.event_log_json)?;
+            let txt = log_facts(&resp.txt_log_json)?;
             let replayed =
                 eventpolicy::replayed(hostname, log.as_ref()).map_err(CliError::error)?;
             let rules = eventpolicy::capture_events_toml(
@@ -242,6 +243,7 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
                 resp.attested_at_ms,
                 now,
                 replayed,
+                txt.as_ref().and_then(LogFacts::replayed),
                 &values,
             )
             .map_err(CliError::error)?;
@@ -298,7 +300,10 @@ async fn policy(cli: &Cli, command: &PolicyCommand) -> Result<Outcome, CliError>
             let a = checked_pcrs(&ra.pcrs).map_err(CliError::error)?;
             let b = checked_pcrs(&rb.pcrs).map_err(CliError::error)?;
             let diffs = diff_pcrs(&a, &b);
-            let (la, lb) = (log_facts(&ra)?, log_facts(&rb)?);
+            let (la, lb) = (
+                log_facts(&ra.event_log_json)?,
+                log_facts(&rb.event_log_json)?,
+            );
             let events = match (
                 eventpolicy::replayed(host_a, la.as_ref()),
                 eventpolicy::replayed(host_b, lb.as_ref()),

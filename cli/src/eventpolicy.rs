@@ -35,17 +35,19 @@ fn comment_safe(text: &str) -> String {
 }
 
 /// The `[events]` table (with its rules) for one host's latest verified
-/// evidence: every PCR the log replayed is judged by its events, each
-/// distinct event allowed by digest; PCRs 17 and above are pinned by value
+/// evidence: every PCR the UEFI log replayed is judged by its events, each
+/// distinct event allowed by digest; the DRTM PCRs (17 and above) by the
+/// events of the TXT log when it replayed every one of them, else by value
 /// (`values`); Secure Boot, if on, is required. The text is a pool file's
-/// body after its `pcrs`/`require_*` keys. Refuses a log that does not
-/// replay to every quoted PCR of its domain: a golden host's log must be
-/// whole.
+/// body after its `pcrs`/`require_*` keys. Refuses a UEFI log that does
+/// not replay to every quoted PCR of its domain: a golden host's log must
+/// be whole.
 pub fn capture_events_toml(
     hostname: &str,
     attested_at_ms: i64,
     now_ms: i64,
     log: &MeasuredBoot,
+    txt: Option<&MeasuredBoot>,
     pcrs: &BTreeMap<u8, [u8; 32]>,
 ) -> Result<String, String> {
     if let Some(m) = log.mismatches.first() {
@@ -65,14 +67,32 @@ pub fn capture_events_toml(
         rfc3339(attested_at_ms),
         rfc3339(now_ms)
     );
-    let judged: Vec<String> = log.replayed.iter().map(u8::to_string).collect();
+    let drtm_quoted: Vec<u8> = pcrs
+        .keys()
+        .copied()
+        .filter(|i| *i >= FIRST_DRTM_PCR)
+        .collect();
+    // The TXT log judges the DRTM PCRs only if it replayed every quoted one.
+    let txt = txt.filter(|t| {
+        t.mismatches.is_empty()
+            && !drtm_quoted.is_empty()
+            && drtm_quoted.iter().all(|p| t.replayed.contains(p))
+    });
+    let mut judged_pcrs: Vec<u8> = log.replayed.clone();
+    if let Some(t) = txt {
+        judged_pcrs.extend(&t.replayed);
+    }
+    let judged: Vec<String> = judged_pcrs.iter().map(u8::to_string).collect();
     text.push_str("[events]\n");
     text.push_str(&format!("pcrs = [{}]\n", judged.join(", ")));
-    let by_value: Vec<(u8, &[u8; 32])> = pcrs
-        .iter()
-        .filter(|(i, _)| **i >= FIRST_DRTM_PCR)
-        .map(|(i, v)| (*i, v))
-        .collect();
+    let by_value: Vec<(u8, &[u8; 32])> = if txt.is_some() {
+        Vec::new()
+    } else {
+        pcrs.iter()
+            .filter(|(i, _)| **i >= FIRST_DRTM_PCR)
+            .map(|(i, v)| (*i, v))
+            .collect()
+    };
     let unjudged: Vec<String> = pcrs
         .keys()
         .filter(|i| **i < FIRST_DRTM_PCR && !log.replayed.contains(i))
@@ -86,13 +106,14 @@ pub fn capture_events_toml(
         ));
     }
     if !by_value.is_empty() {
-        text.push_str("# The DRTM PCRs, by value (no TXT log judged here).\n[events.values]\n");
+        text.push_str("# The DRTM PCRs by value: no TXT log replayed them.\n[events.values]\n");
         for (i, v) in &by_value {
             text.push_str(&format!("{i} = \"{}\"\n", hex::encode(v)));
         }
     }
     let mut seen = BTreeSet::new();
-    for e in &log.events {
+    let txt_events = txt.map(|t| t.events.as_slice()).unwrap_or_default();
+    for e in log.events.iter().chain(txt_events) {
         if !seen.insert((e.pcr, e.event_type, e.digest.as_str())) {
             continue;
         }
@@ -322,7 +343,7 @@ mod tests {
     #[test]
     fn a_captured_event_policy_names_every_event_once_and_secure_boot() {
         let (m, quoted) = host("ovmf-secboot");
-        let text = capture_events_toml("host-a", 1, 2, &m, &quoted).expect("capture");
+        let text = capture_events_toml("host-a", 1, 2, &m, None, &quoted).expect("capture");
         let doc: toml::Table = text.parse().expect("TOML");
         let events = doc["events"].as_table().expect("[events]");
         assert_eq!(events["pcrs"].as_array().expect("pcrs").len(), 8, "{text}");
@@ -338,8 +359,49 @@ mod tests {
         assert_eq!(require[0]["variable"].as_str(), Some("SecureBoot"));
         // Secure Boot off: nothing required.
         let (m, quoted) = host("ovmf-default");
-        let text = capture_events_toml("host-a", 1, 2, &m, &quoted).expect("capture");
+        let text = capture_events_toml("host-a", 1, 2, &m, None, &quoted).expect("capture");
         assert!(!text.contains("[[events.require]]"), "{text}");
+    }
+
+    #[test]
+    fn a_replayed_txt_log_judges_the_drtm_pcrs_by_events_instead_of_values() {
+        let (m, mut quoted) = host("ovmf-default");
+        let txt =
+            std::fs::read(format!("{OVMF}../txt/legacy-mapping-sha256.bin")).expect("txt log");
+        let parsed = trustpool_evidence::eventlog::parse(&txt).expect("parse");
+        let r = trustpool_evidence::eventlog::txt::replay_drtm(&parsed).expect("replay");
+        let bank = r
+            .bank(trustpool_evidence::eventlog::Alg::Sha256)
+            .expect("sha256");
+        for i in 17..=19u8 {
+            quoted.insert(i, bank.value(i).expect("v").try_into().expect("32"));
+        }
+        let LogFacts::Replayed(t) = trustpool_evidence::eventlog::txt::measure_txt(&txt, &quoted)
+        else {
+            panic!("txt replayed")
+        };
+        let text = capture_events_toml("h", 1, 2, &m, Some(&t), &quoted).expect("capture");
+        let doc: toml::Table = text.parse().expect("TOML");
+        let events = doc["events"].as_table().expect("events");
+        let pcrs: Vec<i64> = events["pcrs"]
+            .as_array()
+            .expect("pcrs")
+            .iter()
+            .filter_map(|v| v.as_integer())
+            .collect();
+        assert_eq!(pcrs, vec![0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19], "{text}");
+        assert!(events.get("values").is_none(), "{text}");
+        let allow = events["allow"].as_array().expect("allow");
+        assert!(allow.iter().any(|r| r["pcr"].as_integer() == Some(18)));
+        // A TXT log that misses a quoted DRTM PCR: back to values.
+        quoted.insert(20, [0; 32]);
+        quoted.insert(18, [1; 32]);
+        let LogFacts::Replayed(t) = trustpool_evidence::eventlog::txt::measure_txt(&txt, &quoted)
+        else {
+            panic!("txt replayed")
+        };
+        let text = capture_events_toml("h", 1, 2, &m, Some(&t), &quoted).expect("capture");
+        assert!(text.contains("[events.values]"), "{text}");
     }
 
     #[test]
@@ -350,7 +412,7 @@ mod tests {
         let LogFacts::Replayed(m) = measure(&log, &quoted) else {
             panic!("replayed")
         };
-        let e = capture_events_toml("h", 1, 2, &m, &quoted).expect_err("refused");
+        let e = capture_events_toml("h", 1, 2, &m, None, &quoted).expect_err("refused");
         assert!(e.contains("PCR 1") && e.contains("without --events"), "{e}");
         assert!(replayed("h", None).is_err());
         let un = LogFacts::Unavailable {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 use trustpool_daemon::policy_dir::check_against_catalogue;
+use trustpool_evidence::eventlog::measured::LogFacts;
 use trustpool_evidence::policy::parse_policy_set;
 use trustpool_evidence::reason::{codes, Reason};
 use trustpool_proto::v1::admin_server::Admin;
@@ -555,16 +556,19 @@ impl Admin for AdminService {
         let facts = h.facts.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!("{} has no verified evidence yet", h.hostname))
         })?;
-        let event_log_json = match &facts.event_log {
-            None => String::new(),
+        let json = |log: &Option<std::sync::Arc<LogFacts>>| match log {
+            None => Ok(String::new()),
             Some(log) => serde_json::to_string(log.as_ref())
-                .map_err(|e| Status::internal(format!("cannot encode the event log facts: {e}")))?,
+                .map_err(|e| Status::internal(format!("cannot encode the event log facts: {e}"))),
         };
+        let event_log_json = json(&facts.event_log)?;
+        let txt_log_json = json(&facts.txt_log)?;
         Ok(Response::new(CaptureResponse {
             hostname: h.hostname.clone(),
             attested_at_ms: facts.attested_at_ms,
             pcrs: pcr_values(&h),
             event_log_json,
+            txt_log_json,
         }))
     }
 
