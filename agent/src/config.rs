@@ -105,6 +105,16 @@ pub struct RunArgs {
     /// exits with code 3, so that its service manager restarts it (default 5m).
     #[arg(long, value_parser = parse_duration)]
     pub tpm_lost_exit_after: Option<Duration>,
+    /// The UEFI firmware's measured-boot event log, sent with every quote and
+    /// read under --root; `none` (or "") when this host has none
+    /// (default /sys/kernel/security/tpm0/binary_bios_measurements).
+    #[arg(long, value_name = "PATH", value_parser = parse_event_log_path)]
+    pub uefi_event_log: Option<EventLogPath>,
+    /// The TXT/DRTM event log of a TrenchBoot Secure Launch kernel, sent with
+    /// every quote and read under --root; `none` (or "") when this host has
+    /// none (default /sys/kernel/security/slaunch/eventlog).
+    #[arg(long, value_name = "PATH", value_parser = parse_event_log_path)]
+    pub txt_event_log: Option<EventLogPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +139,42 @@ struct AgentFile {
     keepalive_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "serde_human::deserialize_opt")]
     tpm_lost_exit_after: Option<Duration>,
+    uefi_event_log: Option<String>,
+    txt_event_log: Option<String>,
+}
+
+/// Where the agent reads one kind of measured-boot event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventLogPath {
+    /// This host has no such log: the agent sends that reason instead of a log.
+    Disabled,
+    /// The log's path as the host sees it (e.g. under /sys), read under `--root`.
+    At(PathBuf),
+}
+
+impl EventLogPath {
+    /// `""` and `none` (any case, surrounding blanks ignored) disable the log;
+    /// anything else is its path.
+    pub fn parse(value: &str) -> EventLogPath {
+        let trimmed = value.trim();
+        if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("none") {
+            EventLogPath::Disabled
+        } else {
+            EventLogPath::At(PathBuf::from(value))
+        }
+    }
+}
+
+/// Clap's parser of `--uefi-event-log` and `--txt-event-log` (never fails:
+/// an empty value means disabled).
+fn parse_event_log_path(value: &str) -> Result<EventLogPath, std::convert::Infallible> {
+    Ok(EventLogPath::parse(value))
+}
+
+/// The flag, else the file's key, else `default`.
+fn event_log_path(flag: Option<EventLogPath>, file: Option<String>, default: &str) -> EventLogPath {
+    flag.or_else(|| file.as_deref().map(EventLogPath::parse))
+        .unwrap_or_else(|| EventLogPath::At(PathBuf::from(default)))
 }
 
 /// The file's `server`: one URL, or an array of them (replicas).
@@ -236,6 +282,10 @@ pub struct AgentConfig {
     /// How long the running agent goes on without a working TPM before it
     /// exits with [`crate::EXIT_TPM_LOST`].
     pub tpm_lost_exit_after: Duration,
+    /// The UEFI event log sent with every quote (under `root`).
+    pub uefi_event_log: EventLogPath,
+    /// The TXT/DRTM event log sent with every quote (under `root`).
+    pub txt_event_log: EventLogPath,
 }
 
 /// Default period of the change watch.
@@ -254,6 +304,14 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// vTPM back end to restart, short enough that a host does not stay out of
 /// its pools for long because of a wedged agent.
 pub const DEFAULT_TPM_LOST_EXIT_AFTER: Duration = Duration::from_secs(300);
+
+/// Default of `--uefi-event-log`: the firmware log the kernel's TPM driver
+/// exposes in securityfs.
+pub const DEFAULT_UEFI_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+/// Default of `--txt-event-log`: the TXT/DRTM log of a TrenchBoot Secure
+/// Launch kernel (tboot exposes its log in no file the agent could read).
+pub const DEFAULT_TXT_EVENT_LOG: &str = "/sys/kernel/security/slaunch/eventlog";
 
 /// The configuration file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/trustpool/agent.toml";
@@ -305,6 +363,16 @@ impl AgentConfig {
                 .tpm_lost_exit_after
                 .or(file.tpm_lost_exit_after)
                 .unwrap_or(DEFAULT_TPM_LOST_EXIT_AFTER),
+            uefi_event_log: event_log_path(
+                args.uefi_event_log,
+                file.uefi_event_log,
+                DEFAULT_UEFI_EVENT_LOG,
+            ),
+            txt_event_log: event_log_path(
+                args.txt_event_log,
+                file.txt_event_log,
+                DEFAULT_TXT_EVENT_LOG,
+            ),
         })
     }
 }
@@ -497,6 +565,48 @@ mod tests {
         let cfg = with_servers(&["https://a:1", "https://a:2", "https://b:1"])
             .expect("other ports are other servers");
         assert_eq!(cfg.servers.len(), 3);
+    }
+
+    #[test]
+    fn event_logs_default_to_securityfs_the_file_overrides_and_flags_win() {
+        let at = |p: &str| EventLogPath::At(PathBuf::from(p));
+        let cfg = with_servers(&["https://a:1"]).expect("defaults");
+        assert_eq!(cfg.uefi_event_log, at(DEFAULT_UEFI_EVENT_LOG));
+        assert_eq!(cfg.txt_event_log, at(DEFAULT_TXT_EVENT_LOG));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://file:1\"\nuefi_event_log = \"/copy/uefi.bin\"\n\
+             txt_event_log = \"none\"\n",
+        )
+        .expect("write");
+        let p = path.display().to_string();
+        let mut list = REST.to_vec();
+        list.extend(["--config", p.as_str()]);
+        let cfg = AgentConfig::resolve(cli(&list).run).expect("file");
+        assert_eq!(cfg.uefi_event_log, at("/copy/uefi.bin"));
+        assert_eq!(cfg.txt_event_log, EventLogPath::Disabled);
+
+        let mut flagged = list.clone();
+        flagged.extend([
+            "--uefi-event-log",
+            "",
+            "--txt-event-log",
+            "/sys/kernel/security/slaunch/eventlog",
+        ]);
+        let cfg = AgentConfig::resolve(cli(&flagged).run).expect("flags over file");
+        assert_eq!(cfg.uefi_event_log, EventLogPath::Disabled);
+        assert_eq!(cfg.txt_event_log, at(DEFAULT_TXT_EVENT_LOG));
+
+        std::fs::write(&path, "uefi_event_log = \"\"\ntxt_event_log = \" NONE \"\n")
+            .expect("write");
+        let mut list = list.clone();
+        list.extend(["--server", "https://flag:1", "--txt-event-log", "/x/log"]);
+        let cfg = AgentConfig::resolve(cli(&list).run).expect("empty key");
+        assert_eq!(cfg.uefi_event_log, EventLogPath::Disabled);
+        assert_eq!(cfg.txt_event_log, at("/x/log"));
     }
 
     /// Lines of the packaged example with every `# key = value` line uncommented.

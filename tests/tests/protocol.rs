@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Streaming;
 use trustpool_agent::client::connect;
-use trustpool_agent::config::AgentConfig;
+use trustpool_agent::config::{AgentConfig, EventLogPath};
 use trustpool_agent::tpm::{AkAlg, EkAlg, Tpm, TpmWorker};
 use trustpool_evidence::binding::qualifying_data;
 use trustpool_proto::v1::agent_message::Msg as AgentMsg;
@@ -44,6 +44,8 @@ fn agent_config(lab: &Lab, host: &LabHost, server: &ServerProcess) -> AgentConfi
         keepalive_interval: std::time::Duration::from_secs(10),
         keepalive_timeout: std::time::Duration::from_secs(5),
         tpm_lost_exit_after: trustpool_agent::config::DEFAULT_TPM_LOST_EXIT_AFTER,
+        uefi_event_log: EventLogPath::Disabled,
+        txt_event_log: EventLogPath::Disabled,
     }
 }
 
