@@ -4,6 +4,7 @@
 //! per failed pass ([`trustpool_daemon::failover`]).
 
 use crate::config::AgentConfig;
+use crate::eventlog::EventLogReader;
 use crate::report::Reporter;
 use crate::tpm::TpmError;
 use crate::tpm::TpmWorker;
@@ -101,6 +102,7 @@ pub async fn run_forever(
     cfg: &AgentConfig,
     tpm: &TpmWorker,
     reporter: &Reporter,
+    event_logs: &EventLogReader,
 ) -> anyhow::Result<()> {
     let servers = &cfg.servers;
     let mut failover = Failover::new(servers.len(), start_index(&cfg.hostname, servers.len()));
@@ -114,7 +116,7 @@ pub async fn run_forever(
     loop {
         let server = &servers[failover.current()];
         let mut progress = Progress::default();
-        let ended = session(cfg, server, tpm, reporter, &mut progress).await;
+        let ended = session(cfg, server, tpm, reporter, event_logs, &mut progress).await;
         let (outcome, why) = classify(&ended, &progress);
         match &ended {
             Ok(_) => info!(%server, "the server closed the stream"),
@@ -180,6 +182,7 @@ pub async fn once(
     cfg: &AgentConfig,
     tpm: &TpmWorker,
     reporter: &Reporter,
+    event_logs: &EventLogReader,
 ) -> anyhow::Result<Verdict> {
     let servers = &cfg.servers;
     let start = start_index(&cfg.hostname, servers.len());
@@ -187,7 +190,7 @@ pub async fn once(
     for i in 0..servers.len() {
         let server = &servers[(start + i) % servers.len()];
         let mut progress = Progress::default();
-        let error = match session(cfg, server, tpm, reporter, &mut progress).await {
+        let error = match session(cfg, server, tpm, reporter, event_logs, &mut progress).await {
             Ok(SessionEnd::Verdict(v)) => return Ok(v),
             Ok(SessionEnd::Closed) => anyhow!("{server} closed the stream before a verdict"),
             Err(e) if is_local(&e) || is_final_refusal(&e) => return Err(e),
@@ -213,6 +216,7 @@ pub async fn session(
     server: &str,
     tpm: &TpmWorker,
     reporter: &Reporter,
+    event_logs: &EventLogReader,
     progress: &mut Progress,
 ) -> anyhow::Result<SessionEnd> {
     let identity = tpm.identity().await.context("reading the TPM identity")?;
@@ -290,7 +294,7 @@ pub async fn session(
             }
             Some(ServerMsg::Challenge(challenge)) => {
                 check_params.clone_from(&challenge.check_params_json);
-                let (evidence, statuses) = answer(tpm, reporter, challenge).await?;
+                let (evidence, statuses) = answer(tpm, reporter, event_logs, challenge).await?;
                 let observed: Vec<(u32, Vec<u8>)> = evidence
                     .pcr_values
                     .iter()
@@ -326,9 +330,13 @@ pub async fn session(
     }
 }
 
+/// The Evidence for one challenge: the hardening report bound into the
+/// quote, the quote, then the event logs (read after the quote, so that a
+/// log that grows holds at least what the quoted PCRs include).
 async fn answer(
     tpm: &TpmWorker,
     reporter: &Reporter,
+    event_logs: &EventLogReader,
     challenge: AttestChallenge,
 ) -> anyhow::Result<(Evidence, Option<std::collections::BTreeMap<String, String>>)> {
     let (report, statuses) = reporter.collect(&challenge.check_params_json).await;
@@ -337,6 +345,7 @@ async fn answer(
         .quote(qd.to_vec(), challenge.pcrs.clone())
         .await
         .context("TPM2_Quote")?;
+    let event_logs = event_logs.collect().await;
     Ok((
         Evidence {
             nonce: challenge.nonce,
@@ -348,7 +357,7 @@ async fn answer(
                 .map(|(index, digest)| PcrValue { index, digest })
                 .collect(),
             hardening_report: report,
-            event_logs: Vec::new(),
+            event_logs,
         },
         statuses,
     ))

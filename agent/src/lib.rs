@@ -3,6 +3,7 @@
 //!
 //! - [`tpm`]: the TPM through tss-esapi, on a dedicated thread;
 //! - [`report`]: hardening checks bound into each quote, and `check`;
+//! - [`eventlog`]: the measured-boot event logs sent with each quote;
 //! - [`client`]: the gRPC stream, enrolment, quotes;
 //! - `trustpool_daemon::failover`: which server of the list next, back-off and jitter;
 //! - [`watch`]: change-driven re-attestation between rounds;
@@ -11,12 +12,14 @@
 
 pub mod client;
 pub mod config;
+pub mod eventlog;
 pub mod report;
 pub mod tpm;
 pub mod watch;
 
 use crate::client::render_verdict;
 use crate::config::AgentConfig;
+use crate::eventlog::EventLogReader;
 use crate::report::Reporter;
 use crate::tpm::{AkAlg, EkAlg, Tpm, TpmWorker};
 use anyhow::Context;
@@ -51,9 +54,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
     let tpm = TpmWorker::spawn(tpm);
     sd_notify::ready();
     let reporter = Reporter::new(&cfg.root, &cfg.role)?;
+    let event_logs = EventLogReader::from_config(&cfg);
     if !cfg.once {
         tokio::select! {
-            outcome = client::run_forever(&cfg, &tpm, &reporter) => outcome?,
+            outcome = client::run_forever(&cfg, &tpm, &reporter, &event_logs) => outcome?,
             () = trustpool_daemon::shutdown_signal() => {
                 tracing::info!("stopping: the TPM operation in flight finishes and flushes first");
             }
@@ -79,7 +83,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<u8> {
         tracing::info!("trustpool-agent stopped");
         return Ok(0);
     }
-    let v = client::once(&cfg, &tpm, &reporter).await?;
+    let v = client::once(&cfg, &tpm, &reporter, &event_logs).await?;
     print!("{}", render_verdict(&cfg.hostname, &v));
     let trusted = match &cfg.pool {
         Some(pool) => v.pools.iter().any(|p| &p.pool == pool && p.trusted),
