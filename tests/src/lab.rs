@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use trustpool_evidence::pcr::{drtm_hash_start, extend};
+use trustpool_proto::v1::EventLogKind;
 
 /// The SINIT ACM of the golden build (its bytes stand for the real module).
 pub const GOLDEN_SINIT: &[u8] = b"trustpool-lab golden SINIT ACM 2026-11";
@@ -174,9 +175,35 @@ pub struct LabHost {
     /// The TXT event log of its launch ([`simulated_launch_log`] of what
     /// the launch extended), for a host with one (not [`Launch::None`]):
     /// `<root>/`[`SLAUNCH_EVENTLOG`] when the host has a root, where its
-    /// agent looks by default; `<host dir>/slaunch-eventlog` for a
-    /// [`Hardening::Live`] host, whose root is the real `/`.
+    /// agent reads it by default; `<host dir>/slaunch-eventlog` for a
+    /// [`Hardening::Live`] host, whose agent does not read it (it reads
+    /// [`LabHost::event_log_file`], absent unless a test writes it).
     pub txt_log: Option<PathBuf>,
+    /// The host's own directory in the lab.
+    pub dir: PathBuf,
+}
+
+impl LabHost {
+    /// The file its agent reads as the `kind` event log (absent unless a
+    /// test writes it; the agent then sends "unavailable"): the default
+    /// securityfs path inside a fixture root, a file of the host's directory
+    /// on a host without one — never the log of the machine the lab runs on.
+    pub fn event_log_file(&self, kind: EventLogKind) -> PathBuf {
+        let (default, file) = match kind {
+            EventLogKind::Txt => (trustpool_agent::config::DEFAULT_TXT_EVENT_LOG, "txt"),
+            _ => (trustpool_agent::config::DEFAULT_UEFI_EVENT_LOG, "uefi"),
+        };
+        match &self.root {
+            Some(root) => trustpool_agent::eventlog::under_root(root, Path::new(default)),
+            None => self.dir.join("event-logs").join(file),
+        }
+    }
+
+    /// The `--uefi-event-log` or `--txt-event-log` that makes its agent read
+    /// [`LabHost::event_log_file`] (`None`: the default does, under its root).
+    fn event_log_flag(&self, kind: EventLogKind) -> Option<PathBuf> {
+        self.root.is_none().then(|| self.event_log_file(kind))
+    }
 }
 
 impl Lab {
@@ -296,6 +323,7 @@ impl Lab {
             state_dir,
             root,
             txt_log,
+            dir: host_dir,
         })
     }
 
@@ -332,6 +360,8 @@ impl Lab {
             state_dir: host.state_dir.clone(),
             root: host.root.clone(),
             watch_interval: None,
+            uefi_event_log: host.event_log_flag(EventLogKind::Uefi),
+            txt_event_log: host.event_log_flag(EventLogKind::Txt),
             extra_args: Vec::new(),
         }
     }

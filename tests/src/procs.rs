@@ -369,6 +369,10 @@ pub struct AgentOptions {
     pub root: Option<PathBuf>,
     /// `--watch-interval`, if any.
     pub watch_interval: Option<String>,
+    /// `--uefi-event-log` (a path on the host, read under `--root`), if any.
+    pub uefi_event_log: Option<PathBuf>,
+    /// `--txt-event-log` (a path on the host, read under `--root`), if any.
+    pub txt_event_log: Option<PathBuf>,
     /// More flags, given as they are (e.g. `--tpm-lost-exit-after 3s`).
     pub extra_args: Vec<String>,
 }
@@ -396,6 +400,12 @@ impl AgentOptions {
         }
         if let Some(interval) = &self.watch_interval {
             cmd.arg("--watch-interval").arg(interval);
+        }
+        if let Some(path) = &self.uefi_event_log {
+            cmd.arg("--uefi-event-log").arg(path);
+        }
+        if let Some(path) = &self.txt_event_log {
+            cmd.arg("--txt-event-log").arg(path);
         }
         cmd.args(&self.extra_args);
         Ok(cmd)
