@@ -4,6 +4,7 @@
 //! directory on free ports, so tests run concurrently.
 
 use std::time::Duration;
+use trustpool_proto::v1::EventLogKind;
 use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
 use trustpool_tests::procs::{wait_until, AgentProcess, ServerProcess};
 
@@ -99,6 +100,33 @@ fn happy_path_enrols_attests_and_publishes() {
         server.get("/v1/pools/nopool/hosts").expect("get").status,
         404
     );
+}
+
+/// The real agent reads the lab host's own event log files (never the lab
+/// machine's) and names a missing one in its warning.
+#[test]
+fn the_agent_reads_the_lab_hosts_own_event_logs() {
+    let (_dir, lab) = lab();
+    let host = lab.add_host("host-a", Launch::Golden).expect("host");
+    let server = ServerProcess::start(lab.server_options("30s", "75s")).expect("server");
+    let uefi = host
+        .event_log_file(EventLogKind::Uefi)
+        .display()
+        .to_string();
+    let txt = host.event_log_file(EventLogKind::Txt).display().to_string();
+    let (code, _, stderr) = run_once(&lab, &host, &server);
+    assert_eq!(code, 0, "{stderr}\n{}", server.log_text());
+    assert!(
+        stderr.contains("event log unavailable") && stderr.contains(&uefi),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&txt), "{stderr}");
+    let file = host.event_log_file(EventLogKind::Uefi);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, vec![0x5a; 40_000]).expect("write the log");
+    let (_, _, stderr) = run_once(&lab, &host, &server);
+    assert!(!stderr.contains(&uefi), "read, so no warning: {stderr}");
+    assert!(stderr.contains(&txt), "{stderr}");
 }
 
 #[test]
