@@ -8,16 +8,21 @@
 //! simulated PCRs (`--flip`) sends a `ChallengeRequest` at once, as the
 //! agent's change watch does. Reconnects with jittered exponential
 //! back-off; counts every failure by code.
+//!
+//! Every Evidence carries the run's event logs ([`Firmware`]): the UEFI
+//! log `pki --event-log` copied into the directory, or, without one, the
+//! reason a real agent gives when it has no log; a TXT entry saying the
+//! simulated host has no TXT log.
 
 use crate::connector::{BoundTlsConnector, TlsShared};
-use crate::pki::{host_file, host_name, VendorCa};
-use crate::softtpm::{hardening_report, Bank, SoftTpm};
+use crate::pki::{host_file, host_name, read_event_log, VendorCa};
+use crate::softtpm::{hardening_report, Banks, Quote, SoftTpm};
 use crate::stats::Stats;
 use anyhow::{anyhow, Context};
 use rand::Rng;
 use rustls_pki_types::ServerName;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,15 +31,93 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use trustpool_daemon::failover::{start_index, Failover, Outcome};
 use trustpool_evidence::binding::qualifying_data;
+use trustpool_proto::event_log::{encode, unavailable};
 use trustpool_proto::v1::agent_message::Msg as AgentMsg;
 use trustpool_proto::v1::attestation_client::AttestationClient;
 use trustpool_proto::v1::server_message::Msg as ServerMsg;
 use trustpool_proto::v1::{
-    ActivationProof, AgentMessage, ChallengeRequest, Evidence, Hello, PcrValue,
+    ActivationProof, AgentMessage, ChallengeRequest, EventLog, EventLogKind, Evidence, Hello,
+    PcrValue,
 };
 
 /// Number of loopback source addresses hosts are spread over (127.0.0.1-16).
 pub const SOURCE_ADDRESSES: u32 = 16;
+
+/// Why a host of a run without `pki --event-log` sends no UEFI log.
+pub const NO_UEFI_LOG: &str = "trustpool-loadgen: no event log (pki without --event-log)";
+
+/// Why no simulated host sends a TXT log.
+pub const NO_TXT_LOG: &str = "trustpool-loadgen: simulated hosts have no TXT event log";
+
+/// What every host of a run booted: the banks it quotes and the event logs
+/// it sends with each Evidence. Built once per run (the log read, checked,
+/// replayed and encoded — compressed above 4 KiB — a single time) and
+/// shared by every host through [`Ctx`]: a send clones the messages, which
+/// is what goes on the wire, and never encodes again.
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    /// Golden and rogue banks: the UEFI log's replay, or the synthetic ones.
+    pub banks: Banks,
+    /// The `event_logs` of every Evidence: one UEFI and one TXT message.
+    pub event_logs: Vec<EventLog>,
+    /// Size of the UEFI log sent (None: its absence is sent instead).
+    pub uefi_log_bytes: Option<usize>,
+}
+
+impl Firmware {
+    /// Hosts without an event log: the synthetic banks, and the reasons
+    /// for having no log a real agent would send.
+    pub fn without_log() -> Firmware {
+        Firmware {
+            banks: Banks::synthetic(),
+            event_logs: vec![
+                unavailable(EventLogKind::Uefi, NO_UEFI_LOG),
+                unavailable(EventLogKind::Txt, NO_TXT_LOG),
+            ],
+            uefi_log_bytes: None,
+        }
+    }
+
+    /// Hosts that booted what the UEFI event log `log` records
+    /// ([`Banks::from_uefi_log`]) and send it.
+    pub fn with_uefi_log(log: &[u8]) -> anyhow::Result<Firmware> {
+        let banks = Banks::from_uefi_log(log)?;
+        let uefi = encode(EventLogKind::Uefi, log).context("encoding the UEFI event log")?;
+        Ok(Firmware {
+            banks,
+            event_logs: vec![uefi, unavailable(EventLogKind::Txt, NO_TXT_LOG)],
+            uefi_log_bytes: Some(log.len()),
+        })
+    }
+
+    /// The firmware of the hosts of `pki` directory `dir`: its UEFI log if
+    /// `pki --event-log` put one there, else none. The same banks as the
+    /// policy `pki` wrote.
+    pub fn load(dir: &Path) -> anyhow::Result<Firmware> {
+        match read_event_log(dir)? {
+            Some((path, log)) => Firmware::with_uefi_log(&log)
+                .with_context(|| format!("the event log {}", path.display())),
+            None => Ok(Firmware::without_log()),
+        }
+    }
+}
+
+/// The Evidence answering a challenge: the quote, the report it binds and
+/// the run's event logs.
+fn evidence(nonce: Vec<u8>, quote: Quote, report: &[u8], firmware: &Firmware) -> Evidence {
+    Evidence {
+        nonce,
+        attest: quote.attest,
+        signature: quote.signature,
+        pcr_values: quote
+            .pcr_values
+            .into_iter()
+            .map(|(index, digest)| PcrValue { index, digest })
+            .collect(),
+        hardening_report: report.to_vec(),
+        event_logs: firmware.event_logs.clone(),
+    }
+}
 
 /// What every host shares.
 pub struct Ctx {
@@ -57,6 +140,8 @@ pub struct Ctx {
     /// HTTP/2 keep-alive interval (`run --keepalive-interval`, the agent's
     /// default) and timeout.
     pub keepalive: (Duration, Duration),
+    /// The banks quoted and the event logs sent, the same for every host.
+    pub firmware: Arc<Firmware>,
     /// Hardening report bytes for the last check parameters seen.
     report: Mutex<Option<(String, Arc<Vec<u8>>)>>,
 }
@@ -70,6 +155,7 @@ impl Ctx {
         vendor: VendorCa,
         tls: TlsShared,
         servers: Vec<(SocketAddr, ServerName<'static>)>,
+        firmware: Arc<Firmware>,
         stop: watch::Receiver<bool>,
     ) -> Ctx {
         Ctx {
@@ -84,6 +170,7 @@ impl Ctx {
             stats: Stats::new(),
             stop,
             keepalive: (Duration::from_secs(40), Duration::from_secs(5)),
+            firmware,
             report: Mutex::new(None),
         }
     }
@@ -359,7 +446,7 @@ async fn converse(
             _ = slot.kick.notified() => return Ok(End::Kicked),
             _ = slot.change.notified() => {
                 let rogue = slot.rogue.load(Relaxed);
-                host.tpm.bank = if rogue { Bank::rogue() } else { Bank::golden() };
+                host.tpm.bank = ctx.firmware.banks.pick(rogue);
                 send(AgentMsg::ChallengeRequest(ChallengeRequest {
                     reason: "pcr 17 changed".into(),
                 }))
@@ -391,7 +478,7 @@ async fn converse(
             Some(ServerMsg::Challenge(c)) => {
                 let t0 = Instant::now();
                 let rogue = slot.rogue.load(Relaxed);
-                host.tpm.bank = if rogue { Bank::rogue() } else { Bank::golden() };
+                host.tpm.bank = ctx.firmware.banks.pick(rogue);
                 let report = ctx.report(&c.check_params_json);
                 let qd = qualifying_data(&c.nonce, &report);
                 let clock_ms = 1_000_000 + host.boot.elapsed().as_millis() as u64;
@@ -399,18 +486,12 @@ async fn converse(
                     .tpm
                     .quote(&qd, &c.pcrs, clock_ms)
                     .map_err(fail("loadgen.quote"))?;
-                send(AgentMsg::Evidence(Evidence {
-                    nonce: c.nonce,
-                    attest: quote.attest,
-                    signature: quote.signature,
-                    pcr_values: quote
-                        .pcr_values
-                        .into_iter()
-                        .map(|(index, digest)| PcrValue { index, digest })
-                        .collect(),
-                    hardening_report: report.as_ref().clone(),
-                    event_logs: Vec::new(),
-                }))
+                send(AgentMsg::Evidence(evidence(
+                    c.nonce,
+                    quote,
+                    &report,
+                    &ctx.firmware,
+                )))
                 .await?;
                 if let Some(o) = slot.observer.get() {
                     let _ = o.send(HostEvent::EvidenceSent {
@@ -460,5 +541,130 @@ async fn converse(
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustpool_proto::event_log::{decode, ReceivedLog};
+
+    const OVMF_DEFAULT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../evidence/testdata/eventlog/ovmf/ovmf-default.bin"
+    );
+
+    fn a_quote(firmware: &Firmware) -> (Quote, Vec<u8>) {
+        let mut tpm = SoftTpm::derive(&[3u8; 32], 1).expect("derive");
+        tpm.bank = firmware.banks.golden;
+        let report = hardening_report("");
+        let quote = tpm
+            .quote(&qualifying_data(&[1; 32], &report), &[0, 7, 17], 5)
+            .expect("quote");
+        (quote, report)
+    }
+
+    fn logs_of(e: &Evidence, kind: EventLogKind) -> Vec<ReceivedLog> {
+        e.event_logs
+            .iter()
+            .filter(|l| l.kind == kind as i32)
+            .map(|l| decode(l).expect("decodes"))
+            .collect()
+    }
+
+    #[test]
+    fn evidence_with_a_log_carries_exactly_that_uefi_log() {
+        let log = std::fs::read(OVMF_DEFAULT).expect("the OVMF log");
+        let firmware = Firmware::with_uefi_log(&log).expect("firmware");
+        let (quote, report) = a_quote(&firmware);
+        let e = evidence(vec![1; 32], quote.clone(), &report, &firmware);
+        assert_eq!(
+            logs_of(&e, EventLogKind::Uefi),
+            vec![ReceivedLog::Log(log.clone())]
+        );
+        assert_eq!(
+            logs_of(&e, EventLogKind::Txt),
+            vec![ReceivedLog::Unavailable(NO_TXT_LOG.into())]
+        );
+        assert_eq!(e.event_logs.len(), 2);
+        assert_eq!(firmware.uefi_log_bytes, Some(log.len()));
+        // The quote and the report are the ones given.
+        assert_eq!(e.attest, quote.attest);
+        assert_eq!(e.hardening_report, report);
+        assert_eq!(e.pcr_values.len(), 3);
+        // The PCRs quoted are the log's replay.
+        assert_eq!(e.pcr_values[0].digest, firmware.banks.golden.0[0].to_vec());
+        assert_ne!(firmware.banks.golden, Banks::synthetic().golden);
+    }
+
+    #[test]
+    fn the_servers_replay_of_the_sent_log_matches_every_quoted_pcr_golden_or_rogue() {
+        use trustpool_evidence::eventlog::measured::{measure, LogFacts};
+        let log = std::fs::read(OVMF_DEFAULT).expect("the OVMF log");
+        let firmware = Firmware::with_uefi_log(&log).expect("firmware");
+        for bank in [firmware.banks.golden, firmware.banks.rogue] {
+            // What the server quotes: PCRs 0-7 and 17-19.
+            let quoted: std::collections::BTreeMap<u8, [u8; 32]> = crate::softtpm::POLICY_PCRS
+                .iter()
+                .map(|&i| (i, bank.0[usize::from(i)]))
+                .collect();
+            match measure(&log, &quoted) {
+                LogFacts::Replayed(m) => {
+                    assert!(m.mismatches.is_empty(), "{:?}", m.mismatches);
+                    assert_eq!(m.replayed, (0..8).collect::<Vec<u8>>());
+                }
+                other => panic!("not replayed: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_log_is_encoded_once_compressed_and_comes_back_byte_identical() {
+        let log = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../evidence/testdata/eventlog/ovmf/ovmf-secboot.bin"
+        ))
+        .expect("the OVMF log");
+        let firmware = Firmware::with_uefi_log(&log).expect("firmware");
+        let uefi = &firmware.event_logs[0];
+        assert_eq!(
+            uefi.encoding,
+            trustpool_proto::v1::EventLogEncoding::Deflate as i32
+        );
+        let (quote, report) = a_quote(&firmware);
+        let e = evidence(vec![1; 32], quote, &report, &firmware);
+        assert_eq!(logs_of(&e, EventLogKind::Uefi), vec![ReceivedLog::Log(log)]);
+    }
+
+    #[test]
+    fn evidence_without_a_log_says_why_like_an_agent_without_one() {
+        let firmware = Firmware::without_log();
+        let (quote, report) = a_quote(&firmware);
+        let e = evidence(vec![1; 32], quote, &report, &firmware);
+        assert_eq!(
+            logs_of(&e, EventLogKind::Uefi),
+            vec![ReceivedLog::Unavailable(NO_UEFI_LOG.into())]
+        );
+        assert_eq!(
+            logs_of(&e, EventLogKind::Txt),
+            vec![ReceivedLog::Unavailable(NO_TXT_LOG.into())]
+        );
+        assert_eq!(firmware.banks, Banks::synthetic());
+        assert_eq!(firmware.uefi_log_bytes, None);
+    }
+
+    #[test]
+    fn a_pki_directory_without_a_log_file_loads_the_synthetic_firmware() {
+        let dir = tempdir_for("no-log");
+        let firmware = Firmware::load(&dir).expect("load");
+        assert_eq!(firmware.banks, Banks::synthetic());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempdir_for(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lg-host-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
     }
 }

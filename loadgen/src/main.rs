@@ -10,7 +10,8 @@
 //! tested.
 //!
 //! * `pki` ([`pki`]): CA, server certificate, host certificates, TPM
-//!   vendor CA, pool policy, feed token and a server.toml in one directory.
+//!   vendor CA, pool policy, feed token and a server.toml in one directory;
+//!   with `--event-log` the UEFI log the hosts boot with and send.
 //! * `run` ([`run`]): N hosts with ramp, churn, failing hosts and the
 //!   flip detection measurement; one JSON line at the end ([`stats`]).
 //!
@@ -68,6 +69,13 @@ enum Command {
         /// Static Placement token (noauth2) written to DIR/placement-token.
         #[arg(long, default_value = "admin")]
         placement_token: String,
+        /// A UEFI event log (binary_bios_measurements, crypto-agile with a
+        /// sha256 bank) the simulated hosts booted with: copied to
+        /// DIR/uefi-event-log.bin, its replay pinned in the policy's PCRs
+        /// 0-7, and sent by `run` with every quote, so that the server
+        /// replays it. Without it hosts send the log's absence.
+        #[arg(long, value_name = "FILE")]
+        event_log: Option<PathBuf>,
     },
     /// Connect N simulated hosts and attest until --duration; print one JSON line.
     Run {
@@ -152,6 +160,7 @@ fn real_main() -> anyhow::Result<()> {
             down_time,
             placement,
             placement_token,
+            event_log,
         } => {
             parse_duration(&report_interval)
                 .map_err(|e| anyhow::anyhow!("--report-interval: {e}"))?;
@@ -163,6 +172,7 @@ fn real_main() -> anyhow::Result<()> {
                 down_time,
                 placement,
                 placement_token,
+                event_log,
             })?;
             eprintln!("{line}");
             Ok(())

@@ -11,6 +11,7 @@
 //! DIR/feed-token           a feed reader token (0600); server.toml has its SHA-256
 //! DIR/server.toml          server configuration using all of the above
 //! DIR/hosts.count          number of host certificates
+//! DIR/uefi-event-log.bin   with --event-log only: the UEFI log every host sends
 //! ```
 //!
 //! EK and AK private keys are not stored: host `i`'s are derived from the
@@ -20,8 +21,14 @@
 //! server compares a returning host's EK and AK publics with its enrolment,
 //! not the EK certificate's bytes, so a freshly signed certificate of the
 //! same key is what a real TPM's NV certificate is to it.
+//!
+//! With `--event-log FILE` the simulated firmware is the one that log
+//! records: the policy pins the log's replay in PCRs 0-7
+//! ([`crate::softtpm::Banks::from_uefi_log`]), and `run` sends the log
+//! with every quote, so the server replays a log that matches. Without it
+//! the policy pins [`Bank::golden`] and `run` sends the log's absence.
 
-use crate::softtpm::{Bank, POLICY_PCRS, REQUIRED_CHECK};
+use crate::softtpm::{Bank, Banks, POLICY_PCRS, REQUIRED_CHECK};
 use anyhow::{bail, Context};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -46,6 +53,32 @@ pub fn host_index(name: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("'{name}' is not a load generator host name (lg-000001 ...)"))
 }
 
+/// The UEFI event log in a `pki` directory (`pki --event-log`).
+pub const EVENT_LOG_FILE: &str = "uefi-event-log.bin";
+
+/// Reads DIR/[`EVENT_LOG_FILE`]: its path and bytes, None when `pki` was
+/// run without `--event-log`.
+pub fn read_event_log(dir: &Path) -> anyhow::Result<Option<(PathBuf, Vec<u8>)>> {
+    let path = dir.join(EVENT_LOG_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some((path, bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Reads and checks the `--event-log` FILE: it parses, has a sha256 bank
+/// and replays, and the protocol can carry it. Returns it with the banks
+/// it makes.
+fn read_uefi_log(file: &Path) -> anyhow::Result<(Vec<u8>, Banks)> {
+    let log = fs::read(file).with_context(|| format!("reading --event-log {}", file.display()))?;
+    let banks =
+        Banks::from_uefi_log(&log).with_context(|| format!("--event-log {}", file.display()))?;
+    trustpool_proto::event_log::encode(trustpool_proto::v1::EventLogKind::Uefi, &log)
+        .with_context(|| format!("--event-log {}", file.display()))?;
+    Ok((log, banks))
+}
+
 /// Path of host `index`'s certificate + key file.
 pub fn host_file(dir: &Path, index: u32) -> PathBuf {
     dir.join("hosts").join(format!("{}.pem", host_name(index)))
@@ -66,6 +99,9 @@ pub struct PkiOptions {
     pub placement: Option<String>,
     /// Static Placement token (written to DIR/placement-token).
     pub placement_token: String,
+    /// A UEFI event log the hosts boot with and send (copied to
+    /// DIR/[`EVENT_LOG_FILE`]); None: the synthetic firmware, no log.
+    pub event_log: Option<PathBuf>,
 }
 
 const VENDOR_CA_NAME: &str = "trustpool-loadgen TPM vendor CA";
@@ -116,6 +152,8 @@ pub fn write_all(opts: &PkiOptions) -> anyhow::Result<String> {
     if opts.hosts == 0 || opts.hosts > 999_999 {
         bail!("--hosts must be 1 to 999999");
     }
+    // Checked before anything is written.
+    let uefi_log = opts.event_log.as_deref().map(read_uefi_log).transpose()?;
     for sub in ["hosts", "ek-roots", "policy"] {
         fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -190,9 +228,28 @@ pub fn write_all(opts: &PkiOptions) -> anyhow::Result<String> {
         format!("{}\n", opts.hosts).as_bytes(),
     )?;
 
+    // The log (or none: a directory written again without --event-log
+    // must not keep a log its policy no longer matches).
+    let log_path = dir.join(EVENT_LOG_FILE);
+    let golden = match &uefi_log {
+        Some((log, banks)) => {
+            write_public(&log_path, log)?;
+            banks.golden
+        }
+        None => {
+            match fs::remove_file(&log_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing {}", log_path.display()))
+                }
+            }
+            Bank::golden()
+        }
+    };
     write_public(
         &dir.join("policy").join("default.toml"),
-        policy().as_bytes(),
+        policy(&golden).as_bytes(),
     )?;
     let token = hex::encode(rand::random::<[u8; 24]>());
     write_private(&dir.join("feed-token"), token.as_bytes())?;
@@ -207,19 +264,26 @@ pub fn write_all(opts: &PkiOptions) -> anyhow::Result<String> {
         &dir.join("server.toml"),
         server_toml(&dir, opts, &token_sha).as_bytes(),
     )?;
+    let with_log = match &uefi_log {
+        Some((log, _)) => format!(
+            " (hosts send the {}-byte UEFI event log {EVENT_LOG_FILE})",
+            log.len()
+        ),
+        None => String::new(),
+    };
     Ok(format!(
-        "wrote {} host certificates and the server configuration to {} in {:.1}s",
+        "wrote {} host certificates and the server configuration to {} in {:.1}s{with_log}",
         opts.hosts,
         dir.display(),
         started.elapsed().as_secs_f64()
     ))
 }
 
-/// The pool policy trusting [`Bank::golden`]: every quoted PCR pinned
-/// (17 and 18 must be, with require_measured_launch), the one hardening
-/// check the simulated report passes.
-pub fn policy() -> String {
-    let golden = Bank::golden();
+/// The pool policy trusting the `golden` bank ([`Bank::golden`], or a
+/// UEFI log's [`Banks::golden`]): every quoted PCR pinned (17 and 18 must
+/// be, with require_measured_launch), the one hardening check the
+/// simulated report passes.
+pub fn policy(golden: &Bank) -> String {
     let mut pins = String::new();
     for &i in &POLICY_PCRS {
         let _ = writeln!(pins, "{i} = \"{}\"", hex::encode(golden.0[usize::from(i)]));
@@ -380,9 +444,10 @@ mod tests {
 
     #[test]
     fn the_policy_passes_the_servers_rules_and_trusts_the_golden_bank_only() {
-        let pool = parse_pool("default.toml", &policy()).expect("valid policy");
+        let text = policy(&Bank::golden());
+        let pool = parse_pool("default.toml", &text).expect("valid policy");
         assert!(pool.require_measured_launch);
-        let set = parse_policy_set(&[("default.toml".into(), policy())]).expect("set");
+        let set = parse_policy_set(&[("default.toml".into(), text)]).expect("set");
         assert_eq!(set.union_pcrs(), POLICY_PCRS.to_vec());
     }
 
@@ -397,8 +462,13 @@ mod tests {
             down_time: "75s".into(),
             placement: None,
             placement_token: String::new(),
+            event_log: None,
         };
         write_all(&opts).expect("pki");
+        assert!(!dir.join(EVENT_LOG_FILE).exists());
+        assert!(read_event_log(&dir).unwrap().is_none());
+        let text = fs::read_to_string(dir.join("policy/default.toml")).unwrap();
+        assert_eq!(text, policy(&Bank::golden()));
         for i in 1..=5 {
             let meta = fs::metadata(host_file(&dir, i)).expect("host file");
             assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -421,5 +491,65 @@ mod tests {
         let toml = fs::read_to_string(dir.join("server.toml")).unwrap();
         assert!(toml.contains("[[feed_tokens]]"), "{toml}");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    const OVMF: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../evidence/testdata/eventlog/ovmf/"
+    );
+
+    fn options(dir: &Path, event_log: Option<PathBuf>) -> PkiOptions {
+        PkiOptions {
+            dir: dir.to_path_buf(),
+            hosts: 1,
+            report_interval: "30s".into(),
+            down_time: "75s".into(),
+            placement: None,
+            placement_token: String::new(),
+            event_log,
+        }
+    }
+
+    #[test]
+    fn an_event_log_is_copied_and_its_replay_is_what_the_policy_pins() {
+        let dir = std::env::temp_dir().join(format!("lg-pki-log-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = PathBuf::from(format!("{OVMF}ovmf-default.bin"));
+        let line = write_all(&options(&dir, Some(file.clone()))).expect("pki");
+        assert!(line.contains(EVENT_LOG_FILE), "{line}");
+        let log = fs::read(&file).unwrap();
+        let (path, copied) = read_event_log(&dir).unwrap().expect("the log is there");
+        assert_eq!(path, fs::canonicalize(&dir).unwrap().join(EVENT_LOG_FILE));
+        assert_eq!(copied, log);
+        let banks = Banks::from_uefi_log(&log).unwrap();
+        let text = fs::read_to_string(dir.join("policy/default.toml")).unwrap();
+        assert_eq!(text, policy(&banks.golden));
+        assert_ne!(text, policy(&Bank::golden()));
+        parse_pool("default.toml", &text).expect("a valid policy");
+        // What the policy pins for PCR 0 is the log's replay.
+        let pcrs: serde_json::Value =
+            serde_json::from_slice(&fs::read(format!("{OVMF}ovmf-default.pcrs.json")).unwrap())
+                .unwrap();
+        let pcr0 = pcrs["sha256"]["0"].as_str().unwrap();
+        assert!(text.contains(&format!("0 = \"{pcr0}\"")), "{text}");
+        // Written again without --event-log: the log is gone with its policy.
+        write_all(&options(&dir, None)).expect("pki");
+        assert!(read_event_log(&dir).unwrap().is_none());
+        let text = fs::read_to_string(dir.join("policy/default.toml")).unwrap();
+        assert_eq!(text, policy(&Bank::golden()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_no_uefi_log_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("lg-pki-bad-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let not_a_log = PathBuf::from(format!("{OVMF}ovmf-default.txt"));
+        let e = write_all(&options(&dir, Some(not_a_log))).unwrap_err();
+        assert!(format!("{e:#}").contains("--event-log"), "{e:#}");
+        assert!(!dir.exists());
+        let e = write_all(&options(&dir, Some(dir.join("missing.bin")))).unwrap_err();
+        assert!(format!("{e:#}").contains("reading --event-log"), "{e:#}");
+        assert!(!dir.exists());
     }
 }

@@ -1,6 +1,11 @@
 //! `trustpool-loadgen run`: N hosts, ramp, churn, the optional flip
 //! measurement, and the JSON summary line.
 //!
+//! Every host quotes the banks and sends the event logs of the directory's
+//! [`Firmware`]: the UEFI log `pki --event-log` left there (read, replayed
+//! and encoded once, shared by all hosts) or, without one, the log's
+//! absence; `uefi_event_log_bytes` in the summary says which (null: none).
+//!
 //! Timeline: host `i` starts at `ramp * i / N`; the steady window (for
 //! attestations/s) starts at `ramp + interval_hint` (when every host has
 //! had its first round and one regular round is under way) or at the end
@@ -28,7 +33,7 @@
 
 use crate::connector::{resolve_server, TlsShared};
 use crate::feed::{watch_pool, FeedClient, Placement, Seen};
-use crate::host::{run_host, Ctx, HostEvent, Slot, LAST_TRUSTED, LAST_UNTRUSTED};
+use crate::host::{run_host, Ctx, Firmware, HostEvent, Slot, LAST_TRUSTED, LAST_UNTRUSTED};
 use crate::pki::{host_index, read_host_count, read_seed, VendorCa};
 use crate::stats::{pct_durations_ms, round3};
 use anyhow::{bail, Context};
@@ -123,6 +128,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
     for url in &opts.servers {
         servers.push(resolve_server(url).await?);
     }
+    // Once for the run: every host quotes these banks and sends these logs.
+    let firmware = Arc::new(Firmware::load(&opts.dir)?);
+    let uefi_log_bytes = firmware.uefi_log_bytes;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut ctx = Ctx::new(
         opts.dir.clone(),
@@ -130,6 +138,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         VendorCa::load(&opts.dir)?,
         tls.clone(),
         servers,
+        firmware,
         stop_rx,
     );
     ctx.keepalive.0 = opts.keepalive_interval;
@@ -288,6 +297,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<serde_json::Value> {
         map.insert("hosts_failing_by_design".into(), json!(failing));
         map.insert("hosts_last_trusted".into(), json!(last_trusted));
         map.insert("hosts_last_untrusted".into(), json!(last_untrusted));
+        map.insert("uefi_event_log_bytes".into(), json!(uefi_log_bytes));
         map.insert("flip".into(), flip_summary);
     }
     Ok(summary)

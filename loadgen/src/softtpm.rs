@@ -29,11 +29,14 @@
 //! PCR 0-7 firmware measurements, PCR 17 a TXT hash start of a SINIT plus a
 //! launch policy, PCR 18 the MLE, PCR 19 the modules; [`Bank::rogue`] has
 //! another SINIT in PCR 17 (what `--failing-fraction` and `--flip` send).
+//! A run whose hosts send a real UEFI event log quotes [`Banks::from_uefi_log`]
+//! instead: PCRs 0-16 as that log replays, 17-19 as above.
 
 use anyhow::{anyhow, bail, Context};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use sha2::{Digest, Sha256};
 use trustpool_evidence::credential::{hmac, kdfa, kdfe};
+use trustpool_evidence::eventlog::{self, replay::replay, Alg};
 use trustpool_evidence::marshal;
 use trustpool_evidence::pcr::{drtm_hash_start, extend};
 use trustpool_evidence::tpm::{
@@ -111,12 +114,98 @@ impl Bank {
         Bank(pcrs)
     }
 
+    /// This bank with PCRs 0-16 replaced by `firmware`.
+    fn with_firmware(mut self, firmware: &[[u8; 32]; FIRST_DRTM_PCR]) -> Bank {
+        self.0[..FIRST_DRTM_PCR].copy_from_slice(firmware);
+        self
+    }
+
     /// Value of PCR `index` (None past the bank).
     pub fn get(&self, index: u32) -> Option<[u8; 32]> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.0.get(i))
             .copied()
+    }
+}
+
+/// First PCR of the dynamic-launch range (17-22), which a UEFI (SRTM)
+/// event log never covers: the TXT measurements of [`Bank`] stay there.
+pub const FIRST_DRTM_PCR: usize = 17;
+
+/// The banks the hosts of a run quote: the golden build, and the same with
+/// a rogue SINIT in PCR 17 (`--failing-fraction`, `--flip`). Built once
+/// per run and shared by every host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Banks {
+    /// What the policy written by `pki` allows.
+    pub golden: Bank,
+    /// [`Banks::golden`] with another SINIT in PCR 17.
+    pub rogue: Bank,
+}
+
+impl Banks {
+    /// The synthetic firmware of [`Bank::golden`] and [`Bank::rogue`]
+    /// (hosts that send no event log).
+    pub fn synthetic() -> Banks {
+        Banks {
+            golden: Bank::golden(),
+            rogue: Bank::rogue(),
+        }
+    }
+
+    /// The banks of hosts whose firmware measured what the UEFI event log
+    /// `log` records: PCRs 0-16 are the log's sha256 replay (a PCR the log
+    /// does not extend keeps the value TPM2_Startup gave it, as on a real
+    /// TPM, so the server's replay agrees on every PCR of the log's
+    /// domain), PCRs 17-19 the simulated measured launch of
+    /// [`Banks::synthetic`] — PCR 17 is not the UEFI log's, so the rogue
+    /// bank still differs in PCR 17 only.
+    ///
+    /// Errors when the log does not parse, has no sha256 bank, does not
+    /// replay, or extends no PCR below 17 (not a UEFI log).
+    pub fn from_uefi_log(log: &[u8]) -> anyhow::Result<Banks> {
+        let parsed = eventlog::parse(log).context("the UEFI event log does not parse")?;
+        if !parsed.banks().contains(&Alg::Sha256) {
+            let banks: Vec<String> = parsed.banks().iter().map(ToString::to_string).collect();
+            bail!(
+                "the UEFI event log has no sha256 bank (it has: {}); the simulated TPM quotes sha256",
+                banks.join(", ")
+            );
+        }
+        let replayed = replay(&parsed).context("the UEFI event log does not replay")?;
+        let sha256 = replayed
+            .bank(Alg::Sha256)
+            .context("the UEFI event log's replay has no sha256 bank")?;
+        if !sha256
+            .extended_pcrs()
+            .iter()
+            .any(|&p| usize::from(p) < FIRST_DRTM_PCR)
+        {
+            bail!("the event log extends no PCR below 17: not a UEFI (SRTM) log");
+        }
+        let mut firmware = [[0u8; 32]; FIRST_DRTM_PCR];
+        for (pcr, value) in (0u8..).zip(firmware.iter_mut()) {
+            let replayed = sha256
+                .value(pcr)
+                .with_context(|| format!("the replay has no PCR {pcr}"))?;
+            *value = replayed
+                .try_into()
+                .with_context(|| format!("the replayed PCR {pcr} is not 32 bytes"))?;
+        }
+        Ok(Banks {
+            golden: Bank::golden().with_firmware(&firmware),
+            rogue: Bank::rogue().with_firmware(&firmware),
+        })
+    }
+
+    /// The bank to quote.
+    pub fn pick(&self, rogue: bool) -> Bank {
+        if rogue {
+            self.rogue
+        } else {
+            self.golden
+        }
     }
 }
 
@@ -501,6 +590,59 @@ mod tests {
         }
         assert!(!trustpool_evidence::pcr::is_reset_drtm(&g.0[17]));
         assert!(!trustpool_evidence::pcr::is_zero(&g.0[18]));
+    }
+
+    const OVMF: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../evidence/testdata/eventlog/ovmf/"
+    );
+
+    fn ovmf_default() -> Vec<u8> {
+        std::fs::read(format!("{OVMF}ovmf-default.bin")).expect("the OVMF log")
+    }
+
+    #[test]
+    fn banks_from_a_uefi_log_hold_its_replay_below_17_and_the_launch_above() {
+        let banks = Banks::from_uefi_log(&ovmf_default()).expect("banks");
+        let pcrs: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!("{OVMF}ovmf-default.pcrs.json")).expect("pcrs"),
+        )
+        .expect("json");
+        for i in 0..8 {
+            let want = pcrs["sha256"][i.to_string()].as_str().expect("a value");
+            assert_eq!(hex::encode(banks.golden.0[i]), want, "PCR {i}");
+            assert_eq!(banks.rogue.0[i], banks.golden.0[i], "PCR {i}");
+        }
+        // The synthetic firmware is gone; the measured launch stays.
+        let synthetic = Banks::synthetic();
+        assert_ne!(banks.golden.0[0], synthetic.golden.0[0]);
+        for i in FIRST_DRTM_PCR..PCR_COUNT {
+            assert_eq!(banks.golden.0[i], synthetic.golden.0[i], "PCR {i}");
+            assert_eq!(banks.rogue.0[i], synthetic.rogue.0[i], "PCR {i}");
+        }
+        for i in 0..PCR_COUNT {
+            assert_eq!(banks.golden.0[i] == banks.rogue.0[i], i != 17, "PCR {i}");
+        }
+        assert_eq!(banks.pick(true), banks.rogue);
+        assert_eq!(banks.pick(false), banks.golden);
+    }
+
+    #[test]
+    fn a_file_that_is_no_usable_uefi_log_is_refused_with_the_reason() {
+        let e = Banks::from_uefi_log(b"not a log").unwrap_err();
+        assert!(format!("{e:#}").contains("does not parse"), "{e:#}");
+        assert!(Banks::from_uefi_log(&[]).is_err());
+        // A legacy SHA-1 log has no sha256 bank.
+        let mut sha1 = Vec::new();
+        for (pcr, data) in [(0u32, b"firmware".as_slice()), (7, b"separator")] {
+            sha1.extend(pcr.to_le_bytes());
+            sha1.extend(0x0000_0001u32.to_le_bytes()); // EV_POST_CODE
+            sha1.extend([0x11u8; 20]);
+            sha1.extend(u32::try_from(data.len()).unwrap().to_le_bytes());
+            sha1.extend(data);
+        }
+        let e = Banks::from_uefi_log(&sha1).unwrap_err();
+        assert!(format!("{e:#}").contains("no sha256 bank"), "{e:#}");
     }
 
     #[test]
