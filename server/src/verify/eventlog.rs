@@ -16,6 +16,11 @@ use trustpool_evidence::eventlog::txt::measure_txt;
 use trustpool_proto::event_log::{decode, kind_name, ReceivedLog};
 use trustpool_proto::v1::{EventLog, EventLogKind};
 
+/// First PCR of the dynamic launch (DRTM), the TXT log's domain.
+const FIRST_DRTM_PCR: u8 = 17;
+/// Last PCR of the DRTM range.
+const LAST_DRTM_PCR: u8 = 22;
+
 /// How the UEFI log of a piece of evidence was judged (for metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogWork {
@@ -115,7 +120,11 @@ fn judge_log(
     };
     let digest = log_sha256(&bytes);
     if let Some((log, facts)) = previous {
-        if unchanged(log, facts, &digest, quoted) {
+        let domain = match kind {
+            EventLogKind::Txt => FIRST_DRTM_PCR..=LAST_DRTM_PCR,
+            _ => 0..=FIRST_DRTM_PCR - 1,
+        };
+        if unchanged(log, facts, &digest, quoted, domain) {
             return (Some(Arc::clone(log)), LogWork::Reused);
         }
     }
@@ -137,17 +146,28 @@ fn unchanged(
     previous: &Facts,
     digest: &str,
     quoted: &BTreeMap<u8, [u8; 32]>,
+    domain: std::ops::RangeInclusive<u8>,
 ) -> bool {
     let same_log = match log {
         LogFacts::Replayed(m) => m.log_sha256 == digest,
         LogFacts::Invalid { log_sha256, .. } => log_sha256 == digest,
         LogFacts::Unavailable { .. } => false,
     };
+    // Only the PCRs the log can speak for matter: a flip of PCR 17 does not
+    // change what a UEFI log proves, nor PCR 0 what a TXT log proves.
+    let in_domain = |i: &u8| domain.contains(i);
+    let now: Vec<(&u8, String)> = quoted
+        .iter()
+        .filter(|(i, _)| in_domain(i))
+        .map(|(i, v)| (i, hex::encode(v)))
+        .collect();
+    let before: Vec<(&u8, &String)> = previous.pcrs.iter().filter(|(i, _)| in_domain(i)).collect();
     same_log
-        && previous.pcrs.len() == quoted.len()
-        && quoted
+        && now.len() == before.len()
+        && now
             .iter()
-            .all(|(i, v)| previous.pcrs.get(i) == Some(&hex::encode(v)))
+            .zip(&before)
+            .all(|((i, v), (j, w))| i == j && v == *w)
 }
 
 #[cfg(test)]
@@ -206,6 +226,16 @@ mod tests {
         let previous = facts_with(Some(first.clone()), &quoted);
         let (again, work) = judge_uefi_log(&msgs, &quoted, Some(&previous));
         assert_eq!((again.as_ref(), work), (Some(&first), LogWork::Reused));
+        // A DRTM PCR that moved (a new launch) does not concern the UEFI log.
+        let mut launched = quoted.clone();
+        launched.insert(17, [1; 32]);
+        let previous_launch = facts_with(Some(first.clone()), &launched);
+        let mut relaunched = quoted.clone();
+        relaunched.insert(17, [2; 32]);
+        assert_eq!(
+            judge_uefi_log(&msgs, &relaunched, Some(&previous_launch)).1,
+            LogWork::Reused
+        );
         // A PCR that moved: judged again, and now PCR 4 does not replay.
         let mut moved = quoted.clone();
         moved.insert(4, [9; 32]);
