@@ -107,6 +107,15 @@ pub mod codes {
     pub const STALE: &str = "freshness.stale";
     /// The pool policy could not be loaded or does not exist.
     pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
+    /// The event log the host sent (UEFI, or TXT for PCRs 17-22) does not
+    /// parse or replay, and the pool selects a PCR that log speaks for: a
+    /// host whose log cannot be read is not trusted, whatever the pool
+    /// judges.
+    pub const EVENTLOG_INVALID: &str = "eventlog.invalid";
+    /// The event log does not replay to a PCR of the pool's selection: the
+    /// quote and the log contradict each other (the message names the PCR
+    /// and the event from which they cannot agree). Applies to every pool.
+    pub const EVENTLOG_REPLAY_MISMATCH: &str = "eventlog.replay_mismatch";
 
     /// Every code defined above, in declaration order.
     pub const ALL: &[&str] = &[
@@ -134,6 +143,8 @@ pub mod codes {
         IDENTITY_MISMATCH,
         STALE,
         POLICY_UNAVAILABLE,
+        EVENTLOG_INVALID,
+        EVENTLOG_REPLAY_MISMATCH,
     ];
 }
 
@@ -180,6 +191,8 @@ mod tests {
         assert_eq!(codes::NOT_ENROLLED, "host.not_enrolled");
         assert_eq!(codes::REVOKED, "host.revoked");
         assert_eq!(codes::STALE, "freshness.stale");
+        assert_eq!(codes::EVENTLOG_INVALID, "eventlog.invalid");
+        assert_eq!(codes::EVENTLOG_REPLAY_MISMATCH, "eventlog.replay_mismatch");
     }
 
     #[test]

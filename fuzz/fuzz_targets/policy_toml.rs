@@ -41,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
                 pcrs: &pcrs,
                 check_status: None,
                 check_reason: None,
+                event_log: None,
+                txt_log: None,
             },
         );
         let _ = evaluate(
@@ -49,6 +51,8 @@ fuzz_target!(|data: &[u8]| {
                 pcrs: &pcrs,
                 check_status: Some(&status),
                 check_reason: Some(&reason),
+                event_log: None,
+                txt_log: None,
             },
         );
     }

@@ -1,7 +1,9 @@
 //! Judging a host's verified facts against one pool: every reason, never
 //! only the first. Pure.
 
+use super::logs;
 use super::{not_launched, PoolPolicy, LAUNCH_PCRS};
+use crate::eventlog::measured::LogFacts;
 use crate::reason::{codes, Reason};
 use std::collections::BTreeMap;
 
@@ -15,12 +17,23 @@ pub struct HostFacts<'a> {
     /// Check id → the report's own reason for that status, quoted in the
     /// verdict so an operator sees why a required check failed.
     pub check_reason: Option<&'a BTreeMap<String, String>>,
+    /// What the host's UEFI event log proved against the quote (PCRs 0-16
+    /// and 23); None = the evidence had no log field at all (an older
+    /// agent), which policy treats as an unavailable log.
+    pub event_log: Option<&'a LogFacts>,
+    /// The same for the TXT (DRTM) log of PCRs 17-22.
+    pub txt_log: Option<&'a LogFacts>,
 }
 
 /// Every reason why the host is not trusted in this pool (empty = trusted).
 /// Never stops at the first.
 ///
 /// * `pcr.missing`: a PCR of the pool's selection is not in the facts.
+/// * `eventlog.invalid`, `eventlog.replay_mismatch`: for every pool, a log
+///   the host sent that cannot be read while the pool selects a PCR it
+///   speaks for, or that does not replay to a PCR of the selection: the
+///   log contradicts the quote (fail closed). An unavailable log fails
+///   nothing here.
 /// * `pcr.not_allowed`: no allow entry matches; each mismatching PCR is named
 ///   against the closest entry (fewest mismatches, first on ties) with the
 ///   actual and expected values.
@@ -43,6 +56,8 @@ pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
             ));
         }
     }
+
+    reasons.extend(logs::integrity(&policy.pcrs, facts));
 
     evaluate_allow(policy, facts, &mut reasons);
 

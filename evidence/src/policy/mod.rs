@@ -23,6 +23,7 @@
 
 mod error;
 mod evaluate;
+mod logs;
 mod parse;
 mod set;
 #[cfg(test)]

@@ -369,6 +369,8 @@ fn trusted_host_has_no_reasons() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert!(r.is_empty(), "{r:?}");
@@ -387,6 +389,8 @@ fn second_allow_entry_can_match() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         }
     )
     .is_empty());
@@ -404,6 +408,8 @@ fn pcr_not_allowed_names_pcr_17_against_the_closest_build() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -423,6 +429,8 @@ fn pcr_not_allowed_names_pcr_17_against_the_closest_build() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -441,6 +449,8 @@ fn pcr_not_allowed_names_pcr_17_against_the_closest_build() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(
@@ -475,6 +485,8 @@ fn launch_not_measured() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(
@@ -497,6 +509,8 @@ fn launch_not_measured() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         }
     )
     .is_empty());
@@ -509,6 +523,8 @@ fn launch_not_measured() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(
@@ -530,6 +546,8 @@ fn required_checks() {
             pcrs: &pcrs,
             check_status: Some(&st),
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED; 2]);
@@ -549,6 +567,8 @@ fn required_checks() {
                 pcrs: &pcrs,
                 check_status: Some(&st),
                 check_reason: None,
+                event_log: None,
+                txt_log: None,
             },
         );
         assert_eq!(codes_of(&r), vec![codes::CHECK_REQUIRED_FAILED], "{status}");
@@ -559,6 +579,8 @@ fn required_checks() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(r.len(), 2);
@@ -577,6 +599,8 @@ fn every_reason_at_once() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(
@@ -610,6 +634,8 @@ fn hand_built_policies_fail_closed() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -627,6 +653,8 @@ fn hand_built_policies_fail_closed() {
             pcrs: &pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(codes_of(&r), vec![codes::PCR_NOT_ALLOWED]);
@@ -724,6 +752,8 @@ fn a_failed_required_check_quotes_the_report_reason() {
             pcrs: &pcrs,
             check_status: Some(&status),
             check_reason: Some(&why),
+            event_log: None,
+            txt_log: None,
         },
     );
     assert_eq!(r.len(), 1);
@@ -862,6 +892,8 @@ fn attack_launch_pcr_18_all_zero_is_not_measured() {
             pcrs,
             check_status: None,
             check_reason: None,
+            event_log: None,
+            txt_log: None,
         }
     }
     let r = evaluate(&open, &facts(&pcrs));
@@ -884,4 +916,102 @@ fn attack_launch_pcr_18_all_zero_is_not_measured() {
         ..open
     };
     assert!(evaluate(&relaxed, &facts(&pcrs)).is_empty());
+}
+
+// ---- event logs: every pool fails closed on a log that contradicts the quote ----
+
+fn mismatch(pcr: u8) -> crate::eventlog::measured::PcrMismatch {
+    crate::eventlog::measured::PcrMismatch {
+        pcr,
+        event: Some(12),
+        event_type: Some(crate::eventlog::EventType::EV_EFI_VARIABLE_BOOT),
+        digest: Some("ab".repeat(32)),
+        message: format!("PCR {pcr} (sha256): no prefix of the log replays to the quoted value; the log cannot be trusted up to event 12"),
+    }
+}
+
+fn replayed(mismatches: Vec<crate::eventlog::measured::PcrMismatch>) -> LogFacts {
+    LogFacts::Replayed(crate::eventlog::measured::MeasuredBoot {
+        log_sha256: "00".repeat(32),
+        replayed: vec![0, 2, 3, 4, 5, 6, 7],
+        mismatches,
+        events: vec![],
+    })
+}
+
+use crate::eventlog::measured::LogFacts;
+
+#[test]
+fn a_log_that_contradicts_the_quote_fails_a_pool_of_values() {
+    let p = parse_pool("gold.toml", &good()).unwrap();
+    let pcrs = launched_pcrs();
+    let st = checks(&[("mac.enforcing_any", "pass"), ("kvm.present", "pass")]);
+    let judge = |event_log: Option<&LogFacts>, txt_log: Option<&LogFacts>| {
+        evaluate(
+            &p,
+            &HostFacts {
+                pcrs: &pcrs,
+                check_status: Some(&st),
+                check_reason: None,
+                event_log,
+                txt_log,
+            },
+        )
+    };
+    // The values match; a log that replays, or none at all, changes nothing.
+    assert!(judge(None, None).is_empty());
+    assert!(judge(Some(&replayed(vec![])), None).is_empty());
+    let unavailable = LogFacts::Unavailable {
+        reason: "no securityfs".into(),
+    };
+    assert!(judge(Some(&unavailable), Some(&unavailable)).is_empty());
+    // A mismatch on PCR 1 (selected) fails it, naming PCR, event and digest.
+    let r = judge(Some(&replayed(vec![mismatch(1)])), None);
+    assert_eq!(codes_of(&r), vec![codes::EVENTLOG_REPLAY_MISMATCH], "{r:?}");
+    assert!(
+        r[0].message.starts_with(&format!(
+            "PCR 1 does not replay from the event log: event 12 (EV_EFI_VARIABLE_BOOT, sha256 {})",
+            "ab".repeat(32)
+        )),
+        "{}",
+        r[0].message
+    );
+    // One on PCR 9 (not selected) does not.
+    assert!(judge(Some(&replayed(vec![mismatch(9)])), None).is_empty());
+    // An invalid UEFI log fails a pool selecting PCR 0-7; an invalid TXT
+    // log fails one selecting PCR 17-19.
+    let invalid = LogFacts::Invalid {
+        log_sha256: "00".repeat(32),
+        reason: "event 3 (record at offset 80): truncated".into(),
+    };
+    let r = judge(Some(&invalid), None);
+    assert_eq!(codes_of(&r), vec![codes::EVENTLOG_INVALID]);
+    assert!(
+        r[0].message
+            .starts_with("the event log is invalid: event 3 (record at offset 80): truncated"),
+        "{}",
+        r[0].message
+    );
+    let r = judge(None, Some(&invalid));
+    assert_eq!(codes_of(&r), vec![codes::EVENTLOG_INVALID]);
+    assert!(
+        r[0].message.starts_with("the TXT event log is invalid"),
+        "{r:?}"
+    );
+    // A pool of PCRs 17 and 18 only does not care about the UEFI log.
+    let drtm_only = PoolPolicy {
+        pcrs: vec![17, 18],
+        ..p.clone()
+    };
+    let r = evaluate(
+        &drtm_only,
+        &HostFacts {
+            pcrs: &pcrs,
+            check_status: Some(&st),
+            check_reason: None,
+            event_log: Some(&invalid),
+            txt_log: None,
+        },
+    );
+    assert!(r.is_empty(), "{r:?}");
 }
