@@ -116,6 +116,23 @@ pub mod codes {
     /// quote and the log contradict each other (the message names the PCR
     /// and the event from which they cannot agree). Applies to every pool.
     pub const EVENTLOG_REPLAY_MISMATCH: &str = "eventlog.replay_mismatch";
+    /// The pool judges PCRs of the UEFI log (0-16, 23) by their events
+    /// (`[events].pcrs`) and the host sent no event log, or the agent has
+    /// none (the message says why). One reason per log, not per PCR.
+    pub const EVENTS_NO_LOG: &str = "events.no_log";
+    /// The same for PCRs 17-22 and the TXT (DRTM) event log.
+    pub const EVENTS_NO_TXT_LOG: &str = "events.no_txt_log";
+    /// An event on a PCR the pool judges by its events is matched by no
+    /// `[[events.allow]]` rule (the message names PCR, event number, type,
+    /// digest and what the event says).
+    pub const EVENT_NOT_ALLOWED: &str = "event.not_allowed";
+    /// An `[[events.require]]` rule is met by no data-proven variable event
+    /// on a PCR that replayed: the variable is absent, not proven, or says
+    /// something else (the message says what).
+    pub const EVENT_REQUIRED_MISSING: &str = "event.required_missing";
+    /// An event on a PCR that replayed has the digest of an
+    /// `[[events.forbid]]` rule.
+    pub const EVENT_FORBIDDEN: &str = "event.forbidden";
 
     /// Every code defined above, in declaration order.
     pub const ALL: &[&str] = &[
@@ -145,6 +162,11 @@ pub mod codes {
         POLICY_UNAVAILABLE,
         EVENTLOG_INVALID,
         EVENTLOG_REPLAY_MISMATCH,
+        EVENTS_NO_LOG,
+        EVENTS_NO_TXT_LOG,
+        EVENT_NOT_ALLOWED,
+        EVENT_REQUIRED_MISSING,
+        EVENT_FORBIDDEN,
     ];
 }
 
@@ -193,6 +215,11 @@ mod tests {
         assert_eq!(codes::STALE, "freshness.stale");
         assert_eq!(codes::EVENTLOG_INVALID, "eventlog.invalid");
         assert_eq!(codes::EVENTLOG_REPLAY_MISMATCH, "eventlog.replay_mismatch");
+        assert_eq!(codes::EVENTS_NO_LOG, "events.no_log");
+        assert_eq!(codes::EVENTS_NO_TXT_LOG, "events.no_txt_log");
+        assert_eq!(codes::EVENT_NOT_ALLOWED, "event.not_allowed");
+        assert_eq!(codes::EVENT_REQUIRED_MISSING, "event.required_missing");
+        assert_eq!(codes::EVENT_FORBIDDEN, "event.forbidden");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Judging a host's verified facts against one pool: every reason, never
 //! only the first. Pure.
 
+use super::events::judge::{cap, judge};
 use super::logs;
 use super::{not_launched, PoolPolicy, LAUNCH_PCRS};
 use crate::eventlog::measured::LogFacts;
@@ -34,6 +35,13 @@ pub struct HostFacts<'a> {
 ///   speaks for, or that does not replay to a PCR of the selection: the
 ///   log contradicts the quote (fail closed). An unavailable log fails
 ///   nothing here.
+/// * acceptance: the host must match an `[[allow]]` entry **or** be
+///   accepted by the pool's event rules (`[events]`, [`super::events`]).
+///   When neither accepts, the event rules' reasons come first
+///   (`events.no_log`, `events.no_txt_log`, `event.not_allowed`,
+///   `event.required_missing`, `event.forbidden`, `pcr.not_allowed` for
+///   `[events].values`; at most [`super::events::MAX_EVENT_REASONS`],
+///   the last counting the rest), then the closest allow entry's.
 /// * `pcr.not_allowed`: no allow entry matches; each mismatching PCR is named
 ///   against the closest entry (fewest mismatches, first on ties) with the
 ///   actual and expected values.
@@ -47,19 +55,33 @@ pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
 
     for p in &policy.pcrs {
         if !facts.pcrs.contains_key(p) {
-            reasons.push(Reason::new(
-                codes::PCR_MISSING,
-                format!(
-                    "PCR {p} is selected by pool '{}' but is not in the verified quote",
-                    policy.name
-                ),
-            ));
+            reasons.push(missing_reason(policy, *p));
         }
     }
 
     reasons.extend(logs::integrity(&policy.pcrs, facts));
 
-    evaluate_allow(policy, facts, &mut reasons);
+    // Accepted by an allow entry or by the event rules.
+    if let Some(allow) = evaluate_allow(policy, facts) {
+        match policy
+            .events
+            .as_ref()
+            .map(|rules| judge(policy, rules, facts))
+        {
+            // The event rules accept the host.
+            Some(events) if events.is_empty() => {}
+            Some(mut events) => {
+                // A reason both the events and the checks above give
+                // (a replay mismatch, a PCR not quoted) is told once.
+                events.retain(|r| !reasons.contains(r));
+                reasons.extend(cap(events));
+                if !policy.allow.is_empty() {
+                    reasons.extend(allow);
+                }
+            }
+            None => reasons.extend(allow),
+        }
+    }
 
     if policy.require_measured_launch {
         for p in LAUNCH_PCRS {
@@ -105,7 +127,21 @@ pub fn evaluate(policy: &PoolPolicy, facts: &HostFacts) -> Vec<Reason> {
     reasons
 }
 
-fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts, reasons: &mut Vec<Reason>) {
+/// `pcr.missing` for a PCR the pool needs that the quote does not have.
+pub(super) fn missing_reason(policy: &PoolPolicy, pcr: u8) -> Reason {
+    Reason::new(
+        codes::PCR_MISSING,
+        format!(
+            "PCR {pcr} is selected by pool '{}' but is not in the verified quote",
+            policy.name
+        ),
+    )
+}
+
+/// None when an allow entry matches; else the reasons against the closest
+/// entry (possibly none: its mismatches are PCRs already reported missing).
+fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts) -> Option<Vec<Reason>> {
+    let mut reasons = Vec::new();
     // (entry index, mismatches: (pcr, actual or None if missing, expected))
     type Mismatch<'e> = (u8, Option<&'e [u8; 32]>, &'e [u8; 32]);
     let mut best: Option<(usize, Vec<Mismatch<'_>>)> = None;
@@ -119,7 +155,7 @@ fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts, reasons: &mut Vec<Reas
             })
             .collect();
         if mismatches.is_empty() {
-            return;
+            return None;
         }
         if best
             .as_ref()
@@ -134,7 +170,7 @@ fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts, reasons: &mut Vec<Reas
             codes::PCR_NOT_ALLOWED,
             format!("pool '{}' allows no measurement set", policy.name),
         ));
-        return;
+        return Some(reasons);
     };
     let entry_name = policy.allow.get(i).map(|e| e.name.as_str()).unwrap_or("");
     let suffix = if policy.allow.len() > 1 {
@@ -164,4 +200,5 @@ fn evaluate_allow(policy: &PoolPolicy, facts: &HostFacts, reasons: &mut Vec<Reas
             None => {}
         }
     }
+    Some(reasons)
 }

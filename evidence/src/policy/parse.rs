@@ -2,6 +2,7 @@
 //! every rule on its values, each error with its location.
 
 use super::error::{Errors, PolicyError};
+use super::events::parse::{parse_events, RawEvents};
 use super::{not_launched, AllowEntry, PoolPolicy, LAUNCH_PCRS};
 use crate::pcr::{DEFAULT_PCRS, MAX_PCR_INDEX};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ struct RawPool {
     require_checks: Option<Spanned<Vec<Spanned<String>>>>,
     check_params: Option<Spanned<toml::Table>>,
     allow: Option<Spanned<Vec<Spanned<RawAllow>>>>,
+    events: Option<Spanned<RawEvents>>,
 }
 
 #[derive(Deserialize)]
@@ -166,17 +168,18 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
         },
     };
 
-    // Allow entries.
+    // Allow entries; none at all only with event rules.
     let mut allow = Vec::new();
     match &raw.allow {
-        None => errors.at(
+        None if raw.events.is_none() => errors.at(
             None,
-            "no [[allow]] entry: a pool needs at least one accepted measurement set",
+            "no [[allow]] entry and no [events] table: a pool needs at least one accepted measurement set or event rules",
         ),
-        Some(list) if list.get_ref().is_empty() => errors.at(
+        Some(list) if list.get_ref().is_empty() && raw.events.is_none() => errors.at(
             Some(list.span()),
-            "allow is empty: a pool needs at least one accepted measurement set",
+            "allow is empty: a pool needs at least one accepted measurement set (or an [events] table)",
         ),
+        None => {}
         Some(list) => {
             let mut names: BTreeMap<String, usize> = BTreeMap::new();
             for entry in list.get_ref() {
@@ -193,6 +196,12 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
         }
     }
 
+    // Event rules.
+    let events = raw
+        .events
+        .as_ref()
+        .and_then(|t| parse_events(t, &selected, require_measured_launch, &mut errors));
+
     if errors.list.is_empty() {
         Ok(PoolPolicy {
             name,
@@ -201,6 +210,7 @@ pub fn parse_pool(file_name: &str, text: &str) -> Result<PoolPolicy, Vec<PolicyE
             require_checks,
             check_params,
             allow,
+            events,
         })
     } else {
         Err(errors.list)

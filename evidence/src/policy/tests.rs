@@ -475,6 +475,7 @@ fn launch_not_measured() {
             name: "any".into(),
             pcrs: BTreeMap::new(),
         }],
+        events: None,
     };
     let mut pcrs = launched_pcrs();
     pcrs.insert(17, [0xff; 32]);
@@ -627,6 +628,7 @@ fn hand_built_policies_fail_closed() {
         require_checks: vec![],
         check_params: None,
         allow: vec![],
+        events: None,
     };
     let r = evaluate(
         &none,
@@ -886,6 +888,7 @@ fn attack_launch_pcr_18_all_zero_is_not_measured() {
             name: "any".into(),
             pcrs: BTreeMap::new(),
         }],
+        events: None,
     };
     fn facts(pcrs: &BTreeMap<u8, [u8; 32]>) -> HostFacts<'_> {
         HostFacts {
