@@ -340,3 +340,46 @@ fn allow_entries_or_event_rules_accept_a_host() {
         .iter()
         .all(|r| r.code == codes::EVENT_NOT_ALLOWED));
 }
+
+/// The example of docs/policy.md ("A complete example: an OVMF host").
+fn documented_example() -> String {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy.md"))
+            .unwrap();
+    let after = &doc[doc.find("<!-- example: ovmf-secboot -->").expect("marker")..];
+    let start = after.find("```toml\n").expect("block") + "```toml\n".len();
+    let len = after[start..].find("\n```").expect("end");
+    after[start..start + len].to_string()
+}
+
+#[test]
+fn the_documented_ovmf_example_accepts_its_host_and_refuses_the_default_one() {
+    let p = pool(&documented_example());
+    let rules = p.events.as_ref().expect("events");
+    assert_eq!(rules.pcrs(), &[0, 2, 4, 5, 7]);
+    assert_eq!(rules.ignore_pcrs(), &[1, 3, 6]);
+    let r = judge(&p, "ovmf-secboot", "ovmf-secboot");
+    assert!(r.is_empty(), "{}", messages(&r));
+    let r = judge(&p, "ovmf-default", "ovmf-default");
+    let text = messages(&r);
+    assert!(
+        text.contains("event.not_allowed: PCR 7 event 4 EV_EFI_VARIABLE_DRIVER_CONFIG sha256 115aa827dbccfb44d216ad9ecfda56bdea620b860a94bed5b7a27bba1c4d02d8 is not allowed by pool 'ovmf': SecureBoot = 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("event.required_missing: pool 'ovmf' requires SecureBoot (8be4df61-93ca-11d2-aa0d-00e098032b8c) = 01 on PCR 7 ('Secure Boot on'): SecureBoot is 00, the pool requires 01 (event 4 on PCR 7)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dbx lacks e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 (it has 0 entries) (event 8 on PCR 7)"),
+        "{text}"
+    );
+    // The boot-order host: PCR 1 is ignored, but its log and its quote
+    // disagree nowhere, so only the other differences count.
+    let r = judge(&p, "ovmf-bootorder", "ovmf-bootorder");
+    assert!(
+        r.iter().all(|r| r.code != codes::EVENTLOG_REPLAY_MISMATCH),
+        "{}",
+        messages(&r)
+    );
+}
