@@ -639,6 +639,36 @@ mod tests {
             vec!["default.toml", "gold.toml"]
         );
 
+        // Errors of the event rules, each with file and line.
+        std::fs::write(
+            dir.path().join("gold.toml"),
+            format!(
+                "require_measured_launch = false\npcrs = [0, 4, 7]\n\n[events]\npcrs = [4]\n\n[[events.allow]]\npcr = 7\ndigest = \"{d}\"\n\n[[events.allow]]\npcr = 4\ndigest = \"{d}\"\ntype = \"EV_BOGUS\"\n\n[[events.forbid]]\ntext = \"x\"\ndigest = \"{d}\"\n",
+                d = "ab".repeat(32)
+            ),
+        )
+        .expect("write");
+        let out = policy_check(dir.path(), false).expect("runs");
+        assert_eq!(out.code, Exit::No, "{}", out.stdout);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines[0].ends_with(": 3 errors"), "{}", out.stdout);
+        assert!(
+            lines[1].contains("gold.toml:8:7: PCR 7 is not in [events].pcrs"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            lines[2].contains("gold.toml:14:8: unknown event type 'EV_BOGUS'"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            lines[3].contains("gold.toml:18:10: [[events.forbid]] rule has both text and digest"),
+            "{}",
+            out.stdout
+        );
+        std::fs::remove_file(dir.path().join("gold.toml")).expect("rm");
+
         let missing = policy_check(&dir.path().join("nope"), false).expect_err("no dir");
         assert_eq!(missing.code, Exit::Error);
         assert!(read_policy_files(&dir.path().join("nope")).is_err());

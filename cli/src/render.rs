@@ -574,7 +574,37 @@ fn pool_summary(p: &trustpool_evidence::policy::PoolPolicy) -> String {
         names.len(),
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")
-    )
+    ) + &events_summary(p)
+}
+
+/// `; event rules: PCRs 0,2,4,7 by events (24 allowed, 3 required, 1 forbidden), PCR 17,18 by value`.
+fn events_summary(p: &trustpool_evidence::policy::PoolPolicy) -> String {
+    let Some(rules) = &p.events else {
+        return String::new();
+    };
+    let list = |pcrs: &mut dyn Iterator<Item = u8>| -> String {
+        let v: Vec<String> = pcrs.map(|i| i.to_string()).collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(",")
+        }
+    };
+    let mut out = format!(
+        "; event rules: PCRs {} by events ({} allowed, {} required, {} forbidden)",
+        list(&mut rules.pcrs().iter().copied()),
+        rules.allow().len(),
+        rules.require().len(),
+        rules.forbid().len()
+    );
+    if !rules.values().is_empty() {
+        let _ = write!(
+            out,
+            ", PCRs {} by value",
+            list(&mut rules.values().keys().copied())
+        );
+    }
+    out
 }
 
 /// `trustpool policy check DIR` on a valid directory.
@@ -605,6 +635,14 @@ pub fn policy_valid_json(set: &PolicySet) -> Value {
             "require_measured_launch": p.require_measured_launch,
             "require_checks": p.require_checks,
             "allow": p.allow.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+            "events": p.events.as_ref().map(|e| json!({
+                "pcrs": e.pcrs(),
+                "ignore_pcrs": e.ignore_pcrs(),
+                "values": e.values().keys().collect::<Vec<_>>(),
+                "allow": e.allow().len(),
+                "require": e.require().len(),
+                "forbid": e.forbid().len(),
+            })),
         })).collect::<Vec<_>>(),
         "errors": [],
     })
@@ -1100,7 +1138,25 @@ mod tests {
         assert!(t.contains("default: PCRs 0,1,2,3,4,5,6,7,17,18,19; measured launch required; required checks: mac.enforcing_any; 1 allowed build (g)"), "{t}");
         let j = policy_valid_json(&set);
         assert_eq!(j["pools"][0]["allow"], json!(["g"]));
+        assert_eq!(j["pools"][0]["events"], Value::Null);
         assert_eq!(j["valid"], true);
+        // A pool of event rules.
+        let files = vec![(
+            "ev.toml".to_string(),
+            format!(
+                "pcrs = [0, 4, 17, 18]\n[events]\npcrs = [0, 4]\nvalues = {{ 17 = \"{}\", 18 = \"{}\" }}\n[[events.allow]]\npcr = 4\ndigest = \"{}\"\n[[events.forbid]]\ntext = \"Entering ROM based setup\"\n",
+                "11".repeat(32),
+                "12".repeat(32),
+                "44".repeat(32)
+            ),
+        )];
+        let set = trustpool_evidence::policy::parse_policy_set(&files).expect("valid");
+        let t = policy_valid_text("/p", &set);
+        assert!(t.contains("ev: PCRs 0,4,17,18; measured launch required; required checks: none; 0 allowed builds (); event rules: PCRs 0,4 by events (1 allowed, 0 required, 1 forbidden), PCRs 17,18 by value"), "{t}");
+        let j = policy_valid_json(&set);
+        assert_eq!(j["pools"][0]["events"]["pcrs"], json!([0, 4]));
+        assert_eq!(j["pools"][0]["events"]["values"], json!([17, 18]));
+        assert_eq!(j["pools"][0]["events"]["forbid"], json!(1));
     }
 
     #[test]
