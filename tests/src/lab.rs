@@ -110,6 +110,58 @@ pub const LAB_REQUIRED_CHECKS: &[&str] = &[
     "libvirt.qemu_nonroot",
 ];
 
+/// The `default` pool by events, as `trustpool policy capture --events`
+/// writes it from a host that booted `firmware` (an OVMF capture) and the
+/// golden launch: every event of the firmware's log (PCRs 0-7) and of the
+/// launch's TXT log (PCRs 17-19) allowed by digest, and `checks` required.
+pub fn measured_boot_policy(firmware: &str, checks: &[&str]) -> anyhow::Result<String> {
+    use trustpool_evidence::eventlog::measured::{measure, LogFacts};
+    let log = crate::firmware::ovmf_log(firmware)?;
+    let replayed = trustpool_evidence::eventlog::replay::replay(
+        &trustpool_evidence::eventlog::parse(&log).context("the firmware log")?,
+    )
+    .context("replaying the firmware log")?;
+    let bank = replayed
+        .bank(trustpool_evidence::eventlog::Alg::Sha256)
+        .context("the firmware log has no sha256 bank")?;
+    let mut quoted = expected_pcrs(Launch::Golden);
+    for i in 0..8u8 {
+        let v: [u8; 32] = bank
+            .value(i)
+            .and_then(|v| v.try_into().ok())
+            .context("a sha256 PCR")?;
+        quoted.insert(i, v);
+    }
+    let LogFacts::Replayed(m) = measure(&log, &quoted) else {
+        anyhow::bail!("the firmware log {firmware} does not replay");
+    };
+    let (mle, modules) = golden_measurements();
+    let launch_log = crate::swtpm::simulated_launch_log(GOLDEN_SINIT, &mle, &modules);
+    let LogFacts::Replayed(txt) =
+        trustpool_evidence::eventlog::txt::measure_txt(&launch_log, &quoted)
+    else {
+        anyhow::bail!("the golden launch's TXT log does not replay");
+    };
+    let rules = trustpool_cli::eventpolicy::capture_events_toml(
+        &format!("a host booted with {firmware}"),
+        0,
+        0,
+        &m,
+        Some(&txt),
+        &quoted,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let required: Vec<String> = checks.iter().map(|c| format!("\"{c}\"")).collect();
+    Ok(format!(
+        "# Pool 'default': hosts whose firmware measured the golden events ({firmware}) and\n\
+         # that went through the golden TXT measured launch.\n\
+         require_measured_launch = true\n\
+         pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 17, 18, 19]\n\
+         require_checks = [{}]\n\n{rules}",
+        required.join(", ")
+    ))
+}
+
 /// The `default` pool policy admitting the golden build only.
 pub fn golden_policy() -> String {
     policy_with_checks(&[])
@@ -325,6 +377,29 @@ impl Lab {
             txt_log,
             dir: host_dir,
         })
+    }
+
+    /// Like [`Lab::add_host_with`], on a host whose firmware booted: the
+    /// real OVMF capture `firmware` (evidence/testdata/eventlog/ovmf/) is
+    /// extended into its swtpm and its log written where the agent reads
+    /// it under its `--root`, so the host sends a genuine firmware log that
+    /// replays to its quotes. Needs a fixture `hardening` (a root).
+    pub fn add_host_booted(
+        &self,
+        name: &str,
+        launch: Launch,
+        hardening: Hardening,
+        firmware: &str,
+    ) -> anyhow::Result<LabHost> {
+        let host = self.add_host_with(name, launch, hardening)?;
+        let Some(root) = &host.root else {
+            anyhow::bail!("{name}: a booted lab host needs a fixture root for its event log");
+        };
+        let log = crate::firmware::ovmf_log(firmware)?;
+        crate::firmware::boot(&host.swtpm, &log)
+            .with_context(|| format!("booting {firmware} on {name}"))?;
+        crate::firmware::install_log(root, &log)?;
+        Ok(host)
     }
 
     /// Server options over this lab's files.

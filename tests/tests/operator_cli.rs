@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
+use trustpool_tests::lab::{golden_policy, measured_boot_policy, Hardening, Lab, LabHost, Launch};
 use trustpool_tests::pki::{CertFiles, TestCa};
 use trustpool_tests::procs::{binary, wait_until, ServerProcess};
 
@@ -94,13 +94,33 @@ struct OpLab {
 impl OpLab {
     /// Writes `policy` as the `default` pool, adds `hosts`, starts the server.
     fn start(policy: &str, hosts: &[(&str, Launch)]) -> (OpLab, Vec<LabHost>) {
+        Self::start_with(policy, |lab| {
+            hosts
+                .iter()
+                .map(|(name, launch)| lab.add_host(name, *launch).expect("host"))
+                .collect()
+        })
+    }
+
+    /// Like [`OpLab::start`] with hosts whose firmware booted: (name,
+    /// OVMF capture), each with the golden launch and a hardened root.
+    fn start_booted(policy: &str, hosts: &[(&str, &str)]) -> (OpLab, Vec<LabHost>) {
+        Self::start_with(policy, |lab| {
+            hosts
+                .iter()
+                .map(|(name, firmware)| {
+                    lab.add_host_booted(name, Launch::Golden, Hardening::GoodCompute, firmware)
+                        .expect("booted host")
+                })
+                .collect()
+        })
+    }
+
+    fn start_with(policy: &str, add: impl FnOnce(&Lab) -> Vec<LabHost>) -> (OpLab, Vec<LabHost>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let lab = Lab::create(dir.path()).expect("lab");
         lab.write_policy("default", policy).expect("policy");
-        let hosts: Vec<LabHost> = hosts
-            .iter()
-            .map(|(name, launch)| lab.add_host(name, *launch).expect("host"))
-            .collect();
+        let hosts = add(&lab);
         let operator = lab.issue_operator(OPERATOR).expect("operator certificate");
         let socket = dir.path().join("admin.sock");
         let mut options = lab.server_options("2s", "75s");
@@ -324,6 +344,84 @@ fn capture_commit_reload_makes_the_host_trusted_and_history_answers_before_and_a
     assert_eq!(
         json["trusted"], true,
         "still trusted from the stored verdict: {json}"
+    );
+}
+
+/// The README's measured-boot flow on hosts that booted real OVMF logs: a
+/// pool by events trusts the golden firmware and names the events of a
+/// host whose boot order differs; capture --events from the golden host
+/// gives the same rules; diff shows the boot order as changed events, not
+/// PCRs; diff --rules, appended and reloaded, admits the other host from
+/// its stored facts alone (no new report).
+#[test]
+fn measured_boot_policy_capture_diff_and_update_by_events() {
+    let policy = measured_boot_policy("ovmf-default", &[]).expect("policy");
+    let (op, hosts) = OpLab::start_booted(
+        &policy,
+        &[("host-a", "ovmf-default"), ("host-e", "ovmf-bootorder")],
+    );
+    let (code, out) = op.attest(&hosts[0]);
+    assert_eq!(
+        code, 0,
+        "the golden firmware is trusted by its events:\n{out}"
+    );
+    let (code, out) = op.attest(&hosts[1]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[event.not_allowed] PCR 1 event 12 EV_EFI_VARIABLE_BOOT sha256 "),
+        "the boot order is named as an event:\n{out}"
+    );
+    assert!(!out.contains("PCR 0 event"), "{out}");
+
+    // Capture from the golden host: the same rules the pool was written with.
+    let capture = op.op(&["policy", "capture", "--host", "host-a", "--events"]);
+    assert_eq!(capture.code, 0, "{capture}");
+    let rules = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .skip_while(|l| *l != "[events]")
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(rules(&capture.stdout), rules(&policy), "{capture}");
+
+    // Diff: the boot order, as events of PCR 1 only.
+    let diff = op.op(&["policy", "diff", "host-a", "host-e"]);
+    assert_eq!(diff.code, 1, "{diff}");
+    assert!(
+        diff.stdout
+            .contains("PCR 1 changed: host-a event 12 EV_EFI_VARIABLE_BOOT"),
+        "{diff}"
+    );
+    let event_lines: Vec<&str> = diff
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  PCR "))
+        .collect();
+    assert!(
+        !event_lines.is_empty() && event_lines.iter().all(|l| l.starts_with("  PCR 1 ")),
+        "{diff}"
+    );
+
+    // Update: append host-e's events, check offline, reload: host-e joins
+    // from its stored facts.
+    let more = op.op(&["policy", "diff", "host-a", "host-e", "--rules"]);
+    assert_eq!(more.code, 1, "{more}");
+    let text = format!("{policy}\n{}", more.stdout);
+    let candidate = op.lab.dir.join("candidate");
+    std::fs::create_dir_all(&candidate).expect("dir");
+    std::fs::write(candidate.join("default.toml"), &text).expect("write");
+    let check = trustpool(&[], &["policy", "check", &candidate.display().to_string()]);
+    assert_eq!(check.code, 0, "{check}\n{text}");
+    std::fs::write(op.lab.policy_dir.join("default.toml"), &text).expect("commit");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(op.server.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || op.members()
+            == vec!["host-a".to_string(), "host-e".to_string()]),
+        "host-e not admitted by the reload: {:?}\n{}",
+        op.members(),
+        op.logs()
     );
 }
 

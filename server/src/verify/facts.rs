@@ -99,8 +99,8 @@ pub fn evaluate_pool(facts: &Facts, pool: &PoolPolicy, policy: &PolicySet) -> Ve
             pcrs: &pcrs,
             check_status: facts.statuses.as_ref(),
             check_reason: facts.check_reasons.as_ref(),
-            event_log: facts.event_log.as_ref(),
-            txt_log: None,
+            event_log: facts.event_log.as_deref(),
+            txt_log: facts.txt_log.as_deref(),
         },
     ));
     reasons

@@ -1,9 +1,10 @@
 //! `trustpool-lab`: the local lab of the README's first command.
 //!
 //! Makes a CA and certificates, provisions swtpm hosts with EK certificates
-//! from a local swtpm CA, simulates a TXT measured launch of the golden
-//! SINIT/MLE on two of them, leaves the third without one, writes the pool
-//! policy from the golden values, starts the server and the agents, and
+//! from a local swtpm CA, boots a real OVMF firmware's event log into each
+//! (one with another boot order), simulates a TXT measured launch of the
+//! golden SINIT/MLE on all but one, writes the pool policy by events from
+//! the golden firmware's log, starts the server and the agents, and
 //! prints the trusted pool and why each excluded host is excluded. Ctrl-C
 //! stops everything and leaves no process behind.
 
@@ -12,8 +13,12 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
 use trustpool_tests::lab::{
-    policy_with_checks, Hardening, Lab, LabHost, Launch, LAB_REQUIRED_CHECKS,
+    measured_boot_policy, Hardening, Lab, LabHost, Launch, LAB_REQUIRED_CHECKS,
 };
+
+/// The firmware of the golden build: a real OVMF boot (Secure Boot off)
+/// captured by scripts/ovmf-eventlog.
+const GOLDEN_FIRMWARE: &str = "ovmf-default";
 use trustpool_tests::procs::{wait_until, AgentProcess, ServerProcess};
 
 #[derive(Parser)]
@@ -61,15 +66,41 @@ fn run(args: Args) -> anyhow::Result<u8> {
     );
     let lab = Lab::create(&args.dir)?;
     let plan = [
-        ("host-a", Launch::Golden, Hardening::GoodCompute),
-        ("host-b", Launch::Golden, Hardening::GoodCompute),
-        ("host-c", Launch::None, Hardening::GoodCompute),
-        ("host-d", Launch::Golden, Hardening::AppArmorDisabled),
+        (
+            "host-a",
+            Launch::Golden,
+            Hardening::GoodCompute,
+            GOLDEN_FIRMWARE,
+        ),
+        (
+            "host-b",
+            Launch::Golden,
+            Hardening::GoodCompute,
+            GOLDEN_FIRMWARE,
+        ),
+        (
+            "host-c",
+            Launch::None,
+            Hardening::GoodCompute,
+            GOLDEN_FIRMWARE,
+        ),
+        (
+            "host-d",
+            Launch::Golden,
+            Hardening::AppArmorDisabled,
+            GOLDEN_FIRMWARE,
+        ),
+        (
+            "host-e",
+            Launch::Golden,
+            Hardening::GoodCompute,
+            "ovmf-bootorder",
+        ),
     ];
     let mut hosts = Vec::new();
-    for (name, launch, hardening) in plan {
+    for (name, launch, hardening, firmware) in plan {
         println!(
-            "- provisioning {name}: swtpm with EK certificates, {}, {}",
+            "- provisioning {name}: swtpm with EK certificates, the OVMF boot {firmware} and its event log, {}, {}",
             describe(launch),
             match hardening {
                 Hardening::Live => "hardening checks of this machine",
@@ -78,7 +109,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
                     "the file tree of a compute node with AppArmor disabled",
             }
         );
-        let host = lab.add_host_with(name, launch, hardening)?;
+        let host = lab.add_host_booted(name, launch, hardening, firmware)?;
         if let Some(log) = &host.txt_log {
             println!(
                 "  its TXT event log: {} (`trustpool eventlog show` reads it)",
@@ -88,11 +119,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
         hosts.push((host, launch));
     }
     println!(
-        "- writing the pool policy {} from the golden values, requiring {}",
+        "- writing the pool policy {} by events: every event of {GOLDEN_FIRMWARE}'s log (PCRs 0-7) and of the golden launch's TXT log (PCRs 17-19) by digest, requiring {}",
         lab.policy_dir.join("default.toml").display(),
         LAB_REQUIRED_CHECKS.join(", ")
     );
-    lab.write_policy("default", &policy_with_checks(LAB_REQUIRED_CHECKS))?;
+    lab.write_policy(
+        "default",
+        &measured_boot_policy(GOLDEN_FIRMWARE, LAB_REQUIRED_CHECKS)?,
+    )?;
     let mut server_options = lab.server_options(&args.report_interval, &args.down_time);
     server_options.operators = vec!["lab-operator".into()];
     // An operator certificate (from the lab's operator CA) for the
