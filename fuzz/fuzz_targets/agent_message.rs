@@ -35,7 +35,8 @@ use trustpool_proto::v1::AgentMessage;
 use trustpool_server::verify::challenge::ChallengeBook;
 use trustpool_server::tls::identity::{valid_hostname, PeerIdentity};
 use trustpool_server::verify::verdict::StoredClock;
-use trustpool_server::verify::verdict::{evaluate_evidence, EvidenceRef};
+use trustpool_server::verify::facts::Facts;
+use trustpool_server::verify::verdict::{evaluate_evidence, EvidenceRef, Previous};
 
 /// What this harness's TPM recovers with ActivateCredential.
 const ACTIVATED: [u8; 32] = [0x5a; 32];
@@ -119,6 +120,9 @@ struct Session {
     book: ChallengeBook,
     nonces: Nonces,
     clock: Option<StoredClock>,
+    /// The facts of the last sound evidence (an unchanged event log is
+    /// reused from them).
+    facts: Option<Facts>,
     now: Instant,
 }
 
@@ -185,9 +189,13 @@ fn judge(w: &World, s: &mut Session, evidence: &trustpool_proto::v1::Evidence) {
             signature: &evidence.signature,
             pcr_values: &pcr_values,
             report: &evidence.hardening_report,
+            event_logs: &evidence.event_logs,
         },
         &w.policy,
-        s.clock,
+        Previous {
+            clock: s.clock,
+            facts: s.facts.as_ref(),
+        },
         (ATTESTED_AT_MS, ATTESTED_AT_MS + DOWN_TIME_MS),
     );
     if debug() {
@@ -210,6 +218,9 @@ fn judge(w: &World, s: &mut Session, evidence: &trustpool_proto::v1::Evidence) {
     }
     if let Some(clock) = evaluation.clock {
         s.clock = Some(clock);
+    }
+    if let Some(facts) = evaluation.facts {
+        s.facts = Some(facts);
     }
 }
 
@@ -234,6 +245,7 @@ fuzz_target!(|data: &[u8]| {
         book: ChallengeBook::default(),
         nonces: Nonces(0),
         clock: Some(w.clock),
+        facts: None,
         now: Instant::now(),
     };
     s.challenge_if_idle(w);
