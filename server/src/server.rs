@@ -286,7 +286,7 @@ async fn restore(
     }
     let mut facts = std::collections::HashMap::new();
     for (host, body) in store.facts().await? {
-        match crate::verify::facts::Facts::from_json(&body) {
+        match crate::verify::facts::Facts::from_stored(&body) {
             Ok(f) => {
                 registry.restore_facts(&host, f.clone(), now, wall);
                 facts.insert(host, f);

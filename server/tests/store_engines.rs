@@ -9,8 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use trustpool_evidence::reason::Reason;
 use trustpool_server::store::{
-    DbLocation, Engine, Enrolment, EvidenceCommit, FactsChange, HistoryEvent, PendingEnrolment,
-    Revocation, Store, StoredClock, StoredVerdict,
+    DbLocation, Engine, Enrolment, EvidenceCommit, FactsChange, HistoryEvent, LogDomain, LogRow,
+    PendingEnrolment, Revocation, Store, StoredClock, StoredFacts, StoredVerdict,
 };
 use trustpool_tests::dbserver::{DbServer, Engine as DbEngine};
 
@@ -159,6 +159,18 @@ fn verdict(host: &str, pool: &str, trusted: bool, at: i64) -> StoredVerdict {
     }
 }
 
+/// Facts `body` with a row for the UEFI log `sha` (its facts `log`).
+fn with_log(body: &str, sha: &str, log: &str) -> StoredFacts {
+    StoredFacts {
+        body: body.to_string(),
+        logs: vec![LogRow {
+            domain: LogDomain::Uefi,
+            log_sha256: sha.to_string(),
+            body: log.to_string(),
+        }],
+    }
+}
+
 fn clock(c: u64) -> StoredClock {
     StoredClock {
         reset_count: 1,
@@ -191,10 +203,19 @@ async fn a_large_batch_is_stored_as_if_written_record_by_record(b: &Backend) {
         .iter()
         .map(|h| vec![verdict(h, "default", true, 1), verdict(h, "gold", false, 1)])
         .collect();
-    let bodies: Vec<String> = names
+    // Every host's facts carry the row of its UEFI log.
+    let bodies: Vec<StoredFacts> = names
         .iter()
-        .map(|h| format!("{{\"host\":\"{h}\"}}"))
+        .map(|h| {
+            with_log(
+                &format!("{{\"host\":\"{h}\"}}"),
+                &format!("sha-{h}"),
+                &format!("{{\"log\":\"{h}\"}}"),
+            )
+        })
         .collect();
+    // Later, h00002's facts change but its log does not: a body alone.
+    let h2_later = StoredFacts::body_only("{\"host\":\"h00002\",\"later\":1}");
     let mut batch: Vec<EvidenceCommit<'_>> = names
         .iter()
         .enumerate()
@@ -220,6 +241,12 @@ async fn a_large_batch_is_stored_as_if_written_record_by_record(b: &Backend) {
         facts: FactsChange::Keep,
         clock: Some(clock(20)),
     });
+    batch.push(EvidenceCommit {
+        hostname: &names[2],
+        verdicts: &[],
+        facts: FactsChange::Put(&h2_later),
+        clock: None,
+    });
     store
         .commit_evidence_batch(&batch)
         .await
@@ -238,11 +265,24 @@ async fn a_large_batch_is_stored_as_if_written_record_by_record(b: &Backend) {
     assert_eq!(of(&names[0], "gold"), first[0][1]);
     assert_eq!(of(&names[n - 1], "default"), first[n - 1][0]);
     assert_eq!(of(&names[n - 1], "gold").reasons, first[n - 1][1].reasons);
-    let facts: HashMap<String, String> = store.facts().await.expect("facts").into_iter().collect();
+    let facts: HashMap<String, StoredFacts> =
+        store.facts().await.expect("facts").into_iter().collect();
     assert_eq!(facts.len(), n - 1, "h00000's facts are withdrawn");
     assert!(!facts.contains_key(&names[0]));
     assert_eq!(facts[&names[1]], bodies[1]);
     assert_eq!(facts[&names[n - 1]], bodies[n - 1]);
+    // A body written alone keeps the log row the store had.
+    assert_eq!(facts[&names[2]].body, h2_later.body);
+    assert_eq!(facts[&names[2]].logs, bodies[2].logs);
+    // h00000's log row went with its facts: new facts without a row of
+    // their own do not find it again.
+    store
+        .put_facts(&names[0], &StoredFacts::body_only("{}"))
+        .await
+        .expect("facts");
+    let again: HashMap<String, StoredFacts> =
+        store.facts().await.expect("facts").into_iter().collect();
+    assert!(again[&names[0]].logs.is_empty(), "{:?}", again[&names[0]]);
     let clocks: HashMap<String, StoredClock> =
         store.clocks().await.expect("clocks").into_iter().collect();
     assert_eq!(clocks.len(), n);
@@ -275,7 +315,8 @@ async fn state_survives_reopening(b: &Backend) {
         )
         .await
         .expect("clock");
-    store.put_facts("host-a", "{\"a\":1}").await.expect("facts");
+    let facts = with_log("{\"a\":1}", "ab12", "{\"status\":\"replayed\"}");
+    store.put_facts("host-a", &facts).await.expect("facts");
     store.close().await;
     let store = Store::connect(&location, false).await.expect("reopen");
     assert_eq!(store.store_id(), id);
@@ -289,7 +330,7 @@ async fn state_survives_reopening(b: &Backend) {
     assert_eq!(clocks[0].1.clock, u64::from(u32::MAX) + 5);
     assert_eq!(
         store.facts().await.expect("read"),
-        vec![("host-a".to_string(), "{\"a\":1}".to_string())]
+        vec![("host-a".to_string(), facts)]
     );
     let history = store.history("host-a", 0, 10).await.expect("history");
     assert_eq!(history.len(), 1);
@@ -390,7 +431,10 @@ async fn an_approval_moves_a_tpm_and_a_readmission_forgets_what_was_sent_while_r
         .put_verdicts(&[verdict("new-name", "default", false, 6)])
         .await
         .expect("verdict");
-    store.put_facts("new-name", "{}").await.expect("facts");
+    store
+        .put_facts("new-name", &with_log("{}", "ab", "{}"))
+        .await
+        .expect("facts");
     store
         .set_revocation("new-name", None, &event("new-name", "readmitted", 7))
         .await
@@ -398,6 +442,14 @@ async fn an_approval_moves_a_tpm_and_a_readmission_forgets_what_was_sent_while_r
     assert!(store.revocations().await.expect("read").is_empty());
     assert!(store.verdicts().await.expect("read").is_empty());
     assert!(store.facts().await.expect("read").is_empty());
+    store
+        .put_facts("new-name", &StoredFacts::body_only("{}"))
+        .await
+        .expect("facts");
+    assert!(
+        store.facts().await.expect("read")[0].1.logs.is_empty(),
+        "the log row went with the readmission"
+    );
     let kinds: Vec<String> = store
         .history("new-name", 0, 10)
         .await
@@ -476,6 +528,7 @@ async fn values_keep_their_size_case_and_bytes(b: &Backend) {
     assert_eq!(got, vec![upper, lower]);
     // Facts larger than MariaDB's TEXT (64 KiB), with non-ASCII text.
     let big = format!("{{\"k\":\"{}é\"}}", "x".repeat(300_000));
+    let big = with_log(&big, &"a".repeat(64), &big);
     store.put_facts("host-a", &big).await.expect("big facts");
     assert_eq!(store.facts().await.expect("read")[0].1, big);
     store.close().await;
@@ -587,7 +640,9 @@ async fn a_store_copies_into_another_engine(b: &Backend) {
         .await
         .expect("verdict");
     from.put_clock("host-a", clock(3)).await.expect("clock");
-    from.put_facts("host-a", "{}").await.expect("facts");
+    from.put_facts("host-a", &with_log("{}", "ab", "{\"l\":1}"))
+        .await
+        .expect("facts");
     let revocation = Revocation {
         hostname: "host-c".into(),
         revoked_by: "op".into(),
@@ -606,6 +661,7 @@ async fn a_store_copies_into_another_engine(b: &Backend) {
     let to = Store::connect(&location, false).await.expect("destination");
     let copied = from.copy_into(&to).await.expect("copied");
     assert!(copied.contains(&("history", 6002)), "{copied:?}");
+    assert!(copied.contains(&("event_logs", 1)), "{copied:?}");
     to.close().await;
     let to = Store::connect(&location, false).await.expect("reopened");
     assert_eq!(to.store_id(), from.store_id(), "the copy is the same store");
@@ -661,7 +717,7 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
         EvidenceCommit {
             hostname: "host-a",
             verdicts: std::slice::from_ref(&v),
-            facts: FactsChange::Put("{\"f\":1}"),
+            facts: FactsChange::Put(&with_log("{\"f\":1}", "ab", "{\"l\":2}")),
             clock: Some(clock(9)),
         },
         EvidenceCommit {
@@ -702,7 +758,7 @@ async fn every_change_is_listed_with_its_hosts_and_its_writer(b: &Backend) {
         .expect("host-a");
     assert_eq!(host_a.enrolment, Some(enrolment("host-a")));
     assert_eq!(host_a.verdicts, vec![v]);
-    assert_eq!(host_a.facts.as_deref(), Some("{\"f\":1}"));
+    assert_eq!(host_a.facts, Some(with_log("{\"f\":1}", "ab", "{\"l\":2}")));
     assert_eq!(host_a.clock, Some(clock(9)));
     let gone = hosts
         .iter()

@@ -356,7 +356,7 @@ fn capture_commit_reload_makes_the_host_trusted_and_history_answers_before_and_a
 #[test]
 fn measured_boot_policy_capture_diff_and_update_by_events() {
     let policy = measured_boot_policy("ovmf-default", &[]).expect("policy");
-    let (op, hosts) = OpLab::start_booted(
+    let (mut op, hosts) = OpLab::start_booted(
         &policy,
         &[("host-a", "ovmf-default"), ("host-e", "ovmf-bootorder")],
     );
@@ -420,6 +420,28 @@ fn measured_boot_policy_capture_diff_and_update_by_events() {
         wait_until(Duration::from_secs(20), || op.members()
             == vec!["host-a".to_string(), "host-e".to_string()]),
         "host-e not admitted by the reload: {:?}\n{}",
+        op.members(),
+        op.logs()
+    );
+
+    // Stored: each host's replayed logs in rows of their own, written when
+    // a log changes; the facts body, which every report rewrites, refers
+    // to them and holds no event.
+    let (bodies, logs) = stored_facts(&op.server.options.db_path());
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    for (host, body) in &bodies {
+        assert!(body.contains("\"event_log_row\":\""), "{host}: {body}");
+        assert!(!body.contains("\"events\""), "{host}: {body}");
+    }
+    let uefi: Vec<&(String, String, i64)> = logs.iter().filter(|l| l.1 == "uefi").collect();
+    assert_eq!(uefi.len(), 2, "{logs:?}");
+    assert!(uefi.iter().all(|l| l.2 > 4096), "{logs:?}");
+    // A restart judges both hosts again by events from what is stored.
+    op.server.restart().expect("restart");
+    assert!(
+        wait_until(Duration::from_secs(20), || op.members()
+            == vec!["host-a".to_string(), "host-e".to_string()]),
+        "not members after a restart: {:?}\n{}",
         op.members(),
         op.logs()
     );
@@ -811,4 +833,32 @@ fn a_new_tpm_for_a_known_host_is_pending_until_approved() {
     assert_ne!(detail["evidence"]["ak_fingerprint"], ak_before.as_str());
     // Nothing left to approve.
     assert_eq!(op.op(&["hosts", "approve", "host-a"]).code, 3);
+}
+
+/// The facts bodies (host, JSON) and the log rows (host, domain, bytes) in
+/// the server's SQLite file.
+type StoredRows = (Vec<(String, String)>, Vec<(String, String, i64)>);
+fn stored_facts(db: &std::path::Path) -> StoredRows {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open the database");
+        let bodies = sqlx::query_as("SELECT hostname, body FROM facts ORDER BY hostname")
+            .fetch_all(&mut conn)
+            .await
+            .expect("facts");
+        let logs = sqlx::query_as(
+            "SELECT hostname, domain, length(body) FROM event_logs ORDER BY hostname, domain",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("event logs");
+        let _ = conn.close().await;
+        (bodies, logs)
+    })
 }

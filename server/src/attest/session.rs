@@ -726,13 +726,17 @@ impl Session {
     /// the store works ([`crate::store::StoreHealth::recovered`]).
     async fn commit(&self, hostname: &str, binding: Binding, judged: &mut Judged) {
         let facts = match (&judged.evaluation.facts, binding) {
-            (Some(facts), Binding::Enrolled) => match facts.to_json() {
-                Ok(body) => FactsRecord::Put(body),
-                Err(e) => {
-                    warn!(host = %hostname, error = %e, "could not encode the evidence facts");
-                    FactsRecord::Withdraw
+            // The registry still holds what the store holds (this evidence is
+            // applied after its commit): an unchanged log is not rewritten.
+            (Some(facts), Binding::Enrolled) => {
+                match facts.to_stored(self.state.registry.host_facts(hostname).as_ref()) {
+                    Ok(stored) => FactsRecord::Put(stored),
+                    Err(e) => {
+                        warn!(host = %hostname, error = %e, "could not encode the evidence facts");
+                        FactsRecord::Withdraw
+                    }
                 }
-            },
+            }
             (Some(_), Binding::Pending) => FactsRecord::Keep,
             (None, _) => FactsRecord::Withdraw,
         };

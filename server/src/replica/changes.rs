@@ -175,8 +175,8 @@ async fn apply(state: &Shared, hosts: &[String]) -> anyhow::Result<()> {
     for h in stored {
         let facts = match h
             .facts
-            .as_deref()
-            .map(crate::verify::facts::Facts::from_json)
+            .as_ref()
+            .map(crate::verify::facts::Facts::from_stored)
         {
             Some(Ok(f)) => Some(f),
             Some(Err(e)) => {

@@ -440,10 +440,11 @@ impl Store {
         self.outcome(r)
     }
 
-    /// Stores the latest verified facts of a host (JSON).
-    pub async fn put_facts(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
+    /// Stores the latest verified facts of a host (their body and the log
+    /// rows they carry).
+    pub async fn put_facts(&self, hostname: &str, facts: &StoredFacts) -> anyhow::Result<()> {
         self.writable()?;
-        let r = self.put_facts_unchecked(hostname, body).await;
+        let r = self.put_facts_unchecked(hostname, facts).await;
         self.outcome(r)
     }
 
@@ -776,6 +777,7 @@ impl Store {
                 "pending_enrolments",
                 "verdicts",
                 "facts",
+                "event_logs",
                 "tpm_clocks",
             ] {
                 sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE hostname = ?")))
@@ -827,7 +829,7 @@ impl Store {
         if revocation.is_none() {
             // Readmitted: what the host sent while revoked decides nothing;
             // its next report does.
-            for table in ["verdicts", "facts"] {
+            for table in ["verdicts", "facts", "event_logs"] {
                 sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE hostname = ?")))
                     .bind(hostname)
                     .execute(&mut *tx)
@@ -870,9 +872,9 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .context("decoding revocations")
     }
-    async fn put_facts_unchecked(&self, hostname: &str, body: &str) -> anyhow::Result<()> {
+    async fn put_facts_unchecked(&self, hostname: &str, facts: &StoredFacts) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("starting a facts update")?;
-        write_facts(&mut tx, self.engine, &[(hostname, body)])
+        write_facts(&mut tx, self.engine, &[(hostname, facts)])
             .await
             .with_context(|| format!("storing the evidence facts of {hostname}"))?;
         note_change(&mut tx, self.engine, self.replica(), [hostname]).await?;
@@ -882,8 +884,8 @@ impl Store {
         Ok(())
     }
 
-    /// Reads every host's latest facts (JSON).
-    pub async fn facts(&self) -> anyhow::Result<Vec<(String, String)>> {
+    /// Reads every host's latest facts with the rows of their event logs.
+    pub async fn facts(&self) -> anyhow::Result<Vec<(String, StoredFacts)>> {
         self.facts_of(None).await
     }
 
@@ -891,15 +893,46 @@ impl Store {
     pub(super) async fn facts_of(
         &self,
         hosts: Option<&[String]>,
-    ) -> anyhow::Result<Vec<(String, String)>> {
+    ) -> anyhow::Result<Vec<(String, StoredFacts)>> {
         let rows = self
             .rows_of("SELECT hostname, body FROM facts", hosts)
             .await
             .context("reading evidence facts")?;
-        rows.iter()
-            .map(|r| Ok((text(r, "hostname")?, text(r, "body")?)))
+        let mut facts: std::collections::BTreeMap<String, StoredFacts> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    text(r, "hostname")?,
+                    StoredFacts::body_only(text(r, "body")?),
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
-            .context("decoding evidence facts")
+            .context("decoding evidence facts")?;
+        let rows = self
+            .rows_of(
+                "SELECT hostname, domain, log_sha256, body FROM event_logs",
+                hosts,
+            )
+            .await
+            .context("reading the facts of event logs")?;
+        for r in &rows {
+            let host = text(r, "hostname").context("decoding the facts of an event log")?;
+            let domain = text(r, "domain").context("decoding the facts of an event log")?;
+            let Some(domain) = LogDomain::from_name(&domain) else {
+                warn!(host = %host, domain = %domain, "stored event log of an unknown domain; ignored");
+                continue;
+            };
+            // A row without facts (withdrawn) is never read: nothing refers to it.
+            if let Some(f) = facts.get_mut(&host) {
+                f.logs.push(LogRow {
+                    domain,
+                    log_sha256: text(r, "log_sha256")
+                        .context("decoding the facts of an event log")?,
+                    body: text(r, "body").context("decoding the facts of an event log")?,
+                });
+            }
+        }
+        Ok(facts.into_iter().collect())
     }
     async fn append_history_unchecked(&self, events: &[HistoryEvent]) -> anyhow::Result<()> {
         let mut tx = self
@@ -990,6 +1023,7 @@ impl Store {
             "revocations",
             "verdicts",
             "facts",
+            "event_logs",
             "tpm_clocks",
             "history",
         ] {
@@ -1027,12 +1061,13 @@ impl Store {
         write_verdicts(&mut tx, to.engine, verdicts.iter()).await?;
         copied.push(("verdicts", verdicts.len() as u64));
         let facts = self.facts().await?;
-        let refs: Vec<(&str, &str)> = facts
-            .iter()
-            .map(|(h, b)| (h.as_str(), b.as_str()))
-            .collect();
+        let refs: Vec<(&str, &StoredFacts)> = facts.iter().map(|(h, f)| (h.as_str(), f)).collect();
         write_facts(&mut tx, to.engine, &refs).await?;
         copied.push(("facts", refs.len() as u64));
+        copied.push((
+            "event_logs",
+            facts.iter().map(|(_, f)| f.logs.len() as u64).sum(),
+        ));
         let clocks = self.clocks().await?;
         let refs: Vec<(&str, StoredClock)> = clocks.iter().map(|(h, c)| (h.as_str(), *c)).collect();
         write_clocks(&mut tx, to.engine, &refs).await?;
@@ -1385,6 +1420,12 @@ const FACTS: Upsert = Upsert {
     key: &["hostname"],
 };
 
+const EVENT_LOGS: Upsert = Upsert {
+    table: "event_logs",
+    columns: &["hostname", "domain", "log_sha256", "body"],
+    key: &["hostname", "domain"],
+};
+
 const CLOCKS: Upsert = Upsert {
     table: "tpm_clocks",
     columns: &["hostname", "reset_count", "restart_count", "clock"],
@@ -1469,9 +1510,34 @@ async fn write_verdicts<'v>(
     .await
 }
 
-async fn write_facts(tx: &mut Tx<'_>, engine: Engine, rows: &[(&str, &str)]) -> anyhow::Result<()> {
-    write_rows(tx, engine, &FACTS, rows, |q, (host, body)| {
-        q.bind(*host).bind(*body)
+/// Writes each host's facts body and the log rows it carries (a log
+/// without a row here keeps the row the store has).
+async fn write_facts(
+    tx: &mut Tx<'_>,
+    engine: Engine,
+    rows: &[(&str, &StoredFacts)],
+) -> anyhow::Result<()> {
+    write_rows(tx, engine, &FACTS, rows, |q, (host, facts)| {
+        q.bind(*host).bind(facts.body.as_str())
+    })
+    .await?;
+    let logs: Vec<(&str, &LogRow)> = rows
+        .iter()
+        .flat_map(|(host, facts)| facts.logs.iter().map(move |l| (*host, l)))
+        .collect();
+    write_log_rows(tx, engine, &logs).await
+}
+
+async fn write_log_rows(
+    tx: &mut Tx<'_>,
+    engine: Engine,
+    logs: &[(&str, &LogRow)],
+) -> anyhow::Result<()> {
+    write_rows(tx, engine, &EVENT_LOGS, logs, |q, (host, log)| {
+        q.bind(*host)
+            .bind(log.domain.as_str())
+            .bind(log.log_sha256.as_str())
+            .bind(log.body.as_str())
     })
     .await
 }
@@ -1602,10 +1668,25 @@ async fn write_evidence_rows(
     // The last word of the batch per (host, pool), per host's facts, per host's clock.
     let mut verdicts: HashMap<(&str, &str), &StoredVerdict> = HashMap::new();
     let mut facts: HashMap<&str, FactsChange<'_>> = HashMap::new();
+    // A log row stays written by a later body alone, not past a withdrawal.
+    let mut logs: HashMap<(&str, LogDomain), &LogRow> = HashMap::new();
+    let mut logs_withdrawn: Vec<&str> = Vec::new();
     let mut clocks: HashMap<&str, StoredClock> = HashMap::new();
     for c in batch {
         for v in c.verdicts {
             verdicts.insert((v.hostname.as_str(), v.pool.as_str()), v);
+        }
+        match c.facts {
+            FactsChange::Keep => {}
+            FactsChange::Put(f) => {
+                for l in &f.logs {
+                    logs.insert((c.hostname, l.domain), l);
+                }
+            }
+            FactsChange::Withdraw => {
+                logs.retain(|(host, _), _| *host != c.hostname);
+                logs_withdrawn.push(c.hostname);
+            }
         }
         if !matches!(c.facts, FactsChange::Keep) {
             facts.insert(c.hostname, c.facts);
@@ -1615,34 +1696,44 @@ async fn write_evidence_rows(
         }
     }
     write_verdicts(tx, engine, verdicts.into_values()).await?;
-    let puts: Vec<(&str, &str)> = facts
+    let puts: Vec<(&str, &StoredFacts)> = facts
         .iter()
         .filter_map(|(host, f)| match f {
-            FactsChange::Put(body) => Some((*host, *body)),
+            FactsChange::Put(facts) => Some((*host, *facts)),
             _ => None,
         })
         .collect();
-    write_facts(tx, engine, &puts).await?;
+    write_rows(tx, engine, &FACTS, &puts, |q, (host, facts)| {
+        q.bind(*host).bind(facts.body.as_str())
+    })
+    .await?;
     let withdrawn: Vec<&str> = facts
         .iter()
         .filter(|(_, f)| matches!(f, FactsChange::Withdraw))
         .map(|(host, _)| *host)
         .collect();
-    for chunk in withdrawn.chunks(Upsert::ROWS_PER_STATEMENT) {
-        let sql = engine
-            .sql(&format!(
-                "DELETE FROM facts WHERE hostname IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            ))
-            .into_owned();
-        let query = chunk
-            .iter()
-            .fold(sqlx::query(&sql).persistent(false), |q, host| q.bind(*host));
-        query
-            .execute(&mut **tx)
-            .await
-            .with_context(|| format!("withdrawing the evidence facts of {} hosts", chunk.len()))?;
+    // Facts withdrawn by the batch's last word; log rows by any withdrawal
+    // (the rows written after it are written below).
+    logs_withdrawn.sort_unstable();
+    logs_withdrawn.dedup();
+    for (table, hosts) in [("facts", &withdrawn), ("event_logs", &logs_withdrawn)] {
+        for chunk in hosts.chunks(Upsert::ROWS_PER_STATEMENT) {
+            let sql = engine
+                .sql(&format!(
+                    "DELETE FROM {table} WHERE hostname IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                ))
+                .into_owned();
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql).persistent(false), |q, host| q.bind(*host));
+            query.execute(&mut **tx).await.with_context(|| {
+                format!("withdrawing the evidence facts of {} hosts", chunk.len())
+            })?;
+        }
     }
+    let logs: Vec<(&str, &LogRow)> = logs.into_iter().map(|((h, _), l)| (h, l)).collect();
+    write_log_rows(tx, engine, &logs).await?;
     let clocks: Vec<(&str, StoredClock)> = clocks.into_iter().collect();
     write_clocks(tx, engine, &clocks).await
 }
@@ -1703,7 +1794,7 @@ mod tests {
             .await
             .expect("limit");
         // "Disk full": SQLite rolls the transaction back on its own.
-        let big = "x".repeat(200_000);
+        let big = StoredFacts::body_only("x".repeat(200_000));
         let full = store
             .commit_evidence(&EvidenceCommit {
                 hostname: "host-a",
@@ -1730,7 +1821,7 @@ mod tests {
             .commit_evidence(&EvidenceCommit {
                 hostname: "host-a",
                 verdicts: &[verdict("host-a")],
-                facts: FactsChange::Put("{}"),
+                facts: FactsChange::Put(&StoredFacts::body_only("{}")),
                 clock: None,
             })
             .await
@@ -1741,7 +1832,10 @@ mod tests {
             other.verdicts().await.expect("read"),
             vec![verdict("host-a")]
         );
-        other.put_facts("host-b", "{}").await.expect("not locked");
+        other
+            .put_facts("host-b", &StoredFacts::body_only("{}"))
+            .await
+            .expect("not locked");
         assert!(store.probe().await.is_ok());
         assert!(store.health().ok());
     }

@@ -18,7 +18,8 @@
 //! that one host's bad data never costs the others their verdict.
 
 use super::{
-    is_pool_timeout, is_store_fault, EvidenceCommit, FactsChange, Store, StoredClock, StoredVerdict,
+    is_pool_timeout, is_store_fault, EvidenceCommit, FactsChange, Store, StoredClock, StoredFacts,
+    StoredVerdict,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -53,8 +54,8 @@ pub struct EvidenceRecord {
 pub enum FactsRecord {
     /// Leave them as they are.
     Keep,
-    /// Replace them (JSON).
-    Put(String),
+    /// Replace them (the body, and the log rows that changed).
+    Put(StoredFacts),
     /// Delete them: the newest evidence was not sound.
     Withdraw,
 }
@@ -207,7 +208,7 @@ mod tests {
         EvidenceRecord {
             hostname: host.into(),
             verdicts: vec![verdict(host, true, at)],
-            facts: FactsRecord::Put(format!("{{\"at\":{at}}}")),
+            facts: FactsRecord::Put(StoredFacts::body_only(format!("{{\"at\":{at}}}"))),
             clock: Some(StoredClock {
                 reset_count: 1,
                 restart_count: 0,

@@ -32,6 +32,7 @@ mod identity;
 pub mod replication;
 pub mod schema;
 
+pub use crate::verify::facts::{LogDomain, LogRow, StoredFacts};
 pub use crate::verify::verdict::StoredClock;
 pub use db::{is_pool_timeout, is_store_fault, Store};
 pub use engine::{DbLocation, Engine};
@@ -130,8 +131,8 @@ pub struct HistoryEvent {
 pub enum FactsChange<'a> {
     /// Leave them as they are.
     Keep,
-    /// Replace them (JSON).
-    Put(&'a str),
+    /// Replace them (the body, and the log rows that changed).
+    Put(&'a StoredFacts),
     /// Delete them: the newest evidence was not sound.
     Withdraw,
 }

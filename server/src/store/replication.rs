@@ -48,8 +48,8 @@ pub struct StoredHost {
     pub revocation: Option<Revocation>,
     /// Its last accepted TPM clock.
     pub clock: Option<StoredClock>,
-    /// Its latest facts (JSON).
-    pub facts: Option<String>,
+    /// Its latest facts.
+    pub facts: Option<StoredFacts>,
     /// Its latest verdict per pool.
     pub verdicts: Vec<StoredVerdict>,
 }

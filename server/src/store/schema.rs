@@ -339,6 +339,31 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         ],
     },
+    Migration {
+        version: 3,
+        name: "event logs: the facts of each host's replayed logs, a row per log",
+        sqlite: &["CREATE TABLE IF NOT EXISTS event_logs (
+            hostname TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            log_sha256 TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (hostname, domain)
+        )"],
+        postgres: &["CREATE TABLE IF NOT EXISTS event_logs (
+            hostname VARCHAR(255) NOT NULL,
+            domain VARCHAR(16) NOT NULL,
+            log_sha256 VARCHAR(64) NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (hostname, domain)
+        )"],
+        mysql: &["CREATE TABLE IF NOT EXISTS event_logs (
+            hostname VARCHAR(255) NOT NULL,
+            domain VARCHAR(16) NOT NULL,
+            log_sha256 VARCHAR(64) NOT NULL,
+            body LONGTEXT NOT NULL,
+            PRIMARY KEY (hostname, domain)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+    },
 ];
 
 #[cfg(test)]
