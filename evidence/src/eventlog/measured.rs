@@ -136,7 +136,7 @@ pub struct MeasuredEvent {
     pub device_path: Option<String>,
     /// A UEFI variable's identity and contents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variable: Option<VariableFacts>,
+    pub variable: Option<Box<VariableFacts>>,
     /// The text of a string event (EV_EFI_ACTION, EV_IPL…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -280,7 +280,7 @@ pub(crate) fn measure_in(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>, domain: &D
         .filter(|p| !bad.contains(p))
         .collect();
     let decoder = Decoder::for_log(&parsed);
-    let events = parsed
+    let mut events: Vec<MeasuredEvent> = parsed
         .events
         .iter()
         .filter(|e| e.event_type != EventType::EV_NO_ACTION)
@@ -292,6 +292,8 @@ pub(crate) fn measure_in(log: &[u8], quoted: &BTreeMap<u8, [u8; 32]>, domain: &D
             Some(measured_event(e, pcr, digest, proven, &data))
         })
         .collect();
+    // Held per host for as long as its log is unchanged: no spare room.
+    events.shrink_to_fit();
     LogFacts::Replayed(MeasuredBoot {
         log_sha256: log_digest,
         replayed: good,
@@ -314,7 +316,7 @@ fn measured_event(
                 VariableValue::LoadOption(o) => o.device_path.clone(),
                 _ => None,
             };
-            (path, Some(variable_facts(v)), None)
+            (path, Some(Box::new(variable_facts(v))), None)
         }
         EventData::Text { text } => (None, None, Some(truncate(text))),
         _ => (None, None, None),
@@ -369,8 +371,12 @@ fn variable_facts(v: &Variable) -> VariableFacts {
             }
         }
     }
+    entries.shrink_to_fit();
+    subjects.shrink_to_fit();
+    let mut guid = v.guid.to_string();
+    guid.shrink_to_fit();
     VariableFacts {
-        guid: v.guid.to_string(),
+        guid,
         name: v.name.clone(),
         data_sha256: hex::encode(Sha256::digest(&v.data)),
         data: (v.data.len() <= 64).then(|| hex::encode(&v.data)),

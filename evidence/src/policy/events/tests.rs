@@ -81,14 +81,14 @@ fn image(number: u32, digest: &str, path: &str) -> MeasuredEvent {
 fn variable(number: u32, name: &str, data: &[u8], proven: bool) -> MeasuredEvent {
     MeasuredEvent {
         data_proven: proven,
-        variable: Some(VariableFacts {
+        variable: Some(Box::new(VariableFacts {
             guid: EFI_GLOBAL.into(),
             name: name.into(),
             data_sha256: sha(data),
             data: Some(hex::encode(data)),
             entries: vec![],
             subjects: vec![],
-        }),
+        })),
         ..event(
             number,
             7,
@@ -565,8 +565,10 @@ fn no_log_is_one_reason_per_log() {
     let r = judge(&txt, Some(&log), Some(&txt_log));
     assert_eq!(codes_of(&r), vec![codes::EVENT_NOT_ALLOWED; 2], "{r:?}");
     assert!(
-        r[0].message
-            .starts_with(&format!("PCR 17 event 1 0x00000402 sha256 {}", d(0x17))),
+        r[0].message.starts_with(&format!(
+            "PCR 17 event 1 EVTYPE_HASH_START sha256 {}",
+            d(0x17)
+        )),
         "{r:?}"
     );
 }
