@@ -778,9 +778,15 @@ impl DbServer {
             match self.launch() {
                 Ok(()) => return Ok(()),
                 // The port is ours (reserved in this process), but another
-                // program may hold it for a moment: wait and try again.
+                // program may hold it for a moment; after a kill, the old
+                // PostgreSQL's backends may still be exiting, holding its
+                // shared memory: wait and try again.
                 Err(_)
-                    if attempt < 5 && self.log_since(offset).contains("Address already in use") =>
+                    if attempt < 10 && {
+                        let log = self.log_since(offset);
+                        log.contains("Address already in use")
+                            || log.contains("pre-existing shared memory block")
+                    } =>
                 {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(500));
