@@ -14,6 +14,7 @@ use crate::store::group::{EvidenceRecord, FactsRecord};
 use crate::store::{Enrolment, HistoryEvent, PendingEnrolment, StoredVerdict};
 use crate::tls::identity::{valid_hostname, PeerIdentity};
 use crate::verify::challenge::ChallengeBook;
+use crate::verify::facts::Facts;
 use crate::verify::verdict::{evaluate_evidence_under_ek, Evaluation, EvidenceRef, Previous};
 use rand::RngCore;
 use std::future::Future;
@@ -192,6 +193,9 @@ struct Judged {
     evaluation: Evaluation,
     verdicts: Vec<StoredVerdict>,
     attested_at_ms: i64,
+    /// The host's facts the evidence was judged against (what the store
+    /// holds: an unchanged log shared with them is not written again).
+    previous_facts: Option<Facts>,
     /// False when the commit failed: facts and clock are then left alone.
     committed: bool,
 }
@@ -711,6 +715,7 @@ impl Session {
             evaluation,
             verdicts,
             attested_at_ms,
+            previous_facts,
             committed: true,
         }
     }
@@ -726,10 +731,8 @@ impl Session {
     /// the store works ([`crate::store::StoreHealth::recovered`]).
     async fn commit(&self, hostname: &str, binding: Binding, judged: &mut Judged) {
         let facts = match (&judged.evaluation.facts, binding) {
-            // The registry still holds what the store holds (this evidence is
-            // applied after its commit): an unchanged log is not rewritten.
             (Some(facts), Binding::Enrolled) => {
-                match facts.to_stored(self.state.registry.host_facts(hostname).as_ref()) {
+                match facts.to_stored(judged.previous_facts.as_ref()) {
                     Ok(stored) => FactsRecord::Put(stored),
                     Err(e) => {
                         warn!(host = %hostname, error = %e, "could not encode the evidence facts");
