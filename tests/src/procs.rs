@@ -506,3 +506,21 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `read` on a read-only connection to the SQLite file `db` (what a
+/// server committed, read beside it) and returns what it returns.
+pub fn read_sqlite<T>(db: &Path, read: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> T) -> T {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open the database");
+        let out = read(&mut conn).await;
+        let _ = conn.close().await;
+        out
+    })
+}

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use trustpool_tests::lab::{golden_policy, Lab, LabHost, Launch};
-use trustpool_tests::procs::{binary, wait_until, AgentProcess, ServerProcess};
+use trustpool_tests::procs::{binary, read_sqlite, wait_until, AgentProcess, ServerProcess};
 
 const OAT_PATH: &str = "/OpenAttestationWebServices/V1.0/PollHosts";
 /// The x-auth-blob Nova sends (PollHosts is served only with one configured).
@@ -285,28 +285,18 @@ impl Fleet {
 /// The hosts with a trusted, unexpired verdict in `default`, read from the
 /// SQLite file itself (committed data only).
 fn trusted_in_db(db: &Path) -> Vec<String> {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        use sqlx::Connection;
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("open the database");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let hosts: Vec<String> = sqlx::query_scalar(
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    read_sqlite(db, async |conn| {
+        sqlx::query_scalar(
             "SELECT hostname FROM verdicts WHERE pool = 'default' AND trusted = 1 AND valid_until_ms > ?",
         )
         .bind(now)
-        .fetch_all(&mut conn)
+        .fetch_all(conn)
         .await
-        .expect("read verdicts");
-        let _ = conn.close().await;
-        hosts
+        .expect("read verdicts")
     })
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trustpool_tests::lab::{golden_policy, measured_boot_policy, Hardening, Lab, LabHost, Launch};
 use trustpool_tests::pki::{CertFiles, TestCa};
-use trustpool_tests::procs::{binary, wait_until, ServerProcess};
+use trustpool_tests::procs::{binary, read_sqlite, wait_until, ServerProcess};
 
 /// The operator's certificate name (from the lab's operator CA), listed in
 /// the server's `--operator`.
@@ -839,26 +839,17 @@ fn a_new_tpm_for_a_known_host_is_pending_until_approved() {
 /// the server's SQLite file.
 type StoredRows = (Vec<(String, String)>, Vec<(String, String, i64)>);
 fn stored_facts(db: &std::path::Path) -> StoredRows {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        use sqlx::Connection;
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("open the database");
+    read_sqlite(db, async |conn| {
         let bodies = sqlx::query_as("SELECT hostname, body FROM facts ORDER BY hostname")
-            .fetch_all(&mut conn)
+            .fetch_all(&mut *conn)
             .await
             .expect("facts");
         let logs = sqlx::query_as(
             "SELECT hostname, domain, length(body) FROM event_logs ORDER BY hostname, domain",
         )
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await
         .expect("event logs");
-        let _ = conn.close().await;
         (bodies, logs)
     })
 }
